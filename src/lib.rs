@@ -1,0 +1,1 @@
+//! credloader: sealed systemd credentials into the services that need them.
