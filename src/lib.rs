@@ -1,1 +1,26 @@
 //! credloader: sealed systemd credentials into the services that need them.
+//!
+//! The `apply` pipeline is a few plain stages, each a module:
+//! [`config`] (load) → [`creds`] (read and decrypt) → [`envfile`] and
+//! [`dropin`] (render) → [`safefs`] (write) → [`systemd`] (reload/restart),
+//! tied together by [`apply`]. Plaintext only ever lives in [`secret::Secret`].
+
+pub mod apply;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod creds;
+pub mod dropin;
+pub mod envfile;
+pub mod exit;
+pub mod harden;
+pub mod lock;
+pub mod logging;
+pub mod names;
+pub mod root;
+pub mod safefs;
+pub mod secret;
+pub mod state;
+pub mod systemd;
+pub mod systemd_creds;
+pub mod users;

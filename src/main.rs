@@ -1,1 +1,41 @@
-fn main() {}
+//! Parses the command line, runs the command, reports. Nothing else.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use credloader::cli::Cli;
+use credloader::{commands, exit, harden, logging};
+
+fn main() -> ExitCode {
+    // Before anything can hold a secret: no core dumps, no ptrace by peers.
+    if let Err(e) = harden::no_core_dumps() {
+        eprintln!("credloader: error: cannot disable core dumps: {e}");
+        return ExitCode::from(exit::ENVIRONMENT);
+    }
+    let cli = Cli::parse();
+    logging::init(cli.global.verbose, cli.global.quiet);
+    if let Err(e) = harden::drop_capabilities() {
+        tracing::warn!("could not drop capabilities: {e}");
+    }
+    let json = cli.global.json;
+    let result = commands::run(cli.global, cli.command);
+    let mut stdout = std::io::stdout().lock();
+    match result {
+        Ok(out) => {
+            let text = if json { out.json_text() } else { out.human };
+            let _ = stdout.write_all(text.as_bytes());
+            ExitCode::from(out.code)
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            let err = anyhow::Error::new(e);
+            if json {
+                let doc = serde_json::json!({ "error": format!("{err:#}"), "exit_code": code });
+                let _ = writeln!(stdout, "{doc}");
+            }
+            eprintln!("credloader: error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}

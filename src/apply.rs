@@ -1,0 +1,647 @@
+//! The `apply` pipeline: config → credentials → render → write → restart.
+//!
+//! Each service is handled on its own: a bad credential or a failed write
+//! fails that service only (its last good files stay, it is not restarted)
+//! and every other service is still served. A service whose inputs are the
+//! same as at the last apply, and whose files are untouched since, is not
+//! decrypted at all, so a re-apply with nothing changed costs a few stats.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::config::{Config, Delivery, Service, Source};
+use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
+use crate::envfile;
+use crate::lock::{self, LockError};
+use crate::root::Root;
+use crate::safefs::{self, Dir, DirPolicy, FsError, Owner};
+use crate::state::{self, FileId, ServiceState, State};
+use crate::systemd::Manager;
+use crate::users::{Account, Accounts, UserError};
+
+/// Errors that stop the whole run (per-service failures are in the report).
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error("no service named `{0}` in the configuration")]
+    UnknownService(String),
+    #[error("state directory: {0}")]
+    StateDir(#[from] FsError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Accounts(#[from] UserError),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Decide and report, write nothing, restart nothing.
+    pub dry_run: bool,
+    /// Only these services (all when empty).
+    pub only: Vec<String>,
+    /// Queue each changed service's `on_change` action.
+    pub restart: bool,
+    /// Concurrent decrypts.
+    pub jobs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Unchanged,
+    Updated,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceReport {
+    pub service: String,
+    pub unit: String,
+    pub outcome: Outcome,
+    pub delivery: Delivery,
+    pub env_file: Option<PathBuf>,
+    pub env_file_written: bool,
+    pub dropin: PathBuf,
+    pub dropin_written: bool,
+    /// The secrets it receives changed (so it is restarted).
+    pub secrets_changed: bool,
+    /// The `systemctl` verb queued for it, if any.
+    pub action: Option<String>,
+    pub decrypted: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub services: Vec<ServiceReport>,
+    pub daemon_reload: bool,
+    /// Services that left the configuration and whose files were removed.
+    pub removed: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn failed(&self) -> impl Iterator<Item = &ServiceReport> {
+        self.services
+            .iter()
+            .filter(|s| s.outcome == Outcome::Failed)
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.failed().next().is_none()
+    }
+}
+
+/// Runs the pipeline for `config` on `root` (see the module docs).
+pub fn apply(
+    config: &Config,
+    root: &Root,
+    manager: Manager,
+    opts: &Options,
+) -> Result<Report, ApplyError> {
+    let loader = &config.loader;
+    for name in &opts.only {
+        if !config.services.contains_key(name) {
+            return Err(ApplyError::UnknownService(name.clone()));
+        }
+    }
+    let selected: Vec<&Service> = config
+        .services
+        .values()
+        .filter(|s| opts.only.is_empty() || opts.only.contains(&s.name))
+        .collect();
+
+    let mut warnings = Vec::new();
+    // The state dir holds the lock; a dry run neither creates nor locks it.
+    let state_dir = if opts.dry_run {
+        Dir::open(root, &loader.state_dir, DirPolicy::EXISTING).ok()
+    } else {
+        Some(Dir::open(
+            root,
+            &loader.state_dir,
+            DirPolicy::create(0o700),
+        )?)
+    };
+    let _lock = match (&state_dir, opts.dry_run) {
+        (Some(d), false) => Some(lock::acquire(d, loader.lock_timeout)?),
+        _ => None,
+    };
+    let mut state = match &state_dir {
+        Some(d) => {
+            let (s, warning) = State::load(d)?;
+            warnings.extend(warning);
+            s
+        }
+        None => State::default(),
+    };
+
+    let accounts = Accounts::new(root)?;
+    let store = Store::open(root, &loader.creds_dir);
+    if let Ok(dir) = store.dir() {
+        if let Ok(st) = dir.stat() {
+            if st.st_mode & 0o077 != 0 {
+                warnings.push(format!(
+                    "{} is mode {:04o}; make it 0700 (`chmod 0700 {}`)",
+                    dir.path().display(),
+                    st.st_mode & 0o7777,
+                    dir.path().display()
+                ));
+            }
+        }
+    }
+
+    // Plan: what each service is made of, and whether it is already done.
+    let mut plans: Vec<Plan> = selected
+        .iter()
+        .map(|s| Plan::new(s, root, loader, &accounts, &store, &state))
+        .collect();
+
+    // Decrypt what is needed, each credential once.
+    let mut wanted: BTreeMap<&str, &Sealed> = BTreeMap::new();
+    for plan in plans.iter().filter(|p| p.error.is_none() && !p.up_to_date) {
+        for (name, sealed) in &plan.sealed {
+            wanted.insert(name.as_str(), sealed);
+        }
+    }
+    let decrypter = Decrypter::detect(root);
+    let list: Vec<&Sealed> = wanted.values().copied().collect();
+    let jobs = if opts.jobs == 0 {
+        creds::default_jobs()
+    } else {
+        opts.jobs
+    };
+    let plain = decrypter.decrypt_all(&list, jobs);
+    for (name, p) in &plain {
+        if let Ok(Plain { legacy: true, .. }) = p {
+            warnings.push(format!(
+                "credential {name} was sealed without --name (legacy name `{name}.cred`); \
+                 reseal it with `credloader rotate {name}` to carry its own name"
+            ));
+        }
+    }
+
+    // Render and write, service by service.
+    let mut reports = Vec::with_capacity(plans.len());
+    for plan in &mut plans {
+        reports.push(plan.execute(root, &plain, opts.dry_run));
+    }
+
+    // Services that left the configuration: remove their files.
+    let mut removed = Vec::new();
+    let mut dropins_removed = false;
+    if opts.only.is_empty() {
+        let gone: Vec<String> = state
+            .services
+            .keys()
+            .filter(|n| !config.services.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let old = &state.services[&name];
+            if !opts.dry_run {
+                if let Err(e) = remove_files(root, old) {
+                    warnings.push(format!(
+                        "service {name} left the configuration, but its files stay: {e}"
+                    ));
+                    continue;
+                }
+                state.services.remove(&name);
+            }
+            dropins_removed = true;
+            removed.push(name);
+        }
+    }
+
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        daemon_reload: reports.iter().any(|r| r.dropin_written) || dropins_removed,
+        services: reports,
+        removed,
+        warnings,
+    };
+
+    if !opts.dry_run {
+        // Record what succeeded; failed services keep their last good record.
+        for plan in &plans {
+            if let Some(rec) = &plan.record {
+                state
+                    .services
+                    .insert(plan.service.name.clone(), rec.clone());
+            }
+        }
+        if let Some(d) = &state_dir {
+            if let Err(e) = state.save(d) {
+                report
+                    .warnings
+                    .push(format!("could not record the state: {e}"));
+            }
+        }
+        restart(manager, &mut report, opts.restart, &config.services);
+    }
+    Ok(report)
+}
+
+/// One daemon-reload if any drop-in changed, then each changed service's
+/// `on_change` verb, queued without waiting.
+fn restart(
+    manager: Manager,
+    report: &mut Report,
+    restart: bool,
+    services: &BTreeMap<String, Service>,
+) {
+    if manager == Manager::Absent {
+        return;
+    }
+    if report.daemon_reload {
+        if let Err(e) = manager.daemon_reload() {
+            report
+                .warnings
+                .push(format!("{e}; consumers may still use their old drop-ins"));
+        }
+    }
+    if !restart {
+        return;
+    }
+    let mut by_verb: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in report.services.iter().enumerate() {
+        if r.outcome == Outcome::Updated && (r.secrets_changed || r.dropin_written) {
+            if let Some(verb) = services[&r.service].on_change.verb() {
+                by_verb.entry(verb).or_default().push(i);
+            }
+        }
+    }
+    for (verb, idx) in by_verb {
+        let units: Vec<&str> = idx
+            .iter()
+            .map(|&i| report.services[i].unit.as_str())
+            .collect();
+        match manager.queue(verb, &units) {
+            Ok(()) => {
+                for i in idx {
+                    report.services[i].action = Some(verb.to_string());
+                }
+            }
+            Err(e) => report.warnings.push(e.to_string()),
+        }
+    }
+}
+
+fn remove_files(root: &Root, old: &ServiceState) -> Result<(), FsError> {
+    let (dir, name) = safefs::split(&old.dropin);
+    if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
+        d.remove(name)?;
+        if let (Some(parent), Some(unit_d)) = (dir.parent(), dir.file_name()) {
+            if let Ok(p) = Dir::open(root, parent, DirPolicy::EXISTING) {
+                p.remove_dir_if_empty(unit_d);
+            }
+        }
+    }
+    if let Some(env) = &old.env_file {
+        let (dir, name) = safefs::split(env);
+        if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
+            d.remove(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// One service's way through the pipeline.
+struct Plan<'a> {
+    service: &'a Service,
+    account: Option<Account>,
+    sealed: BTreeMap<String, Sealed>,
+    inputs: String,
+    dropin_text: String,
+    dropin_path: PathBuf,
+    previous: Option<ServiceState>,
+    up_to_date: bool,
+    error: Option<String>,
+    record: Option<ServiceState>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        service: &'a Service,
+        root: &Root,
+        loader: &crate::config::Loader,
+        accounts: &Accounts,
+        store: &Store,
+        state: &State,
+    ) -> Plan<'a> {
+        let previous = state.services.get(&service.name).cloned();
+        let mut plan = Plan {
+            service,
+            account: None,
+            sealed: BTreeMap::new(),
+            inputs: String::new(),
+            dropin_text: crate::dropin::render(service, loader),
+            dropin_path: service.dropin_path(loader),
+            previous,
+            up_to_date: false,
+            error: None,
+            record: None,
+        };
+        match accounts.lookup(&service.user, service.group.as_deref()) {
+            Ok(a) => plan.account = Some(a),
+            Err(e) => {
+                plan.error = Some(format!("{e} ({})", service.origin));
+                return plan;
+            }
+        }
+        let mut errors = Vec::new();
+        for name in service.credentials() {
+            match store.sealed(name) {
+                Ok(s) => {
+                    plan.sealed.insert(name.to_string(), s);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            plan.error = Some(errors.join("; "));
+            return plan;
+        }
+        plan.inputs = plan.digest();
+        plan.up_to_date = plan.check_up_to_date(root);
+        plan
+    }
+
+    /// Digest of the service's configuration, account and sealed inputs.
+    fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(self.service).expect("service serializes"));
+        let a = self.account.expect("resolved");
+        h.update(format!("\0{}:{}\0", a.uid, a.gid));
+        h.update(self.dropin_text.as_bytes());
+        for (name, s) in &self.sealed {
+            h.update(format!("\0{name}={}", s.digest));
+        }
+        creds::hex_digest(&h.finalize())
+    }
+
+    /// Same inputs as last time, and the files on disk are what we wrote.
+    fn check_up_to_date(&self, root: &Root) -> bool {
+        let Some(prev) = &self.previous else {
+            return false;
+        };
+        if prev.inputs != self.inputs {
+            return false;
+        }
+        if read_dropin(root, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes()) {
+            return false;
+        }
+        if self.service.delivery == Delivery::Env {
+            let (dir, name) = safefs::split(&self.service.env_file);
+            let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) else {
+                return false;
+            };
+            match d.entry(name) {
+                Ok(Some(st)) => prev.env_file_id == Some(FileId::from(&st)),
+                _ => false,
+            }
+        } else {
+            true
+        }
+    }
+
+    fn fail(&self, message: String) -> ServiceReport {
+        tracing::error!(service = %self.service.name, unit = %self.service.unit, "{message}");
+        ServiceReport {
+            error: Some(message),
+            outcome: Outcome::Failed,
+            ..self.report_base()
+        }
+    }
+
+    fn report_base(&self) -> ServiceReport {
+        ServiceReport {
+            service: self.service.name.clone(),
+            unit: self.service.unit.clone(),
+            outcome: Outcome::Unchanged,
+            delivery: self.service.delivery,
+            env_file: (self.service.delivery == Delivery::Env)
+                .then(|| self.service.env_file.clone()),
+            env_file_written: false,
+            dropin: self.dropin_path.clone(),
+            dropin_written: false,
+            secrets_changed: false,
+            action: None,
+            decrypted: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn execute(
+        &mut self,
+        root: &Root,
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+        dry_run: bool,
+    ) -> ServiceReport {
+        if let Some(e) = &self.error {
+            return self.fail(e.clone());
+        }
+        if self.up_to_date {
+            tracing::debug!(service = %self.service.name, "unchanged since the last apply");
+            return self.report_base();
+        }
+        let mut report = self.report_base();
+        report.decrypted = self.sealed.keys().cloned().collect();
+
+        // Every credential must have decrypted.
+        let mut errors = Vec::new();
+        for name in self.sealed.keys() {
+            match plain.get(name) {
+                Some(Ok(p)) if p.legacy && self.service.delivery == Delivery::Credential => errors.push(format!(
+                    "credential {name} was sealed without --name, so PID 1 cannot load it under that name; \
+                     reseal it with `credloader rotate {name}`"
+                )),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => errors.push(e.to_string()),
+                None => errors.push(format!("credential {name} was not decrypted")),
+            }
+        }
+        if !errors.is_empty() {
+            return self.fail(errors.join("; "));
+        }
+
+        let account = self.account.expect("resolved");
+        let mut env_file_id = None;
+        match self.service.delivery {
+            Delivery::Env => match self.write_env(root, account, plain, dry_run) {
+                Ok((written, changed, id)) => {
+                    report.env_file_written = written;
+                    report.secrets_changed = changed;
+                    env_file_id = id;
+                }
+                Err(e) => return self.fail(e),
+            },
+            Delivery::Credential => {
+                // PID 1 decrypts at the next (re)start; it changed if the sealed bytes did.
+                report.secrets_changed = match &self.previous {
+                    Some(prev) => self
+                        .sealed
+                        .iter()
+                        .any(|(n, s)| prev.credentials.get(n) != Some(&s.digest)),
+                    None => true,
+                };
+            }
+        }
+
+        match self.write_dropin(root, dry_run) {
+            Ok(w) => report.dropin_written = w,
+            Err(e) => return self.fail(e),
+        }
+
+        if report.env_file_written || report.dropin_written || report.secrets_changed {
+            report.outcome = Outcome::Updated;
+        }
+        self.record = Some(ServiceState {
+            unit: self.service.unit.clone(),
+            delivery: self.service.delivery,
+            inputs: self.inputs.clone(),
+            credentials: self
+                .sealed
+                .iter()
+                .map(|(n, s)| (n.clone(), s.digest.clone()))
+                .collect(),
+            env_file: (self.service.delivery == Delivery::Env)
+                .then(|| self.service.env_file.clone()),
+            env_file_id,
+            dropin: self.dropin_path.clone(),
+            applied_at: state::now(),
+        });
+        tracing::info!(
+            service = %self.service.name,
+            unit = %self.service.unit,
+            outcome = ?report.outcome,
+            "applied"
+        );
+        report
+    }
+
+    /// Renders and (if different) writes the env file.
+    /// Returns (written, content changed, identity after writing).
+    fn write_env(
+        &self,
+        root: &Root,
+        account: Account,
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+        dry_run: bool,
+    ) -> Result<(bool, bool, Option<FileId>), String> {
+        let mut values: Vec<(&str, &[u8])> = Vec::with_capacity(self.service.vars.len());
+        for var in &self.service.vars {
+            let (value, what): (&[u8], String) = match &var.source {
+                Source::Credential(c) => match plain.get(c) {
+                    Some(Ok(p)) => (p.secret.expose(), format!("credential {c}")),
+                    _ => unreachable!("checked above"),
+                },
+                Source::Static(s) => (s.as_bytes(), format!("static {}", var.name)),
+            };
+            if let Err(e) = envfile::check_value(&var.name, value) {
+                let fix = match &var.source {
+                    Source::Credential(c) => {
+                        format!("; seal a value without it with `credloader rotate {c}`")
+                    }
+                    Source::Static(_) => String::new(),
+                };
+                return Err(format!(
+                    "{what} (variable {}): the value {e}{fix}",
+                    var.name
+                ));
+            }
+            values.push((var.name.as_str(), value));
+        }
+        let rendered = envfile::render(values.iter().copied());
+
+        let (dir_path, name) = safefs::split(&self.service.env_file);
+        let dir = open_target_dir(root, dir_path, dry_run).map_err(|e| e.to_string())?;
+        let owner = Owner {
+            uid: account.uid,
+            gid: account.gid,
+            mode: 0o600,
+        };
+        let Some(dir) = dir else {
+            return Ok((true, true, None)); // dry run, directory not there yet
+        };
+        if !dry_run {
+            dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
+        }
+        let existing = dir
+            .read_secret(name, envfile::MAX_ASSIGNMENT * 64)
+            .map_err(|e| e.to_string())?;
+        let (same_content, same_owner) = match &existing {
+            Some((old, st)) => (rendered.ct_eq(old.expose()), owner.matches(st)),
+            None => (false, false),
+        };
+        drop(existing);
+        if same_content && same_owner {
+            let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
+            return Ok((false, false, id));
+        }
+        if dry_run {
+            return Ok((true, !same_content, None));
+        }
+        dir.write_atomic(name, rendered.expose(), owner)
+            .map_err(|e| e.to_string())?;
+        let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
+        Ok((true, !same_content, id))
+    }
+
+    /// Writes the drop-in if its content differs. Returns whether it wrote.
+    fn write_dropin(&self, root: &Root, dry_run: bool) -> Result<bool, String> {
+        if read_dropin(root, &self.dropin_path).as_deref() == Some(self.dropin_text.as_bytes()) {
+            return Ok(false);
+        }
+        if dry_run {
+            return Ok(true);
+        }
+        let (dir_path, name) = safefs::split(&self.dropin_path);
+        let dir = Dir::open(root, dir_path, DirPolicy::create(0o755)).map_err(|e| e.to_string())?;
+        dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
+        dir.write_atomic(name, self.dropin_text.as_bytes(), Owner::ROOT_0644)
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+fn open_target_dir(root: &Root, path: &Path, dry_run: bool) -> Result<Option<Dir>, FsError> {
+    if dry_run {
+        match Dir::open(root, path, DirPolicy::EXISTING) {
+            Ok(d) => Ok(Some(d)),
+            Err(FsError::Os {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    } else {
+        Dir::open(root, path, DirPolicy::create(0o755)).map(Some)
+    }
+}
+
+fn read_dropin(root: &Root, path: &Path) -> Option<Vec<u8>> {
+    let (dir, name) = safefs::split(path);
+    let d = Dir::open(root, dir, DirPolicy::EXISTING).ok()?;
+    d.read(name, 64 * 1024).ok().flatten().map(|(b, _)| b)
+}
+
+/// The names of every credential file in the creds dir (for `list`/`check`).
+pub fn sealed_names(store: &Store) -> BTreeSet<String> {
+    store
+        .dir()
+        .ok()
+        .and_then(|d| d.list().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| {
+            n.to_str()
+                .and_then(|s| s.strip_suffix(".cred"))
+                .map(str::to_string)
+        })
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}

@@ -1,0 +1,185 @@
+//! The command line, declared once: `main` parses it, and the man page and
+//! shell completions are generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::systemd_creds::Key;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "credloader",
+    version,
+    about = "Deliver sealed systemd credentials to the services that need them",
+    long_about = "credloader decrypts sealed systemd credentials (systemd-creds) and delivers \
+                  them to their consuming services: one env file per service (owned by its \
+                  user, mode 0600, written atomically) or LoadCredentialEncrypted= lines, a \
+                  drop-in that points the unit at it, and a restart of only the services whose \
+                  secrets changed.",
+    after_help = "Exit codes: 0 ok, 1 some services failed or problems found, 2 usage or \
+                  configuration error, 3 cannot run (lock, state dir, tools), 4 rotate rolled \
+                  back, 5 sync source unavailable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Main configuration file; drop-ins are read from the `.d` directory beside it.
+    #[arg(long, global = true, env = "CREDLOADER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Work on the system image at DIR, like `systemctl --root`: every configured path
+    /// is taken beneath DIR, accounts come from DIR/etc, and no systemd call is made.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Machine-readable output: one JSON document, sorted keys, on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decrypt credentials, write env files and drop-ins, restart what changed.
+    Apply(ApplyArgs),
+    /// Seal a new credential from stdin (or --from-file) into the creds dir.
+    Seal(SealArgs),
+    /// Replace a credential's value, verify its consumers, roll back on failure.
+    Rotate(RotateArgs),
+    /// Restore a previous sealed generation of a credential and apply it.
+    Rollback(RollbackArgs),
+    /// List the kept sealed generations of a credential.
+    Generations(NameArg),
+    /// List every credential with its consumers, size, key and state.
+    List,
+    /// Show a credential masked (first characters and length only).
+    Show(NameArg),
+    /// Per service: unit, delivery, env file, last apply, and whether all is in place.
+    Status(StatusArgs),
+    /// Audit modes, owners, links, references and expiry; non-zero exit on problems.
+    Check,
+    /// Migrate a hand-made plaintext env file and its drop-in to credloader.
+    Import(ImportArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) generated from this command line.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ApplyArgs {
+    /// Print the plan (files, drop-ins, restarts) and change nothing. Never prints a value.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only this service (repeatable).
+    #[arg(long = "service", value_name = "NAME")]
+    pub services: Vec<String>,
+    /// Write files but restart nothing (a daemon-reload still happens when drop-ins change).
+    #[arg(long)]
+    pub no_restart: bool,
+    /// How many credentials to decrypt at once (default: twice the CPUs).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ValueInput {
+    /// Read the value from this file instead of stdin (the file is left as it is).
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+    /// The key to seal with.
+    #[arg(long, value_enum, default_value_t = Key::Auto)]
+    pub key: Key,
+    /// The sealed value stops decrypting after TIME (systemd time, e.g. "+90d" or a timestamp).
+    #[arg(long, value_name = "TIME")]
+    pub not_after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// Credential name (also the env var name by default).
+    pub name: String,
+    #[command(flatten)]
+    pub input: ValueInput,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub input: ValueInput,
+    /// Only stage the new generation: no apply, no restart, no verification.
+    #[arg(long)]
+    pub no_apply: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub name: String,
+    /// The generation to restore (default: the newest kept one).
+    #[arg(long, value_name = "GENERATION")]
+    pub to: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this service (repeatable).
+    #[arg(long = "service", value_name = "NAME")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The plaintext env file to migrate.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: PathBuf,
+    /// The consuming unit.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: String,
+    /// Service name in the configuration (default: the unit name without `.service`).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// A key that is secret and gets sealed (repeatable); every other key becomes `static`.
+    #[arg(long = "secret", value_name = "KEY", required = true)]
+    pub secrets: Vec<String>,
+    /// The service's user (default: the unit's User=).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The legacy drop-in to replace (default: every drop-in of the unit naming the env file).
+    #[arg(long, value_name = "PATH")]
+    pub dropin: Option<PathBuf>,
+    /// The key to seal with.
+    #[arg(long, value_enum, default_value_t = Key::Auto)]
+    pub key: Key,
+    /// Show every step and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+impl Cli {
+    pub fn command() -> clap::Command {
+        <Cli as clap::CommandFactory>::command()
+    }
+}

@@ -1,0 +1,79 @@
+//! `credloader apply`.
+
+use std::fmt::Write;
+
+use super::{CommandError, Context, Output};
+use crate::apply::{self, Options, Outcome, Report};
+use crate::cli::ApplyArgs;
+use crate::exit;
+
+pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
+    let config = ctx.load_config()?;
+    let opts = Options {
+        dry_run: args.dry_run,
+        only: args.services,
+        restart: !args.no_restart,
+        jobs: args.jobs,
+    };
+    let report = apply::apply(&config, &ctx.root, ctx.manager(), &opts)?;
+    let code = if report.all_ok() {
+        exit::OK
+    } else {
+        exit::FAILED
+    };
+    Ok(Output::new(code, human(&report), &report))
+}
+
+fn human(r: &Report) -> String {
+    let mut out = String::new();
+    if r.dry_run {
+        out.push_str("dry run: nothing is written or restarted\n");
+    }
+    for s in &r.services {
+        let what = match (s.outcome, r.dry_run) {
+            (Outcome::Unchanged, _) => "unchanged",
+            (Outcome::Updated, false) => "updated",
+            (Outcome::Updated, true) => "would update",
+            (Outcome::Failed, _) => "FAILED",
+        };
+        let _ = write!(out, "{:<24} {:<40} {what}", s.service, s.unit);
+        let mut details = Vec::new();
+        if s.env_file_written {
+            details.push(format!(
+                "env file {}",
+                s.env_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        if s.dropin_written {
+            details.push(format!("drop-in {}", s.dropin.display()));
+        }
+        if let Some(a) = &s.action {
+            details.push(format!("{a} queued"));
+        } else if r.dry_run && s.secrets_changed {
+            details.push("would restart".into());
+        }
+        if !details.is_empty() {
+            let _ = write!(out, " ({})", details.join(", "));
+        }
+        out.push('\n');
+        if let Some(e) = &s.error {
+            let _ = writeln!(out, "  error: {e}");
+        }
+    }
+    for name in &r.removed {
+        let _ = writeln!(
+            out,
+            "{name:<24} removed from the configuration: drop-in and env file deleted"
+        );
+    }
+    if r.daemon_reload && !r.dry_run {
+        out.push_str("daemon-reload done\n");
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}

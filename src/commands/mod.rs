@@ -1,0 +1,145 @@
+//! One module per command. Each turns parsed arguments into an [`Output`]
+//! (a human text, a JSON document and an exit code); `main` prints it.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::cli::{Command, Global};
+use crate::config::{self, Config, ConfigError};
+use crate::exit;
+use crate::root::Root;
+
+mod apply;
+
+/// What a command produced.
+#[derive(Debug)]
+pub struct Output {
+    pub code: u8,
+    pub human: String,
+    pub json: serde_json::Value,
+}
+
+impl Output {
+    pub fn new(code: u8, human: String, json: impl Serialize) -> Output {
+        Output {
+            code,
+            human,
+            json: serde_json::to_value(json).expect("output serializes"),
+        }
+    }
+
+    /// The JSON form: sorted keys, compact, trailing newline.
+    pub fn json_text(&self) -> String {
+        // serde_json's Map is a BTreeMap (no preserve_order): keys come sorted.
+        let mut s = serde_json::to_string(&self.json).expect("value serializes");
+        s.push('\n');
+        s
+    }
+}
+
+/// A command that could not do its job at all.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error("{0}")]
+    Environment(String),
+}
+
+impl CommandError {
+    pub fn exit_code(&self) -> u8 {
+        use crate::apply::ApplyError as A;
+        match self {
+            CommandError::Config(_) | CommandError::Usage(_) => exit::USAGE,
+            CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
+            CommandError::Apply(_) | CommandError::Environment(_) => exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// What every command knows: where the system is and where its config is.
+pub struct Context {
+    pub global: Global,
+    pub root: Root,
+}
+
+impl Context {
+    pub fn new(global: Global) -> Context {
+        let root = global.root.clone().map(Root::at).unwrap_or_else(Root::live);
+        Context { global, root }
+    }
+
+    /// The main config file as a host path: `--config` as given, else the
+    /// default beneath the root.
+    pub fn config_path(&self) -> (PathBuf, bool) {
+        match &self.global.config {
+            Some(p) => (p.clone(), true),
+            None => (
+                self.root.host(std::path::Path::new(config::DEFAULT_CONFIG)),
+                false,
+            ),
+        }
+    }
+
+    pub fn load_config(&self) -> Result<Config, CommandError> {
+        let (path, explicit) = self.config_path();
+        Ok(config::load(&path, explicit)?)
+    }
+
+    pub fn manager(&self) -> crate::systemd::Manager {
+        crate::systemd::Manager::detect(self.root.is_offline())
+    }
+}
+
+/// Runs `command`.
+pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
+    let ctx = Context::new(global);
+    match command {
+        Command::Apply(args) => apply::run(&ctx, args),
+        Command::Completions(args) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut crate::cli::Cli::command(),
+                "credloader",
+                &mut buf,
+            );
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            Ok(Output::new(
+                exit::OK,
+                text.clone(),
+                serde_json::json!({ "script": text }),
+            ))
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(crate::cli::Cli::command())
+                .render(&mut buf)
+                .map_err(|e| CommandError::Environment(e.to_string()))?;
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            Ok(Output::new(
+                exit::OK,
+                text.clone(),
+                serde_json::json!({ "man": text }),
+            ))
+        }
+        other => Err(CommandError::Usage(format!(
+            "`{}` is not implemented yet",
+            command_name(&other)
+        ))),
+    }
+}
+
+fn command_name(c: &Command) -> String {
+    format!("{c:?}")
+        .split(['(', ' '])
+        .next()
+        .unwrap_or_default()
+        .to_lowercase()
+}

@@ -1,0 +1,751 @@
+//! Stage 1: load the configuration.
+//!
+//! The main file (default `/etc/quantum/credloader.toml`) and then every
+//! `*.toml` in the drop-in directory beside it (`credloader.d/`) in lexical
+//! order, zincati-style: `[loader]` keys from later files override earlier
+//! ones, and each `[services.NAME]` may be defined once across all files.
+//! Every mistake found is reported together, each with its file and line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::{envfile, names};
+
+pub const DEFAULT_CONFIG: &str = "/etc/quantum/credloader.toml";
+
+/// Where a piece of configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One mistake in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub origin: Origin,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "no configuration: neither {} nor any {}/*.toml exists; \
+         create one (see docs/configuration.md) or pass --config",
+        main.display(), dropins.display()
+    )]
+    Missing { main: PathBuf, dropins: PathBuf },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+/// How a service receives its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// An env file written by credloader, named by `EnvironmentFile=`.
+    #[default]
+    Env,
+    /// `LoadCredentialEncrypted=` lines: PID 1 decrypts into the service's
+    /// `$CREDENTIALS_DIRECTORY`; no plaintext file is written at all.
+    Credential,
+}
+
+/// What to do with a consumer whose secrets changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnChange {
+    #[default]
+    TryRestart,
+    TryReloadOrRestart,
+    Restart,
+    None,
+}
+
+impl OnChange {
+    /// The `systemctl` verb, if any.
+    pub fn verb(self) -> Option<&'static str> {
+        match self {
+            OnChange::TryRestart => Some("try-restart"),
+            OnChange::TryReloadOrRestart => Some("try-reload-or-restart"),
+            OnChange::Restart => Some("restart"),
+            OnChange::None => None,
+        }
+    }
+}
+
+/// Where credloader keeps things. Paths are as the running system sees them;
+/// `--root` is applied when they are opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loader {
+    pub creds_dir: PathBuf,
+    pub env_dir: PathBuf,
+    pub dropin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// How many previous sealed generations `rotate` keeps per credential.
+    pub keep_generations: u32,
+    /// How long a second `apply` waits for the first one's lock.
+    #[serde(skip)]
+    pub lock_timeout: Duration,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Loader {
+            creds_dir: "/etc/quantum/creds".into(),
+            env_dir: "/run/credloader".into(),
+            dropin_dir: "/etc/systemd/system".into(),
+            state_dir: "/var/lib/credloader".into(),
+            keep_generations: 3,
+            lock_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Credential(String),
+    Static(String),
+}
+
+/// One variable of a service's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Var {
+    pub name: String,
+    pub source: Source,
+}
+
+/// A consuming service, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub unit: String,
+    pub user: String,
+    pub group: Option<String>,
+    /// Sorted by variable name.
+    pub vars: Vec<Var>,
+    pub env_file: PathBuf,
+    pub delivery: Delivery,
+    pub required: bool,
+    pub on_change: OnChange,
+    pub health_check: Option<Vec<String>>,
+    pub health_timeout: Duration,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+impl Service {
+    /// The distinct credentials this service needs, sorted.
+    pub fn credentials(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .vars
+            .iter()
+            .filter_map(|v| match &v.source {
+                Source::Credential(c) => Some(c.as_str()),
+                Source::Static(_) => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The drop-in this service's unit gets.
+    pub fn dropin_path(&self, loader: &Loader) -> PathBuf {
+        loader
+            .dropin_dir
+            .join(format!("{}.d", self.unit))
+            .join(crate::dropin::FILE_NAME)
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub loader: Loader,
+    pub services: BTreeMap<String, Service>,
+    /// The files it was read from, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// The services that consume `credential`.
+    pub fn consumers<'a>(&'a self, credential: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.credentials().contains(&credential))
+    }
+
+    /// Every credential any service needs.
+    pub fn all_credentials(&self) -> std::collections::BTreeSet<&str> {
+        self.services
+            .values()
+            .flat_map(|s| s.credentials())
+            .collect()
+    }
+}
+
+// ---- what the files hold --------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    loader: Option<RawLoader>,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLoader {
+    creds_dir: Option<Spanned<String>>,
+    env_dir: Option<Spanned<String>>,
+    dropin_dir: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    keep_generations: Option<Spanned<u32>>,
+    lock_timeout_sec: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    unit: Spanned<String>,
+    user: Spanned<String>,
+    group: Option<Spanned<String>>,
+    #[serde(default)]
+    credentials: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default, rename = "static")]
+    statics: BTreeMap<Spanned<String>, Spanned<String>>,
+    env_file: Option<Spanned<String>>,
+    #[serde(default)]
+    delivery: Option<Spanned<Delivery>>,
+    #[serde(default = "default_true")]
+    required: bool,
+    #[serde(default)]
+    on_change: OnChange,
+    health_check: Option<Spanned<Vec<String>>>,
+    health_timeout_sec: Option<Spanned<u64>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A parsed file plus what is needed to turn byte offsets into lines.
+struct Parsed {
+    path: PathBuf,
+    text: String,
+    raw: RawFile,
+}
+
+impl Parsed {
+    fn origin<T>(&self, s: &Spanned<T>) -> Origin {
+        Origin {
+            file: self.path.clone(),
+            line: self.text[..s.span().start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1,
+        }
+    }
+}
+
+// ---- loading ---------------------------------------------------------------
+
+/// The drop-in directory that belongs to a main config file:
+/// `/etc/quantum/credloader.toml` → `/etc/quantum/credloader.d`.
+pub fn dropin_dir_for(main: &Path) -> PathBuf {
+    main.with_extension("d")
+}
+
+/// Loads `main` and its drop-in directory. A missing main file is fine when
+/// drop-ins exist, unless `main_must_exist` (an explicit `--config`).
+pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
+    let dropins = dropin_dir_for(main);
+    let mut files = Vec::new();
+    match std::fs::read_to_string(main) {
+        Ok(text) => files.push((main.to_path_buf(), text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !main_must_exist => {}
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: main.into(),
+                source,
+            })
+        }
+    }
+    match std::fs::read_dir(&dropins) {
+        Ok(entries) => {
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|x| x == "toml")
+                        && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                        && p.is_file()
+                })
+                .collect();
+            paths.sort();
+            for p in paths {
+                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                files.push((p, text));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: dropins.clone(),
+                source,
+            })
+        }
+    }
+    if files.is_empty() {
+        return Err(ConfigError::Missing {
+            main: main.into(),
+            dropins,
+        });
+    }
+    from_texts(files)
+}
+
+/// Builds a configuration from `(path, contents)` pairs in precedence order.
+pub fn from_texts(files: Vec<(PathBuf, String)>) -> Result<Config, ConfigError> {
+    let mut parsed = Vec::with_capacity(files.len());
+    for (path, text) in files {
+        let raw: RawFile = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.clone(),
+            message: syntax_message(&e),
+        })?;
+        parsed.push(Parsed { path, text, raw });
+    }
+
+    let mut problems = Vec::new();
+    let loader = merge_loader(&parsed, &mut problems);
+    let mut services: BTreeMap<String, Service> = BTreeMap::new();
+    let mut env_files: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for file in &parsed {
+        for (name, raw) in &file.raw.services {
+            let origin = file.origin(name);
+            if let Some(first) = services.get(name.get_ref()) {
+                problems.push(Problem {
+                    origin,
+                    message: format!(
+                        "service `{}` is already defined at {}; each service may be defined in one file only",
+                        name.get_ref(),
+                        first.origin
+                    ),
+                });
+                continue;
+            }
+            let Some(service) = resolve_service(file, name, raw, &loader, &mut problems) else {
+                continue;
+            };
+            if service.delivery == Delivery::Env {
+                if let Some(other) =
+                    env_files.insert(service.env_file.clone(), service.name.clone())
+                {
+                    problems.push(Problem {
+                        origin: service.origin.clone(),
+                        message: format!(
+                            "env_file {} is also used by service `{other}`; give each service its own",
+                            service.env_file.display()
+                        ),
+                    });
+                }
+            }
+            services.insert(service.name.clone(), service);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { problems });
+    }
+    Ok(Config {
+        loader,
+        services,
+        files: parsed.into_iter().map(|p| p.path).collect(),
+    })
+}
+
+/// toml's message, with the line and column it found, as one compact text.
+fn syntax_message(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let mut lines = text.lines();
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("TOML parse error at ");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('|') && !l.contains('^'));
+    match last {
+        Some(l) if !text.lines().next().unwrap_or_default().contains(l) => {
+            format!("{first}: {}", l.trim())
+        }
+        _ => first.to_string(),
+    }
+}
+
+fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
+    let mut loader = Loader::default();
+    for file in parsed {
+        let Some(raw) = &file.raw.loader else {
+            continue;
+        };
+        let mut path_key = |slot: &mut PathBuf, value: &Option<Spanned<String>>, key: &str| {
+            if let Some(v) = value {
+                match names::managed_path(v.get_ref()) {
+                    Ok(()) => *slot = PathBuf::from(v.get_ref()),
+                    Err(m) => problems.push(Problem {
+                        origin: file.origin(v),
+                        message: format!("loader.{key}: {m}"),
+                    }),
+                }
+            }
+        };
+        path_key(&mut loader.creds_dir, &raw.creds_dir, "creds_dir");
+        path_key(&mut loader.env_dir, &raw.env_dir, "env_dir");
+        path_key(&mut loader.dropin_dir, &raw.dropin_dir, "dropin_dir");
+        path_key(&mut loader.state_dir, &raw.state_dir, "state_dir");
+        if let Some(k) = &raw.keep_generations {
+            if *k.get_ref() == 0 || *k.get_ref() > 100 {
+                problems.push(Problem {
+                    origin: file.origin(k),
+                    message: "loader.keep_generations must be between 1 and 100".into(),
+                });
+            } else {
+                loader.keep_generations = *k.get_ref();
+            }
+        }
+        if let Some(t) = raw.lock_timeout_sec {
+            loader.lock_timeout = Duration::from_secs(t);
+        }
+    }
+    loader
+}
+
+fn resolve_service(
+    file: &Parsed,
+    name: &Spanned<String>,
+    raw: &RawService,
+    loader: &Loader,
+    problems: &mut Vec<Problem>,
+) -> Option<Service> {
+    let before = problems.len();
+    let mut bad = |at: Origin, message: String| {
+        problems.push(Problem {
+            origin: at,
+            message,
+        })
+    };
+    let origin = file.origin(name);
+    let sname = name.get_ref();
+
+    if let Err(m) = names::service(sname) {
+        bad(origin.clone(), m);
+    }
+    if let Err(m) = names::unit(raw.unit.get_ref()) {
+        bad(
+            file.origin(&raw.unit),
+            format!("services.{sname}.unit: {m}"),
+        );
+    }
+    if let Err(m) = names::account(raw.user.get_ref()) {
+        bad(
+            file.origin(&raw.user),
+            format!("services.{sname}.user: {m}"),
+        );
+    }
+    if let Some(g) = &raw.group {
+        if let Err(m) = names::account(g.get_ref()) {
+            bad(file.origin(g), format!("services.{sname}.group: {m}"));
+        }
+    }
+
+    let delivery = raw
+        .delivery
+        .as_ref()
+        .map(|d| *d.get_ref())
+        .unwrap_or_default();
+    let mut vars: BTreeMap<String, (Source, Origin)> = BTreeMap::new();
+    let mut add = |var: &Spanned<String>, source: Source, bad: &mut dyn FnMut(Origin, String)| {
+        let at = file.origin(var);
+        if !envfile::valid_name(var.get_ref()) {
+            bad(
+                at,
+                format!(
+                    "services.{sname}: `{}` is not a valid environment variable name (use [A-Za-z_][A-Za-z0-9_]*)",
+                    var.get_ref().escape_default()
+                ),
+            );
+            return;
+        }
+        if let Some((_, first)) = vars.get(var.get_ref()) {
+            bad(
+                at,
+                format!(
+                    "services.{sname}: variable {} is already set at line {}; set each variable once",
+                    var.get_ref(),
+                    first.line
+                ),
+            );
+            return;
+        }
+        vars.insert(var.get_ref().clone(), (source, at));
+    };
+
+    for cred in &raw.credentials {
+        if let Err(m) = names::credential(cred.get_ref()) {
+            bad(
+                file.origin(cred),
+                format!("services.{sname}.credentials: {m}"),
+            );
+            continue;
+        }
+        add(cred, Source::Credential(cred.get_ref().clone()), &mut bad);
+    }
+    for (var, cred) in &raw.env {
+        if let Err(m) = names::credential(cred.get_ref()) {
+            bad(
+                file.origin(cred),
+                format!("services.{sname}.env.{}: {m}", var.get_ref()),
+            );
+            continue;
+        }
+        add(var, Source::Credential(cred.get_ref().clone()), &mut bad);
+    }
+    for (var, value) in &raw.statics {
+        if let Err(e) = envfile::check_value(var.get_ref(), value.get_ref().as_bytes()) {
+            bad(
+                file.origin(value),
+                format!("services.{sname}.static.{}: the value {e}", var.get_ref()),
+            );
+            continue;
+        }
+        add(var, Source::Static(value.get_ref().clone()), &mut bad);
+    }
+    if vars.is_empty() {
+        bad(
+            origin.clone(),
+            format!("services.{sname}: no credentials, env or static variables; give it `credentials = [\"NAME\"]`"),
+        );
+    }
+
+    let env_file = match &raw.env_file {
+        Some(p) => {
+            if let Err(m) = names::managed_path(p.get_ref()) {
+                bad(file.origin(p), format!("services.{sname}.env_file: {m}"));
+            }
+            PathBuf::from(p.get_ref())
+        }
+        None => loader.env_dir.join(format!("{sname}.env")),
+    };
+
+    if delivery == Delivery::Credential {
+        let at = raw
+            .delivery
+            .as_ref()
+            .map(|d| file.origin(d))
+            .unwrap_or(origin.clone());
+        if !raw.env.is_empty() || !raw.statics.is_empty() {
+            bad(
+                at.clone(),
+                format!(
+                    "services.{sname}: delivery = \"credential\" hands over credentials under their own names; \
+                     `env` and `static` need delivery = \"env\""
+                ),
+            );
+        }
+        if raw.env_file.is_some() {
+            bad(at, format!("services.{sname}: env_file has no meaning with delivery = \"credential\"; remove it"));
+        }
+    }
+
+    if let Some(check) = &raw.health_check {
+        if check.get_ref().is_empty() || !check.get_ref()[0].starts_with('/') {
+            bad(
+                file.origin(check),
+                format!("services.{sname}.health_check must be an argv list whose first item is an absolute path"),
+            );
+        }
+    }
+    let health_timeout = match &raw.health_timeout_sec {
+        Some(t) if *t.get_ref() == 0 || *t.get_ref() > 3600 => {
+            bad(
+                file.origin(t),
+                format!("services.{sname}.health_timeout_sec must be 1..3600"),
+            );
+            Duration::from_secs(30)
+        }
+        Some(t) => Duration::from_secs(*t.get_ref()),
+        None => Duration::from_secs(30),
+    };
+
+    if problems.len() > before {
+        return None;
+    }
+    Some(Service {
+        name: sname.clone(),
+        unit: raw.unit.get_ref().clone(),
+        user: raw.user.get_ref().clone(),
+        group: raw.group.as_ref().map(|g| g.get_ref().clone()),
+        vars: vars
+            .into_iter()
+            .map(|(name, (source, _))| Var { name, source })
+            .collect(),
+        env_file,
+        delivery,
+        required: raw.required,
+        on_change: raw.on_change,
+        health_check: raw.health_check.as_ref().map(|c| c.get_ref().clone()),
+        health_timeout,
+        origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        from_texts(
+            files
+                .iter()
+                .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+                .collect(),
+        )
+    }
+
+    const GOOD: &str = r#"
+[loader]
+env_dir = "/run/x"
+
+[services.position-monitor]
+unit = "quantum-position-monitor.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+env = { EXCHANGE_KEY = "BINANCE_API_KEY" }
+static = { EXIT_BRAIN_V35_ENABLED = "true" }
+"#;
+
+    #[test]
+    fn loads_a_full_service() {
+        let c = cfg(&[("/m.toml", GOOD)]).unwrap();
+        let s = &c.services["position-monitor"];
+        assert_eq!(s.env_file, PathBuf::from("/run/x/position-monitor.env"));
+        assert_eq!(
+            s.credentials(),
+            vec!["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+        );
+        let names: Vec<_> = s.vars.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "BINANCE_API_KEY",
+                "BINANCE_API_SECRET",
+                "EXCHANGE_KEY",
+                "EXIT_BRAIN_V35_ENABLED"
+            ]
+        );
+        assert_eq!(s.origin.line, 5);
+        assert!(s.required);
+        assert_eq!(s.on_change, OnChange::TryRestart);
+        assert_eq!(c.consumers("BINANCE_API_KEY").count(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_line() {
+        let e = cfg(&[(
+            "/m.toml",
+            "[services.a]\nunit = \"a.service\"\nuser = \"qt\"\ncredentails = [\"X\"]\n",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/m.toml") && e.contains("line 4") && e.contains("credentails"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_services_across_files() {
+        let a = "[services.a]\nunit = \"a.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        let e = cfg(&[("/d/10-a.toml", a), ("/d/20-a.toml", a)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/d/20-a.toml:1") && e.contains("already defined at /d/10-a.toml:1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "[services.a]\nunit = \"a\"\nuser = \"qt\"\ncredentials = [\"BAD-NAME\", \"X\", \"X\"]\nstatic = { Y = \"a\\u0000b\" }\n";
+        let ConfigError::Invalid { problems } = cfg(&[("/m.toml", text)]).unwrap_err() else {
+            panic!()
+        };
+        let lines: Vec<usize> = problems.iter().map(|p| p.origin.line).collect();
+        assert_eq!(lines, [2, 4, 4, 5], "{problems:#?}");
+        assert!(problems[1].message.contains("BAD-NAME"));
+    }
+
+    #[test]
+    fn loader_overrides_merge_in_order() {
+        let c = cfg(&[
+            ("/m.toml", "[loader]\ncreds_dir = \"/a\"\nstate_dir = \"/s\"\n"),
+            ("/d/1.toml", "[loader]\ncreds_dir = \"/b\"\n[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\n"),
+        ])
+        .unwrap();
+        assert_eq!(c.loader.creds_dir, PathBuf::from("/b"));
+        assert_eq!(c.loader.state_dir, PathBuf::from("/s"));
+    }
+
+    #[test]
+    fn credential_delivery_refuses_env_only_keys() {
+        let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nstatic = { A = \"1\" }\ndelivery = \"credential\"\n";
+        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        assert!(
+            e.contains("/m.toml:6") && e.contains("delivery = \"env\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shared_env_file_is_refused() {
+        let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
+        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        assert!(e.contains("also used by service `x`"), "{e}");
+    }
+}

@@ -1,0 +1,59 @@
+//! One credloader at a time: an exclusive `flock` on `<state_dir>/lock`,
+//! waited for up to a bound so a stuck run cannot hang boot forever.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{openat, Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+use thiserror::Error;
+
+use crate::safefs::Dir;
+
+#[derive(Debug, Error)]
+pub enum LockError {
+    #[error("another credloader has held {path} for {waited:?}; wait for it to finish, or find it with `fuser {path}`")]
+    Timeout { path: String, waited: Duration },
+    #[error("cannot lock {path}: {errno}")]
+    Os {
+        path: String,
+        errno: nix::errno::Errno,
+    },
+}
+
+/// Held while alive.
+pub struct Lock(#[allow(dead_code)] Flock<File>);
+
+pub fn acquire(state_dir: &Dir, timeout: Duration) -> Result<Lock, LockError> {
+    let path = state_dir.path().join("lock").display().to_string();
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(
+        state_dir.as_fd(),
+        OsStr::new("lock"),
+        flags,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|errno| LockError::Os {
+        path: path.clone(),
+        errno,
+    })?;
+    let mut file = File::from(fd);
+    let start = Instant::now();
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(Lock(l)),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                if start.elapsed() >= timeout {
+                    return Err(LockError::Timeout {
+                        path,
+                        waited: start.elapsed(),
+                    });
+                }
+                file = f;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, errno)) => return Err(LockError::Os { path, errno }),
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! Reading and writing managed files without ever following a symlink and
+//! without a moment in which a file is wider open than its final mode.
+//!
+//! Every path is walked one component at a time with `openat(O_NOFOLLOW)`
+//! from the root, so a symlink anywhere on a managed path is refused rather
+//! than followed. A file is replaced by writing a temp file *in the same
+//! directory* (created `O_EXCL`, mode 0600, owned by root), fsyncing it,
+//! handing it to its owner, renaming it over the target and fsyncing the
+//! directory: a crash at any instant leaves the old file or the new one.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
+use thiserror::Error;
+
+use crate::root::Root;
+use crate::secret::{read_secret, Secret};
+
+#[derive(Debug, Error)]
+pub enum FsError {
+    #[error("{}: is a symbolic link; credloader never follows links on a managed path. Replace it with the real {what}", path.display())]
+    Symlink { path: PathBuf, what: &'static str },
+    #[error("{}: is a {kind}, not a regular file; remove it so credloader can write the file", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{}: has {links} hard links, so another name could reveal it; remove the other links (`find / -xdev -samefile {}`)", path.display(), path.display())]
+    Hardlinked { path: PathBuf, links: u64 },
+    #[error("{}: {problem}; fix with `chown root:root {} && chmod go-w {}`", path.display(), path.display(), path.display())]
+    UnsafeDir { path: PathBuf, problem: String },
+    #[error("{}: is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("{}: larger than {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: usize },
+    #[error("cannot {op} {}: {}", path.display(), describe(*errno))]
+    Os {
+        op: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
+}
+
+fn describe(e: Errno) -> String {
+    let hint = match e {
+        Errno::ENOSPC => " (the filesystem is full; free space there)",
+        Errno::EROFS => {
+            " (the filesystem is read-only; remount it read-write or pick another directory)"
+        }
+        Errno::EACCES | Errno::EPERM => " (run credloader as root)",
+        _ => "",
+    };
+    format!("{}{hint}", e.desc())
+}
+
+impl FsError {
+    fn os(op: &'static str, path: &Path, errno: Errno) -> Self {
+        FsError::Os {
+            op,
+            path: path.to_path_buf(),
+            errno,
+        }
+    }
+}
+
+/// Who a written file belongs to and what mode it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Owner {
+    pub const ROOT_0600: Owner = Owner {
+        uid: 0,
+        gid: 0,
+        mode: 0o600,
+    };
+    pub const ROOT_0644: Owner = Owner {
+        uid: 0,
+        gid: 0,
+        mode: 0o644,
+    };
+
+    /// Does `st` already have this owner and mode?
+    pub fn matches(&self, st: &FileStat) -> bool {
+        st.st_uid == self.uid && st.st_gid == self.gid && st.st_mode & 0o7777 == self.mode
+    }
+}
+
+fn kind(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => "regular file",
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFLNK => "symbolic link",
+        SFlag::S_IFIFO => "FIFO",
+        SFlag::S_IFSOCK => "socket",
+        SFlag::S_IFCHR => "character device",
+        SFlag::S_IFBLK => "block device",
+        _ => "special file",
+    }
+}
+
+fn is(st: &FileStat, t: SFlag) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == t.bits()
+}
+
+/// How a directory on a managed path may be created and must be kept.
+#[derive(Debug, Clone, Copy)]
+pub struct DirPolicy {
+    /// Create missing components with this mode (root-owned); `None` = must exist.
+    pub create: Option<u32>,
+    /// Refuse the directory if anyone but root (or us) can write to it.
+    pub strict: bool,
+}
+
+impl DirPolicy {
+    pub const EXISTING: DirPolicy = DirPolicy {
+        create: None,
+        strict: true,
+    };
+    pub fn create(mode: u32) -> Self {
+        DirPolicy {
+            create: Some(mode),
+            strict: true,
+        }
+    }
+}
+
+/// An open directory on a managed path.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    /// The host path, for messages.
+    path: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+const TEMP_MARK: &str = ".credloader-tmp-";
+
+impl Dir {
+    /// Opens the system directory `path` beneath `root`, walking each
+    /// component with `O_NOFOLLOW` and creating what is missing if allowed.
+    pub fn open(root: &Root, path: &Path, policy: DirPolicy) -> Result<Dir, FsError> {
+        let base = root.base();
+        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        // The root itself is trusted (it is `/` or what the caller named).
+        let mut fd = openat(AT_FDCWD, base, dir_flags, Mode::empty())
+            .map_err(|e| FsError::os("open", base, e))?;
+        let mut host = base.to_path_buf();
+        for comp in path.components() {
+            let name = match comp {
+                Component::RootDir | Component::CurDir => continue,
+                Component::Normal(n) => n,
+                Component::ParentDir | Component::Prefix(_) => {
+                    return Err(FsError::NotADirectory {
+                        path: host.join(comp),
+                    })
+                }
+            };
+            host.push(name);
+            fd = match openat(&fd, name, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+                Ok(next) => next,
+                Err(Errno::ENOENT) if policy.create.is_some() => {
+                    let mode = policy.create.unwrap();
+                    match mkdirat(&fd, name, Mode::from_bits_truncate(mode)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(FsError::os("create directory", &host, e)),
+                    }
+                    let next = openat(&fd, name, dir_flags | OFlag::O_NOFOLLOW, Mode::empty())
+                        .map_err(|e| FsError::os("open", &host, e))?;
+                    // mkdir is subject to the umask; set the mode we mean.
+                    fchmod(&next, Mode::from_bits_truncate(mode))
+                        .map_err(|e| FsError::os("chmod", &host, e))?;
+                    next
+                }
+                Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                    return Err(
+                        match fstatat(&fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                            Ok(st) if is(&st, SFlag::S_IFLNK) => FsError::Symlink {
+                                path: host,
+                                what: "directory",
+                            },
+                            _ => FsError::NotADirectory { path: host },
+                        },
+                    )
+                }
+                Err(e) => return Err(FsError::os("open", &host, e)),
+            };
+        }
+        let dir = Dir { fd, path: host };
+        if policy.strict {
+            dir.check_safe()?;
+        }
+        Ok(dir)
+    }
+
+    /// Refuses a directory that anyone but root (or the caller) could change.
+    pub fn check_safe(&self) -> Result<(), FsError> {
+        let st = self.stat()?;
+        let me = Uid::effective().as_raw();
+        if st.st_uid != 0 && st.st_uid != me {
+            return Err(FsError::UnsafeDir {
+                path: self.path.clone(),
+                problem: format!(
+                    "directory is owned by uid {}, so that user could swap the files in it",
+                    st.st_uid
+                ),
+            });
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(FsError::UnsafeDir {
+                path: self.path.clone(),
+                problem: format!(
+                    "directory mode {:04o} lets others create and rename files in it",
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stat(&self) -> Result<FileStat, FsError> {
+        fstat(&self.fd).map_err(|e| FsError::os("stat", &self.path, e))
+    }
+
+    /// `lstat` of an entry, `None` when it does not exist.
+    pub fn entry(&self, name: &OsStr) -> Result<Option<FileStat>, FsError> {
+        match fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(FsError::os("stat", &self.path.join(name), e)),
+        }
+    }
+
+    /// Opens an existing regular file for reading; `None` when absent.
+    fn open_regular(&self, name: &OsStr) -> Result<Option<(File, FileStat)>, FsError> {
+        let path = self.path.join(name);
+        // O_NONBLOCK: opening a planted FIFO must not hang.
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY;
+        let fd = match openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => return Err(FsError::Symlink { path, what: "file" }),
+            Err(e) => return Err(FsError::os("open", &path, e)),
+        };
+        let st = fstat(&fd).map_err(|e| FsError::os("stat", &path, e))?;
+        if !is(&st, SFlag::S_IFREG) {
+            return Err(FsError::NotRegular {
+                path,
+                kind: kind(&st),
+            });
+        }
+        Ok(Some((File::from(fd), st)))
+    }
+
+    /// Reads a non-secret file (ciphertext, drop-ins, state).
+    pub fn read(&self, name: &OsStr, limit: usize) -> Result<Option<(Vec<u8>, FileStat)>, FsError> {
+        let Some((file, st)) = self.open_regular(name)? else {
+            return Ok(None);
+        };
+        let path = self.path.join(name);
+        if st.st_size as usize > limit {
+            return Err(FsError::TooLarge { path, limit });
+        }
+        let mut buf = Vec::with_capacity(st.st_size as usize);
+        file.take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| FsError::os("read", &path, io_errno(&e)))?;
+        if buf.len() > limit {
+            return Err(FsError::TooLarge { path, limit });
+        }
+        Ok(Some((buf, st)))
+    }
+
+    /// Reads a file that holds plaintext into a [`Secret`].
+    pub fn read_secret(
+        &self,
+        name: &OsStr,
+        limit: usize,
+    ) -> Result<Option<(Secret, FileStat)>, FsError> {
+        let Some((file, st)) = self.open_regular(name)? else {
+            return Ok(None);
+        };
+        let path = self.path.join(name);
+        let secret = read_secret(file, limit).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => FsError::TooLarge {
+                path: path.clone(),
+                limit,
+            },
+            _ => FsError::os("read", &path, io_errno(&e)),
+        })?;
+        Ok(Some((secret, st)))
+    }
+
+    /// Replaces `name` with `contents` atomically (see the module docs).
+    /// Refuses to replace anything but a regular file with a single link.
+    pub fn write_atomic(&self, name: &OsStr, contents: &[u8], owner: Owner) -> Result<(), FsError> {
+        let path = self.path.join(name);
+        if let Some(st) = self.entry(name)? {
+            if is(&st, SFlag::S_IFLNK) {
+                return Err(FsError::Symlink { path, what: "file" });
+            }
+            if !is(&st, SFlag::S_IFREG) {
+                return Err(FsError::NotRegular {
+                    path,
+                    kind: kind(&st),
+                });
+            }
+            if st.st_nlink > 1 {
+                return Err(FsError::Hardlinked {
+                    path,
+                    links: st.st_nlink as u64,
+                });
+            }
+        }
+        let (tmp_name, fd) = self.create_temp(name)?;
+        let cleanup = |e: FsError| {
+            let _ = unlinkat(&self.fd, tmp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            e
+        };
+        let mut file = File::from(fd);
+        file.write_all(contents)
+            .map_err(|e| cleanup(FsError::os("write", &path, io_errno(&e))))?;
+        fsync(&file).map_err(|e| cleanup(FsError::os("fsync", &path, e)))?;
+        if owner.uid != 0 || owner.gid != 0 {
+            fchown(
+                &file,
+                Some(Uid::from_raw(owner.uid)),
+                Some(Gid::from_raw(owner.gid)),
+            )
+            .map_err(|e| cleanup(FsError::os("chown", &path, e)))?;
+        }
+        if owner.mode != 0o600 {
+            // Only ever narrower-to-wider for non-secret files (drop-ins).
+            fchmod(&file, Mode::from_bits_truncate(owner.mode))
+                .map_err(|e| cleanup(FsError::os("chmod", &path, e)))?;
+        }
+        drop(file);
+        renameat(&self.fd, tmp_name.as_os_str(), &self.fd, name)
+            .map_err(|e| cleanup(FsError::os("rename into", &path, e)))?;
+        self.sync()
+    }
+
+    /// Creates a fresh temp file beside `name`: `O_EXCL`, mode 0600, root's.
+    fn create_temp(&self, name: &OsStr) -> Result<(PathBuf, OwnedFd), FsError> {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let mut tmp = Vec::with_capacity(name.len() + 40);
+            tmp.push(b'.');
+            tmp.extend_from_slice(name.as_bytes());
+            tmp.extend_from_slice(TEMP_MARK.as_bytes());
+            tmp.extend_from_slice(format!("{}-{n}-{nanos:x}", std::process::id()).as_bytes());
+            let tmp = PathBuf::from(OsStr::from_bytes(&tmp));
+            match openat(
+                &self.fd,
+                tmp.as_os_str(),
+                flags,
+                Mode::from_bits_truncate(0o600),
+            ) {
+                Ok(fd) => {
+                    // The umask can only narrow 0600; make sure it is exactly that.
+                    fchmod(&fd, Mode::from_bits_truncate(0o600))
+                        .map_err(|e| FsError::os("chmod", &self.path.join(&tmp), e))?;
+                    return Ok((tmp, fd));
+                }
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(FsError::os("create a temp file in", &self.path, e)),
+            }
+        }
+    }
+
+    /// Removes temp files a crashed run left beside `name`. Call with the
+    /// lock held. Returns how many were removed.
+    pub fn remove_stale_temps(&self, name: &OsStr) -> Result<usize, FsError> {
+        let mut prefix = vec![b'.'];
+        prefix.extend_from_slice(name.as_bytes());
+        prefix.extend_from_slice(TEMP_MARK.as_bytes());
+        let mut removed = 0;
+        for entry in self.list()? {
+            if entry.as_bytes().starts_with(&prefix) {
+                self.remove(&entry)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The names in this directory (not `.`/`..`).
+    pub fn list(&self) -> Result<Vec<std::ffi::OsString>, FsError> {
+        let dup = self
+            .fd
+            .try_clone()
+            .map_err(|e| FsError::os("read directory", &self.path, io_errno(&e)))?;
+        let mut d = nix::dir::Dir::from_fd(dup)
+            .map_err(|e| FsError::os("read directory", &self.path, e))?;
+        let mut out = Vec::new();
+        for entry in d.iter() {
+            let entry = entry.map_err(|e| FsError::os("read directory", &self.path, e))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a file (not a directory); absent is fine.
+    pub fn remove(&self, name: &OsStr) -> Result<(), FsError> {
+        match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(FsError::os("remove", &self.path.join(name), e)),
+        }
+    }
+
+    /// Renames within this directory.
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<(), FsError> {
+        renameat(&self.fd, from, &self.fd, to)
+            .map_err(|e| FsError::os("rename", &self.path.join(from), e))
+    }
+
+    /// Opens a subdirectory (one component) under the same rules.
+    pub fn subdir(&self, name: &OsStr, policy: DirPolicy) -> Result<Dir, FsError> {
+        let path = self.path.join(name);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let fd = match openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) if policy.create.is_some() => {
+                let mode = Mode::from_bits_truncate(policy.create.unwrap());
+                match mkdirat(&self.fd, name, mode) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(FsError::os("create directory", &path, e)),
+                }
+                let fd = openat(&self.fd, name, flags, Mode::empty())
+                    .map_err(|e| FsError::os("open", &path, e))?;
+                fchmod(&fd, mode).map_err(|e| FsError::os("chmod", &path, e))?;
+                fd
+            }
+            Err(Errno::ELOOP) => {
+                return Err(FsError::Symlink {
+                    path,
+                    what: "directory",
+                })
+            }
+            Err(Errno::ENOTDIR) => return Err(FsError::NotADirectory { path }),
+            Err(e) => return Err(FsError::os("open", &path, e)),
+        };
+        let dir = Dir { fd, path };
+        if policy.strict {
+            dir.check_safe()?;
+        }
+        Ok(dir)
+    }
+
+    /// Removes an empty subdirectory; absent or not empty is fine.
+    pub fn remove_dir_if_empty(&self, name: &OsStr) {
+        let _ = unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir);
+    }
+
+    /// fsyncs the directory so renames in it are durable.
+    pub fn sync(&self) -> Result<(), FsError> {
+        fsync(&self.fd).map_err(|e| FsError::os("fsync", &self.path, e))
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)
+}
+
+/// Splits a system file path into its directory and file name.
+pub fn split(path: &Path) -> (&Path, &OsStr) {
+    (
+        path.parent().unwrap_or(Path::new("/")),
+        path.file_name().unwrap_or(OsStr::new("")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn tmp_root() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::at(t.path());
+        (t, r)
+    }
+
+    #[test]
+    fn writes_atomically_with_owner_and_mode() {
+        let (t, root) = tmp_root();
+        let d = Dir::open(
+            &root,
+            Path::new("/run/credloader"),
+            DirPolicy::create(0o755),
+        )
+        .unwrap();
+        let owner = Owner {
+            uid: 4242,
+            gid: 4343,
+            mode: 0o600,
+        };
+        d.write_atomic(OsStr::new("a.env"), b"A=\"1\"\n", owner)
+            .unwrap();
+        let p = t.path().join("run/credloader/a.env");
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4343, 0o600));
+        assert_eq!(std::fs::read(&p).unwrap(), b"A=\"1\"\n");
+        let dm = std::fs::metadata(t.path().join("run/credloader")).unwrap();
+        assert_eq!(dm.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(d.list().unwrap(), vec![std::ffi::OsString::from("a.env")]);
+    }
+
+    #[test]
+    fn refuses_symlinks_hardlinks_and_fifos() {
+        let (t, root) = tmp_root();
+        let d = Dir::open(&root, Path::new("/e"), DirPolicy::create(0o755)).unwrap();
+        let dir = t.path().join("e");
+        symlink("/etc/passwd", dir.join("link.env")).unwrap();
+        std::fs::write(dir.join("hard.env"), b"x").unwrap();
+        std::fs::hard_link(dir.join("hard.env"), dir.join("other")).unwrap();
+        nix::unistd::mkfifo(&dir.join("fifo.env"), Mode::from_bits_truncate(0o600)).unwrap();
+        let w = |n: &str| {
+            d.write_atomic(OsStr::new(n), b"x", Owner::ROOT_0600)
+                .unwrap_err()
+        };
+        assert!(matches!(w("link.env"), FsError::Symlink { .. }));
+        assert!(matches!(
+            w("hard.env"),
+            FsError::Hardlinked { links: 2, .. }
+        ));
+        assert!(matches!(
+            w("fifo.env"),
+            FsError::NotRegular { kind: "FIFO", .. }
+        ));
+        assert!(matches!(
+            d.read(OsStr::new("link.env"), 100),
+            Err(FsError::Symlink { .. })
+        ));
+        assert!(matches!(
+            d.read(OsStr::new("fifo.env"), 100),
+            Err(FsError::NotRegular { .. })
+        ));
+        assert_eq!(
+            std::fs::read_link(dir.join("link.env")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        // A symlinked directory on the way is refused, not followed.
+        symlink(&dir, t.path().join("linked")).unwrap();
+        let e = Dir::open(&root, Path::new("/linked/x"), DirPolicy::create(0o755)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FsError::Symlink {
+                    what: "directory",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(!dir.join("x").exists());
+    }
+
+    #[test]
+    fn refuses_directories_others_can_write() {
+        let (t, root) = tmp_root();
+        std::fs::create_dir(t.path().join("open")).unwrap();
+        std::fs::set_permissions(
+            t.path().join("open"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let e = Dir::open(&root, Path::new("/open"), DirPolicy::EXISTING).unwrap_err();
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+        std::os::unix::fs::chown(t.path().join("open"), Some(1234), None).unwrap();
+        std::fs::set_permissions(
+            t.path().join("open"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let e = Dir::open(&root, Path::new("/open"), DirPolicy::EXISTING).unwrap_err();
+        assert!(e.to_string().contains("owned by uid 1234"), "{e}");
+    }
+
+    #[test]
+    fn stale_temps_are_removed() {
+        let (t, root) = tmp_root();
+        let d = Dir::open(&root, Path::new("/e"), DirPolicy::create(0o755)).unwrap();
+        std::fs::write(t.path().join("e/.a.env.credloader-tmp-1-2-3"), b"x").unwrap();
+        std::fs::write(t.path().join("e/.b.env.credloader-tmp-1-2-3"), b"x").unwrap();
+        assert_eq!(d.remove_stale_temps(OsStr::new("a.env")).unwrap(), 1);
+        assert!(t.path().join("e/.b.env.credloader-tmp-1-2-3").exists());
+    }
+}

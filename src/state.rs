@@ -1,0 +1,94 @@
+//! What the last successful apply did, in `<state_dir>/state.json`.
+//!
+//! It lets a re-apply with nothing changed skip decryption entirely, lets
+//! `status` and `check` tell whether an env file was touched since, and lets
+//! apply remove the files of services that left the configuration. It holds
+//! names, paths, digests of *sealed* bytes and file identities; never a
+//! value, nor anything computed from one.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use nix::sys::stat::FileStat;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Delivery;
+use crate::safefs::{Dir, FsError, Owner};
+
+const FILE: &str = "state.json";
+const VERSION: u32 = 1;
+
+/// Identity of a file as written: any later change moves its ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: i64,
+    pub ctime_ns: i64,
+}
+
+impl From<&FileStat> for FileId {
+    fn from(st: &FileStat) -> Self {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub unit: String,
+    pub delivery: Delivery,
+    /// Digest of everything the service's files are made from.
+    pub inputs: String,
+    /// Digest of each sealed credential it was built from.
+    pub credentials: BTreeMap<String, String>,
+    pub env_file: Option<PathBuf>,
+    pub env_file_id: Option<FileId>,
+    pub dropin: PathBuf,
+    /// Seconds since the epoch.
+    pub applied_at: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+impl State {
+    /// Loads the state; an unreadable or foreign file counts as no state
+    /// (everything is then decrypted and compared again, which is safe).
+    pub fn load(dir: &Dir) -> Result<(State, Option<String>), FsError> {
+        let Some((bytes, _)) = dir.read(OsStr::new(FILE), 16 * 1024 * 1024)? else {
+            return Ok((State::default(), None));
+        };
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(s) if s.version == VERSION => Ok((s, None)),
+            Ok(_) | Err(_) => Ok((
+                State::default(),
+                Some(format!(
+                    "{}/{FILE} is unreadable; rebuilding it",
+                    dir.path().display()
+                )),
+            )),
+        }
+    }
+
+    pub fn save(&mut self, dir: &Dir) -> Result<(), FsError> {
+        self.version = VERSION;
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        dir.write_atomic(OsStr::new(FILE), &bytes, Owner::ROOT_0600)
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
