@@ -96,12 +96,49 @@ impl Report {
     }
 }
 
-/// Runs the pipeline for `config` on `root` (see the module docs).
+/// Opens (creating) the state dir and takes the apply lock, waiting up to
+/// the configured bound. Commands that change credentials (rotate, sync)
+/// hold it across their whole run and call [`apply_locked`].
+pub fn lock(config: &Config, root: &Root) -> Result<(Dir, lock::Lock), ApplyError> {
+    let dir = Dir::open(root, &config.loader.state_dir, DirPolicy::create(0o700))?;
+    let held = lock::acquire(&dir, config.loader.lock_timeout)?;
+    Ok((dir, held))
+}
+
+/// Runs the pipeline for `config` on `root` (see the module docs), taking
+/// the lock itself; a dry run neither creates the state dir nor locks.
 pub fn apply(
     config: &Config,
     root: &Root,
     manager: Manager,
     opts: &Options,
+) -> Result<Report, ApplyError> {
+    if opts.dry_run {
+        let dir = Dir::open(root, &config.loader.state_dir, DirPolicy::EXISTING).ok();
+        return run(config, root, manager, opts, dir);
+    }
+    let (dir, _held) = lock(config, root)?;
+    run(config, root, manager, opts, Some(dir))
+}
+
+/// [`apply`] for a caller that already holds the lock from [`lock`].
+pub fn apply_locked(
+    config: &Config,
+    root: &Root,
+    manager: Manager,
+    opts: &Options,
+    _held: &lock::Lock,
+) -> Result<Report, ApplyError> {
+    let dir = Dir::open(root, &config.loader.state_dir, DirPolicy::create(0o700))?;
+    run(config, root, manager, opts, Some(dir))
+}
+
+fn run(
+    config: &Config,
+    root: &Root,
+    manager: Manager,
+    opts: &Options,
+    state_dir: Option<Dir>,
 ) -> Result<Report, ApplyError> {
     let loader = &config.loader;
     for name in &opts.only {
@@ -116,20 +153,6 @@ pub fn apply(
         .collect();
 
     let mut warnings = Vec::new();
-    // The state dir holds the lock; a dry run neither creates nor locks it.
-    let state_dir = if opts.dry_run {
-        Dir::open(root, &loader.state_dir, DirPolicy::EXISTING).ok()
-    } else {
-        Some(Dir::open(
-            root,
-            &loader.state_dir,
-            DirPolicy::create(0o700),
-        )?)
-    };
-    let _lock = match (&state_dir, opts.dry_run) {
-        (Some(d), false) => Some(lock::acquire(d, loader.lock_timeout)?),
-        _ => None,
-    };
     let mut state = match &state_dir {
         Some(d) => {
             let (s, warning) = State::load(d)?;

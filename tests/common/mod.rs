@@ -1,0 +1,177 @@
+//! A system image in a temp dir for `credloader --root` tests: accounts, a
+//! creds dir, config drop-ins, and a throwaway credential secret that the
+//! real `systemd-creds` seals and decrypts with (never the host's secret).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const QT_UID: u32 = 1500;
+pub const BOT_UID: u32 = 1600;
+
+pub struct Tree {
+    root: tempfile::TempDir,
+    secret_dir: tempfile::TempDir,
+}
+
+/// The result of one credloader run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr together, for "never shows X" assertions.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "credloader failed: {self:#?}");
+        self
+    }
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        let root = tempfile::tempdir().unwrap();
+        let secret_dir = tempfile::tempdir().unwrap();
+        let t = Tree { root, secret_dir };
+        t.write("/etc/passwd", b"root:x:0:0::/root:/bin/sh\nqt:x:1500:1500::/home/qt:/bin/sh\nbot:x:1600:1600::/home/bot:/bin/sh\n", 0o644);
+        t.write("/etc/group", b"root:x:0:\nqt:x:1500:\nbot:x:1600:\ntrading:x:1700:qt\n", 0o644);
+        t.mkdir("/etc/quantum/creds", 0o700);
+        t.mkdir("/etc/quantum/credloader.d", 0o755);
+        let out = Command::new("systemd-creds")
+            .arg("setup")
+            .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
+            .output()
+            .expect("systemd-creds is installed");
+        assert!(out.status.success(), "systemd-creds setup: {out:?}");
+        t
+    }
+
+    /// The throwaway host secret every seal and decrypt here uses.
+    pub fn secret(&self) -> PathBuf {
+        self.secret_dir.path().join("credential.secret")
+    }
+
+    /// The image's root directory on the host.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Host path of the system path `p`.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.root.path().join(p.trim_start_matches('/'))
+    }
+
+    pub fn mkdir(&self, p: &str, mode: u32) {
+        let path = self.path(p);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    pub fn write(&self, p: &str, contents: &[u8], mode: u32) {
+        let path = self.path(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    pub fn read(&self, p: &str) -> Vec<u8> {
+        std::fs::read(self.path(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    pub fn read_string(&self, p: &str) -> String {
+        String::from_utf8(self.read(p)).unwrap()
+    }
+
+    pub fn exists(&self, p: &str) -> bool {
+        self.path(p).symlink_metadata().is_ok()
+    }
+
+    /// (uid, gid, mode & 0o7777)
+    pub fn owner_mode(&self, p: &str) -> (u32, u32, u32) {
+        let m = std::fs::symlink_metadata(self.path(p)).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    }
+
+    /// A config drop-in `/etc/quantum/credloader.d/NAME`.
+    pub fn config(&self, name: &str, text: &str) {
+        self.write(&format!("/etc/quantum/credloader.d/{name}"), text.as_bytes(), 0o644);
+    }
+
+    /// Seals `value` as `NAME.cred` with the embedded name set, root 0600.
+    pub fn seal(&self, name: &str, value: &[u8]) {
+        self.seal_as(name, &format!("--name={name}"), value);
+    }
+
+    /// Seals like the legacy manual procedure: no `--name`, so the embedded
+    /// name is the output file's name, `NAME.cred`.
+    pub fn seal_legacy(&self, name: &str, value: &[u8]) {
+        self.seal_as(name, &format!("--name={name}.cred"), value);
+    }
+
+    fn seal_as(&self, name: &str, name_arg: &str, value: &[u8]) {
+        let dest = self.path(&format!("/etc/quantum/creds/{name}.cred"));
+        let mut child = Command::new("systemd-creds")
+            .args(["encrypt", name_arg, "--with-key=host", "-", "-"])
+            .env("SYSTEMD_CREDENTIAL_SECRET", self.secret())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(value).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "seal {name}: {out:?}");
+        std::fs::write(&dest, &out.stdout).unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Runs `credloader --root <tree> ARGS`.
+    pub fn credloader(&self, args: &[&str]) -> Run {
+        self.credloader_with_stdin(args, None)
+    }
+
+    pub fn credloader_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_credloader"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("SYSTEMD_CREDENTIAL_SECRET", self.secret())
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("CREDLOADER_CONFIG")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A typical service definition for tests.
+pub fn service(name: &str, user: &str, creds: &[&str]) -> String {
+    let list: Vec<String> = creds.iter().map(|c| format!("\"{c}\"")).collect();
+    format!(
+        "[services.{name}]\nunit = \"{name}.service\"\nuser = \"{user}\"\ncredentials = [{}]\n",
+        list.join(", ")
+    )
+}
