@@ -47,7 +47,11 @@ impl Tree {
         let secret_dir = tempfile::tempdir().unwrap();
         let t = Tree { root, secret_dir };
         t.write("/etc/passwd", b"root:x:0:0::/root:/bin/sh\nqt:x:1500:1500::/home/qt:/bin/sh\nbot:x:1600:1600::/home/bot:/bin/sh\n", 0o644);
-        t.write("/etc/group", b"root:x:0:\nqt:x:1500:\nbot:x:1600:\ntrading:x:1700:qt\n", 0o644);
+        t.write(
+            "/etc/group",
+            b"root:x:0:\nqt:x:1500:\nbot:x:1600:\ntrading:x:1700:qt\n",
+            0o644,
+        );
         t.mkdir("/etc/quantum/creds", 0o700);
         t.mkdir("/etc/quantum/credloader.d", 0o755);
         let out = Command::new("systemd-creds")
@@ -107,7 +111,11 @@ impl Tree {
 
     /// A config drop-in `/etc/quantum/credloader.d/NAME`.
     pub fn config(&self, name: &str, text: &str) {
-        self.write(&format!("/etc/quantum/credloader.d/{name}"), text.as_bytes(), 0o644);
+        self.write(
+            &format!("/etc/quantum/credloader.d/{name}"),
+            text.as_bytes(),
+            0o644,
+        );
     }
 
     /// Seals `value` as `NAME.cred` with the embedded name set, root 0600.
@@ -151,7 +159,11 @@ impl Tree {
             .env("SYSTEMD_CREDENTIAL_SECRET", self.secret())
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("CREDLOADER_CONFIG")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();

@@ -1,0 +1,467 @@
+//! `credloader apply` on a system image (`--root`), with credentials sealed
+//! and decrypted by the real `systemd-creds`.
+
+mod common;
+
+use common::{service, Tree, BOT_UID, QT_UID};
+
+const ENV: &str = "/run/credloader/position-monitor.env";
+const DROPIN: &str = "/etc/systemd/system/quantum-position-monitor.service.d/50-credloader.conf";
+
+fn position_monitor(t: &Tree) {
+    t.config(
+        "position-monitor.toml",
+        r#"
+[services.position-monitor]
+unit = "quantum-position-monitor.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+env = { EXCHANGE_KEY = "BINANCE_API_KEY" }
+static = { EXIT_BRAIN_V35_ENABLED = "true" }
+"#,
+    );
+    t.seal("BINANCE_API_KEY", b"k-1111111111111111");
+    t.seal("BINANCE_API_SECRET", b"s-2222222222222222");
+}
+
+#[test]
+fn writes_the_env_file_and_dropin_with_the_right_owner_and_mode() {
+    let t = Tree::new();
+    position_monitor(&t);
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+    assert_eq!(t.owner_mode("/run/credloader"), (0, 0, 0o755));
+    assert_eq!(
+        t.read_string(ENV),
+        "# Managed by credloader; changes are overwritten. Do not edit.\n\
+         BINANCE_API_KEY=\"k-1111111111111111\"\n\
+         BINANCE_API_SECRET=\"s-2222222222222222\"\n\
+         EXCHANGE_KEY=\"k-1111111111111111\"\n\
+         EXIT_BRAIN_V35_ENABLED=\"true\"\n"
+    );
+    assert_eq!(t.owner_mode(DROPIN), (0, 0, 0o644));
+    let dropin = t.read_string(DROPIN);
+    assert!(
+        dropin.contains("[Unit]\nAfter=credloader.service\nWants=credloader.service\n"),
+        "{dropin}"
+    );
+    assert!(
+        dropin.contains(&format!("[Service]\nEnvironmentFile={ENV}\n")),
+        "{dropin}"
+    );
+    // The report names files, never values.
+    assert!(run.stdout.contains("updated"), "{run:?}");
+    assert!(!run.all().contains("1111111111"), "{run:?}");
+    // No temp files are left beside the targets.
+    let leftovers: Vec<_> = std::fs::read_dir(t.path("/run/credloader"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("position-monitor.env")]
+    );
+    // The state dir is root-only.
+    assert_eq!(t.owner_mode("/var/lib/credloader"), (0, 0, 0o700));
+    assert_eq!(
+        t.owner_mode("/var/lib/credloader/state.json"),
+        (0, 0, 0o600)
+    );
+}
+
+#[test]
+fn a_second_apply_with_nothing_changed_decrypts_and_writes_nothing() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    let before = std::fs::metadata(t.path(ENV)).unwrap();
+    let dropin_before = std::fs::metadata(t.path(DROPIN)).unwrap();
+    let run = t.credloader(&["apply", "--json"]);
+    run.ok();
+    let j = run.json();
+    assert_eq!(j["daemon_reload"], false);
+    let s = &j["services"][0];
+    assert_eq!(s["outcome"], "unchanged");
+    assert_eq!(s["decrypted"], serde_json::json!([]));
+    assert_eq!(s["env_file_written"], false);
+    assert_eq!(s["dropin_written"], false);
+    let after = std::fs::metadata(t.path(ENV)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (before.ino(), before.ctime_nsec()),
+        (after.ino(), after.ctime_nsec())
+    );
+    assert_eq!(
+        dropin_before.ino(),
+        std::fs::metadata(t.path(DROPIN)).unwrap().ino()
+    );
+}
+
+#[test]
+fn json_output_is_deterministic_compact_and_sorted() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    let a = t.credloader(&["apply", "--json"]);
+    let b = t.credloader(&["apply", "--json"]);
+    assert_eq!(a.stdout, b.stdout);
+    assert!(
+        a.stdout.ends_with("}\n") && a.stdout.lines().count() == 1,
+        "{}",
+        a.stdout
+    );
+    // Keys appear sorted in the text itself.
+    let at = |k: &str| a.stdout.find(&format!("\"{k}\":")).unwrap();
+    assert!(at("daemon_reload") < at("dry_run") && at("dry_run") < at("removed"));
+    assert!(at("removed") < at("services") && at("services") < at("warnings"));
+    assert!(at("action") < at("decrypted") && at("decrypted") < at("delivery"));
+}
+
+#[test]
+fn a_rotated_value_rewrites_only_its_consumers() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("bot.toml", &service("bot", "bot", &["KRAKEN_KEY"]));
+    t.seal("KRAKEN_KEY", b"kraken-one");
+    t.credloader(&["apply"]).ok();
+    assert_eq!(
+        t.owner_mode("/run/credloader/bot.env"),
+        (BOT_UID, BOT_UID, 0o600)
+    );
+
+    t.seal("KRAKEN_KEY", b"kraken-two");
+    let j = t.credloader(&["apply", "--json"]).json();
+    let by_name = |n: &str| {
+        j["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("bot")["outcome"], "updated");
+    assert_eq!(by_name("bot")["secrets_changed"], true);
+    assert_eq!(
+        by_name("bot")["decrypted"],
+        serde_json::json!(["KRAKEN_KEY"])
+    );
+    assert_eq!(by_name("position-monitor")["outcome"], "unchanged");
+    assert_eq!(
+        by_name("position-monitor")["decrypted"],
+        serde_json::json!([])
+    );
+    assert!(t
+        .read_string("/run/credloader/bot.env")
+        .contains("KRAKEN_KEY=\"kraken-two\""));
+}
+
+#[test]
+fn resealing_the_same_value_changes_no_secret() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    t.seal("BINANCE_API_KEY", b"k-1111111111111111"); // new ciphertext, same value
+    let j = t.credloader(&["apply", "--json"]).json();
+    let s = &j["services"][0];
+    assert_eq!(
+        s["decrypted"].as_array().unwrap().len(),
+        2,
+        "the sealed bytes changed, so it looks"
+    );
+    assert_eq!(s["secrets_changed"], false);
+    assert_eq!(s["env_file_written"], false);
+}
+
+#[test]
+fn a_bad_credential_fails_only_its_services_and_keeps_their_last_good_file() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("bot.toml", &service("bot", "bot", &["KRAKEN_KEY"]));
+    t.seal("KRAKEN_KEY", b"kraken-one");
+    t.credloader(&["apply"]).ok();
+    let good = t.read(ENV);
+
+    // Tamper with one byte of the sealed key, and change the other service's key.
+    let path = t.path("/etc/quantum/creds/BINANCE_API_KEY.cred");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&path, bytes).unwrap();
+    t.seal("KRAKEN_KEY", b"kraken-two");
+
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("position-monitor") && run.stdout.contains("FAILED"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("credential BINANCE_API_KEY"), "{run:?}");
+    assert_eq!(
+        t.read(ENV),
+        good,
+        "the failed service keeps its last good env file"
+    );
+    assert!(
+        t.read_string("/run/credloader/bot.env")
+            .contains("kraken-two"),
+        "the other service is served"
+    );
+}
+
+#[test]
+fn a_missing_credential_is_named_with_the_fix() {
+    let t = Tree::new();
+    t.config("x.toml", &service("x", "qt", &["NOT_SEALED"]));
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("credential NOT_SEALED is missing"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("credloader seal NOT_SEALED"), "{run:?}");
+    assert!(!t.exists("/run/credloader/x.env"));
+}
+
+#[test]
+fn credentials_sealed_by_hand_without_a_name_still_load() {
+    let t = Tree::new();
+    t.config("x.toml", &service("x", "qt", &["LEGACY_KEY"]));
+    t.seal_legacy("LEGACY_KEY", b"legacy-value");
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(t
+        .read_string("/run/credloader/x.env")
+        .contains("LEGACY_KEY=\"legacy-value\""));
+    assert!(run.stdout.contains("sealed without --name"), "{run:?}");
+}
+
+#[test]
+fn a_credential_sealed_under_another_name_is_refused() {
+    let t = Tree::new();
+    t.config("x.toml", &service("x", "qt", &["A_KEY"]));
+    t.seal("OTHER", b"other-value");
+    std::fs::rename(
+        t.path("/etc/quantum/creds/OTHER.cred"),
+        t.path("/etc/quantum/creds/A_KEY.cred"),
+    )
+    .unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("sealed under the name `OTHER`, not `A_KEY`"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn values_systemd_cannot_carry_are_refused_naming_the_credential() {
+    let t = Tree::new();
+    t.config("x.toml", &service("x", "qt", &["NUL_KEY"]));
+    t.seal("NUL_KEY", b"abc\0def");
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("credential NUL_KEY") && run.stdout.contains("NUL"),
+        "{run:?}"
+    );
+    assert!(!t.exists("/run/credloader/x.env"));
+}
+
+#[test]
+fn a_symlink_at_the_env_file_is_refused_and_not_followed() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.mkdir("/run/credloader", 0o755);
+    t.write("/victim", b"untouched", 0o644);
+    std::os::unix::fs::symlink(t.path("/victim"), t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("symbolic link"), "{run:?}");
+    assert_eq!(t.read("/victim"), b"untouched");
+}
+
+#[test]
+fn a_symlinked_env_dir_and_a_service_writable_env_dir_are_refused() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.mkdir("/elsewhere", 0o755);
+    std::fs::create_dir_all(t.path("/run")).unwrap();
+    std::os::unix::fs::symlink(t.path("/elsewhere"), t.path("/run/credloader")).unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("symbolic link"), "{run:?}");
+    assert_eq!(std::fs::read_dir(t.path("/elsewhere")).unwrap().count(), 0);
+
+    std::fs::remove_file(t.path("/run/credloader")).unwrap();
+    t.mkdir("/run/credloader", 0o755);
+    std::os::unix::fs::chown(t.path("/run/credloader"), Some(QT_UID), None).unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("owned by uid 1500"), "{run:?}");
+}
+
+#[test]
+fn a_hardlinked_env_file_is_refused() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    std::fs::hard_link(t.path(ENV), t.path("/run/credloader/copy")).unwrap();
+    t.seal("BINANCE_API_KEY", b"k-new-value-00000");
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("hard links"), "{run:?}");
+}
+
+#[test]
+fn a_modified_env_file_is_put_back() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    let good = t.read(ENV);
+    std::fs::write(t.path(ENV), b"BINANCE_API_KEY=evil\n").unwrap();
+    let j = t.credloader(&["apply", "--json"]).json();
+    assert_eq!(j["services"][0]["env_file_written"], true);
+    assert_eq!(t.read(ENV), good);
+    // A chmod alone is also repaired.
+    std::fs::set_permissions(
+        t.path(ENV),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    t.credloader(&["apply"]).ok();
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+}
+
+#[test]
+fn dry_run_changes_nothing_and_shows_no_value() {
+    let t = Tree::new();
+    position_monitor(&t);
+    let run = t.credloader(&["apply", "--dry-run"]);
+    run.ok();
+    assert!(run.stdout.contains("would update"), "{run:?}");
+    assert!(!run.all().contains("1111111111"));
+    assert!(!t.exists(ENV) && !t.exists(DROPIN) && !t.exists("/var/lib/credloader"));
+}
+
+#[test]
+fn service_filter_and_unknown_service() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("bot.toml", &service("bot", "bot", &["KRAKEN_KEY"]));
+    t.seal("KRAKEN_KEY", b"kraken-one");
+    let j = t
+        .credloader(&["apply", "--service", "bot", "--json"])
+        .json();
+    assert_eq!(j["services"].as_array().unwrap().len(), 1);
+    assert!(t.exists("/run/credloader/bot.env") && !t.exists(ENV));
+    let run = t.credloader(&["apply", "--service", "nope"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no service named `nope`"), "{run:?}");
+}
+
+#[test]
+fn config_errors_exit_2_and_name_file_and_line() {
+    let t = Tree::new();
+    t.config(
+        "bad.toml",
+        "[services.x]\nunit = \"x.service\"\nuser = \"qt\"\ncredentials = [\"OK\", \"BAD-NAME\"]\n",
+    );
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 2);
+    let path = t.path("/etc/quantum/credloader.d/bad.toml");
+    assert!(
+        run.stderr.contains(&format!("{}:4", path.display())),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("BAD-NAME"), "{run:?}");
+    assert!(
+        !t.exists("/var/lib/credloader"),
+        "nothing is touched on a config error"
+    );
+
+    let t = Tree::new();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no configuration"), "{run:?}");
+}
+
+#[test]
+fn optional_services_get_a_dash_and_credential_delivery_writes_no_plaintext() {
+    let t = Tree::new();
+    t.config(
+        "x.toml",
+        "[services.opt]\nunit = \"opt.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\nrequired = false\n\
+         [services.cred]\nunit = \"cred.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\ndelivery = \"credential\"\n",
+    );
+    t.seal("K", b"value-k");
+    t.credloader(&["apply"]).ok();
+    let opt = t.read_string("/etc/systemd/system/opt.service.d/50-credloader.conf");
+    assert!(
+        opt.contains("EnvironmentFile=-/run/credloader/opt.env"),
+        "{opt}"
+    );
+    let cred = t.read_string("/etc/systemd/system/cred.service.d/50-credloader.conf");
+    assert!(
+        cred.contains("LoadCredentialEncrypted=K:/etc/quantum/creds/K.cred"),
+        "{cred}"
+    );
+    assert!(!cred.contains("EnvironmentFile"));
+    assert!(!t.exists("/run/credloader/cred.env"));
+}
+
+#[test]
+fn a_service_removed_from_the_config_loses_its_files() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("bot.toml", &service("bot", "bot", &["KRAKEN_KEY"]));
+    t.seal("KRAKEN_KEY", b"kraken-one");
+    t.credloader(&["apply"]).ok();
+    std::fs::remove_file(t.path("/etc/quantum/credloader.d/bot.toml")).unwrap();
+    let j = t.credloader(&["apply", "--json"]).json();
+    assert_eq!(j["removed"], serde_json::json!(["bot"]));
+    assert_eq!(j["daemon_reload"], true);
+    assert!(!t.exists("/run/credloader/bot.env"));
+    assert!(!t.exists("/etc/systemd/system/bot.service.d"));
+    assert!(t.exists(ENV));
+}
+
+#[test]
+fn a_missing_user_fails_that_service_only() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config(
+        "ghost.toml",
+        &service("ghost", "ghost", &["BINANCE_API_KEY"]),
+    );
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("user `ghost` does not exist"),
+        "{run:?}"
+    );
+    assert!(t.exists(ENV));
+}
+
+#[test]
+fn stale_temp_files_from_a_crash_are_cleaned_up() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.mkdir("/run/credloader", 0o755);
+    t.write(
+        "/run/credloader/.position-monitor.env.credloader-tmp-99-1-ff",
+        b"half",
+        0o600,
+    );
+    t.credloader(&["apply"]).ok();
+    let names: Vec<_> = std::fs::read_dir(t.path("/run/credloader"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("position-monitor.env")]
+    );
+}
