@@ -270,6 +270,12 @@ fn run(
 
 /// One daemon-reload if any drop-in changed, then each changed service's
 /// `on_change` verb, queued without waiting.
+///
+/// Each of these restarts is deliberate, so the unit's start-rate counter is
+/// reset first: ten rotations in a minute must not leave a consumer down on
+/// `StartLimitBurst=`. A consumer that is `failed` (typically because its
+/// credential was bad) is started, since its credentials just changed; one
+/// that an operator stopped stays stopped.
 fn restart(
     manager: Manager,
     report: &mut Report,
@@ -289,19 +295,37 @@ fn restart(
     if !restart {
         return;
     }
+    let changed: Vec<(usize, &'static str)> = report
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.outcome == Outcome::Updated && (r.secrets_changed || r.dropin_written))
+        .filter_map(|(i, r)| services[&r.service].on_change.verb().map(|v| (i, v)))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let units: Vec<&str> = changed
+        .iter()
+        .map(|&(i, _)| report.services[i].unit.as_str())
+        .collect();
+    let states = manager.active_states(&units);
+    if let Err(e) = manager.reset_failed(&units) {
+        report.warnings.push(e.to_string());
+    }
     let mut by_verb: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, r) in report.services.iter().enumerate() {
-        if r.outcome == Outcome::Updated && (r.secrets_changed || r.dropin_written) {
-            if let Some(verb) = services[&r.service].on_change.verb() {
-                by_verb.entry(verb).or_default().push(i);
-            }
-        }
+    for (&(i, verb), state) in changed.iter().zip(&states) {
+        by_verb
+            .entry(if state == "failed" { "start" } else { verb })
+            .or_default()
+            .push(i);
     }
     for (verb, idx) in by_verb {
-        let units: Vec<&str> = idx
+        let units: Vec<String> = idx
             .iter()
-            .map(|&i| report.services[i].unit.as_str())
+            .map(|&i| report.services[i].unit.clone())
             .collect();
+        let units: Vec<&str> = units.iter().map(String::as_str).collect();
         match manager.queue(verb, &units) {
             Ok(()) => {
                 for i in idx {

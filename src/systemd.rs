@@ -69,6 +69,39 @@ impl Manager {
         self.systemctl(&args).map(drop)
     }
 
+    /// The `ActiveState` of each unit, in one call.
+    pub fn active_states(self, units: &[&str]) -> Vec<String> {
+        if units.is_empty() || self == Manager::Absent {
+            return vec![String::new(); units.len()];
+        }
+        let mut args = vec!["show", "--property=ActiveState", "--value"];
+        args.extend_from_slice(units);
+        match self.systemctl(&args) {
+            // One value per unit, each followed by an empty line.
+            Ok(out) => {
+                let mut v: Vec<String> = out
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                v.resize(units.len(), String::new());
+                v
+            }
+            Err(_) => vec![String::new(); units.len()],
+        }
+    }
+
+    /// Clears the failed state and the start-rate counter of `units`, so a
+    /// deliberate restart for new credentials never trips `StartLimitBurst=`.
+    pub fn reset_failed(self, units: &[&str]) -> Result<(), SystemdError> {
+        if units.is_empty() || self == Manager::Absent {
+            return Ok(());
+        }
+        let mut args = vec!["reset-failed"];
+        args.extend_from_slice(units);
+        self.systemctl(&args).map(drop)
+    }
+
     /// Runs `verb` for `units` and waits for the jobs (operator commands only,
     /// never from inside credloader.service).
     pub fn run_and_wait(self, verb: &str, units: &[&str]) -> Result<(), SystemdError> {

@@ -1,0 +1,424 @@
+//! End to end on a real systemd (PID 1 in a throwaway namespace, see
+//! docs/testbed.md): units start, drop-ins load, EnvironmentFile= is read by
+//! PID 1, services restart for real. Each test boots its own bed.
+
+#[path = "support/testbed.rs"]
+mod testbed;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use testbed::TestBed;
+
+const CREDLOADER: &str = env!("CARGO_BIN_EXE_credloader");
+
+/// A bed with credloader and its units installed, a throwaway credential
+/// secret, users `qt` and `bot`, and the consumer units of these tests.
+struct Bed {
+    bed: TestBed,
+    _secret_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Bed {
+    type Target = TestBed;
+    fn deref(&self) -> &TestBed {
+        &self.bed
+    }
+}
+
+impl Bed {
+    fn boot() -> Bed {
+        let secret_dir = testbed::tempdir();
+        let secret = secret_dir.path().join("credential.secret");
+        let out = Command::new("systemd-creds")
+            .arg("setup")
+            .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let bed = TestBed::builder().credential_secret(&secret).boot();
+        bed.install_credloader(Path::new(CREDLOADER));
+        bed.add_user("qt");
+        bed.add_user("bot");
+        bed.sh_ok(
+            "install -d -m 0700 /etc/quantum/creds && install -d -m 0755 /etc/quantum/credloader.d",
+        );
+        // As the package ships it. Without the main file, systemd 252's path
+        // unit watches /etc/quantum instead and loses a rename into creds/
+        // that comes from /etc/quantum (it re-creates its watches on the event).
+        bed.write(
+            "/etc/quantum/credloader.toml",
+            b"# Services are configured in credloader.d/.\n",
+            0o644,
+        );
+        // The trading services: started together by e2e.target, like at boot.
+        bed.write(
+            "/etc/systemd/system/e2e.target",
+            b"[Unit]\nDescription=e2e services\n",
+            0o644,
+        );
+        for (unit, user) in [("alpha", "qt"), ("beta", "bot"), ("gamma", "qt")] {
+            let text = format!(
+                "[Unit]\nDescription=consumer {unit}\n[Service]\nUser={user}\nExecStart=/bin/sleep infinity\n\
+                 [Install]\nWantedBy=e2e.target\n"
+            );
+            bed.write(
+                &format!("/etc/systemd/system/{unit}.service"),
+                text.as_bytes(),
+                0o644,
+            );
+        }
+        bed.daemon_reload();
+        Bed {
+            bed,
+            _secret_dir: secret_dir,
+        }
+    }
+
+    /// Seals `value` inside the bed with the real systemd-creds and renames it
+    /// into place from a temp name in the creds dir (as `credloader seal` does).
+    fn seal(&self, name: &str, value: &[u8]) {
+        let out = self.exec_with_stdin(
+            &[
+                "systemd-creds",
+                "encrypt",
+                &format!("--name={name}"),
+                "--with-key=host",
+                "-",
+                "-",
+            ],
+            value,
+        );
+        assert!(out.status.success(), "seal {name}: {out:?}");
+        self.write(
+            &format!("/etc/quantum/creds/.{name}.staging"),
+            &out.stdout,
+            0o600,
+        );
+        self.sh_ok(&format!(
+            "mv /etc/quantum/creds/.{name}.staging /etc/quantum/creds/{name}.cred"
+        ));
+    }
+
+    fn config(&self, name: &str, text: &str) {
+        self.write(
+            &format!("/etc/quantum/credloader.d/{name}.toml"),
+            text.as_bytes(),
+            0o644,
+        );
+    }
+
+    fn credloader(&self, args: &[&str]) -> std::process::Output {
+        let mut argv = vec!["credloader"];
+        argv.extend_from_slice(args);
+        self.exec(&argv)
+    }
+
+    fn active(&self, unit: &str) -> bool {
+        self.unit_property(unit, "ActiveState") == "active"
+    }
+
+    fn monotonic(&self, unit: &str, prop: &str) -> u64 {
+        self.unit_property(unit, prop)
+            .parse()
+            .unwrap_or_else(|_| panic!("{unit} {prop}"))
+    }
+
+    /// The standard setup: alpha (qt) gets the Binance pair and a static,
+    /// beta (bot) gets the Kraken key.
+    fn two_consumers(&self) {
+        self.config(
+            "alpha",
+            "[services.alpha]\nunit = \"alpha.service\"\nuser = \"qt\"\n\
+             credentials = [\"BINANCE_API_KEY\", \"BINANCE_API_SECRET\"]\n\
+             static = { EXIT_BRAIN_V35_ENABLED = \"true\" }\n",
+        );
+        self.config("beta", "[services.beta]\nunit = \"beta.service\"\nuser = \"bot\"\ncredentials = [\"KRAKEN_KEY\"]\n");
+        self.seal("BINANCE_API_KEY", b"binance-key-1");
+        self.seal("BINANCE_API_SECRET", b"binance-secret-1");
+        self.seal("KRAKEN_KEY", b"kraken-key-1");
+        self.sh_ok(
+            "systemctl enable alpha.service beta.service credloader.service credloader.path",
+        );
+    }
+
+    /// Like a reboot of the trading services: everything stopped, /run's env
+    /// files gone (it is a tmpfs), then the target started.
+    fn boot_services(&self) {
+        self.sh_ok("systemctl stop e2e.target alpha.service beta.service gamma.service credloader.service; rm -f /run/credloader/*.env");
+        let out = self.systemctl(&["start", "e2e.target"]);
+        assert!(
+            out.status.success(),
+            "start e2e.target: {out:?}\n{}",
+            self.journal("credloader.service")
+        );
+    }
+}
+
+fn var<'a>(env: &'a std::collections::BTreeMap<String, Vec<u8>>, k: &str) -> Option<&'a [u8]> {
+    env.get(k).map(Vec::as_slice)
+}
+
+#[test]
+fn units_verify_cleanly_offline() {
+    let bed = Bed::boot();
+    let out = bed.sh(
+        "systemd-analyze verify --man=no /etc/systemd/system/credloader.service \
+         /etc/systemd/system/credloader-refresh.service /etc/systemd/system/credloader.path 2>&1",
+    );
+    let text = testbed::lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify: {text}"
+    );
+}
+
+#[test]
+fn boot_path_delivers_each_consumer_exactly_its_own_secrets() {
+    let bed = Bed::boot();
+    bed.two_consumers();
+    // The operator's first apply writes the drop-ins; then the host "boots".
+    let out = bed.credloader(&["apply"]);
+    assert!(out.status.success(), "{out:?}");
+    bed.boot_services();
+
+    let alpha = bed.environ("alpha.service");
+    assert_eq!(var(&alpha, "BINANCE_API_KEY"), Some(&b"binance-key-1"[..]));
+    assert_eq!(
+        var(&alpha, "BINANCE_API_SECRET"),
+        Some(&b"binance-secret-1"[..])
+    );
+    assert_eq!(var(&alpha, "EXIT_BRAIN_V35_ENABLED"), Some(&b"true"[..]));
+    assert_eq!(var(&alpha, "KRAKEN_KEY"), None);
+    let beta = bed.environ("beta.service");
+    assert_eq!(var(&beta, "KRAKEN_KEY"), Some(&b"kraken-key-1"[..]));
+    assert_eq!(var(&beta, "BINANCE_API_KEY"), None);
+
+    // credloader.service finished before either consumer started.
+    let done = bed.monotonic("credloader.service", "ExecMainExitTimestampMonotonic");
+    assert!(done > 0, "credloader.service ran at boot");
+    for unit in ["alpha.service", "beta.service"] {
+        let started = bed.monotonic(unit, "ExecMainStartTimestampMonotonic");
+        assert!(
+            done <= started,
+            "{unit} started at {started}, before credloader finished at {done}"
+        );
+    }
+    // The env files: the consumer's user, 0600, on /run.
+    let stat = bed.sh_ok("stat -c '%U %a' /run/credloader/alpha.env /run/credloader/beta.env");
+    assert_eq!(stat, "qt 600\nbot 600\n");
+    assert_eq!(bed.unit_property("alpha.service", "NeedDaemonReload"), "no");
+}
+
+#[test]
+fn a_consumer_with_a_bad_credential_does_not_start_the_other_runs_and_a_fix_brings_it_up() {
+    let bed = Bed::boot();
+    bed.two_consumers();
+    assert!(bed.credloader(&["apply"]).status.success());
+    // Tamper with alpha's sealed key.
+    bed.sh_ok("sed -i 's/A/B/; s/a/b/' /etc/quantum/creds/BINANCE_API_KEY.cred");
+    bed.sh_ok("systemctl stop e2e.target alpha.service beta.service credloader.service; rm -f /run/credloader/*.env");
+    let _ = bed.systemctl(&["start", "e2e.target"]);
+
+    bed.wait_until("beta to run", Duration::from_secs(10), || {
+        bed.active("beta.service")
+    });
+    assert_eq!(
+        var(&bed.environ("beta.service"), "KRAKEN_KEY"),
+        Some(&b"kraken-key-1"[..])
+    );
+    assert!(
+        !bed.active("alpha.service"),
+        "alpha must not run without its key"
+    );
+    assert_eq!(bed.unit_property("alpha.service", "MainPID"), "0");
+    let journal = bed.journal("credloader.service");
+    assert!(
+        journal.contains("credential BINANCE_API_KEY"),
+        "journal must name the credential:\n{journal}"
+    );
+    assert!(!journal.contains("binance-key-1") && !journal.contains("binance-secret-1"));
+    assert!(bed.read("/run/credloader/alpha.env").is_none());
+
+    // Fixing the credential brings the failed consumer up with it.
+    bed.seal("BINANCE_API_KEY", b"binance-key-2");
+    let out = bed.credloader(&["apply"]);
+    assert!(out.status.success(), "{out:?}");
+    bed.wait_until("alpha to start", Duration::from_secs(10), || {
+        bed.active("alpha.service")
+    });
+    assert_eq!(
+        var(&bed.environ("alpha.service"), "BINANCE_API_KEY"),
+        Some(&b"binance-key-2"[..])
+    );
+
+    // A missing credential: the same, named as missing.
+    bed.sh_ok("rm /etc/quantum/creds/BINANCE_API_KEY.cred");
+    let out = bed.credloader(&["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        testbed::lossy(&out.stdout).contains("credential BINANCE_API_KEY is missing"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn rotation_restarts_only_the_consumers_of_the_changed_credential() {
+    let bed = Bed::boot();
+    bed.two_consumers();
+    assert!(bed.credloader(&["apply"]).status.success());
+    bed.boot_services();
+    bed.systemctl_ok(&["start", "credloader.path"]);
+    let alpha_pid = bed.main_pid("alpha.service").unwrap();
+
+    for round in 2..=11 {
+        let before = bed.main_pid("beta.service").unwrap();
+        let value = format!("kraken-key-{round}");
+        bed.seal("KRAKEN_KEY", value.as_bytes());
+        bed.wait_until(
+            &format!("beta to restart with {value}"),
+            Duration::from_secs(15),
+            || {
+                bed.active("beta.service")
+                    && bed.main_pid("beta.service").is_some_and(|p| p != before)
+                    && var(&bed.environ("beta.service"), "KRAKEN_KEY") == Some(value.as_bytes())
+            },
+        );
+        assert_eq!(
+            bed.main_pid("alpha.service"),
+            Some(alpha_pid),
+            "alpha must not restart (round {round})"
+        );
+    }
+    // Ten rotations in a row: no start-limit failure, the watch still works.
+    assert_eq!(
+        bed.unit_property("credloader.path", "ActiveState"),
+        "active"
+    );
+    assert_ne!(
+        bed.unit_property("credloader-refresh.service", "ActiveState"),
+        "failed"
+    );
+    assert_eq!(
+        var(&bed.environ("alpha.service"), "BINANCE_API_KEY"),
+        Some(&b"binance-key-1"[..])
+    );
+}
+
+#[test]
+fn restarting_credloader_with_nothing_changed_restarts_nothing() {
+    let bed = Bed::boot();
+    bed.two_consumers();
+    assert!(bed.credloader(&["apply"]).status.success());
+    bed.boot_services();
+    let pids = (bed.main_pid("alpha.service"), bed.main_pid("beta.service"));
+    let inode = bed.sh_ok("stat -c %i /run/credloader/alpha.env /run/credloader/beta.env");
+    bed.systemctl_ok(&["restart", "credloader.service"]);
+    assert!(bed.active("credloader.service"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (bed.main_pid("alpha.service"), bed.main_pid("beta.service")),
+        pids
+    );
+    assert_eq!(
+        bed.sh_ok("stat -c %i /run/credloader/alpha.env /run/credloader/beta.env"),
+        inode
+    );
+    let out = bed.credloader(&["apply", "--json"]);
+    let report = testbed::lossy(&out.stdout);
+    assert!(
+        report.contains("\"daemon_reload\":false") && !report.contains("\"updated\""),
+        "{report}"
+    );
+}
+
+#[test]
+fn hard_values_reach_the_service_byte_for_byte() {
+    let bed = Bed::boot();
+    let mut values: Vec<(String, Vec<u8>)> = [
+        "quote\"double",
+        "quote'single",
+        "back\\slash\\",
+        "dollar $HOME and ${HOME}",
+        "back`tick`",
+        "# hash at start",
+        "; semicolon at start",
+        "mid # hash ; semi",
+        "  leading and trailing spaces  ",
+        "\ttabs\t",
+        "line1\nline2\n",
+        "cr\r\nlf\r",
+        "a=b=c",
+        "ünïcødé ✓ 鍵",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, v)| (format!("HARD_{i}"), v.as_bytes().to_vec()))
+    .collect();
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 $\"\\`'#;\n";
+    values.push((
+        "HARD_BIG".into(),
+        (0..64 * 1024)
+            .map(|i| alphabet[i % alphabet.len()])
+            .collect(),
+    ));
+
+    let names: Vec<String> = values.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    bed.config(
+        "gamma",
+        &format!(
+            "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [{}]\n",
+            names.join(", ")
+        ),
+    );
+    for (n, v) in &values {
+        bed.seal(n, v);
+    }
+    let out = bed.credloader(&["apply"]);
+    assert!(out.status.success(), "{out:?}");
+    bed.systemctl_ok(&["start", "gamma.service"]);
+    let env = bed.environ("gamma.service");
+    for (n, v) in &values {
+        assert_eq!(
+            var(&env, n),
+            Some(v.as_slice()),
+            "{n} did not survive the round trip"
+        );
+    }
+}
+
+#[test]
+fn credential_delivery_hands_the_value_over_without_a_plaintext_file() {
+    let bed = Bed::boot();
+    let value = "gamma-secret-5f1d2c9e";
+    bed.config(
+        "gamma",
+        "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [\"GAMMA_KEY\"]\ndelivery = \"credential\"\n",
+    );
+    bed.seal("GAMMA_KEY", value.as_bytes());
+    let out = bed.credloader(&["apply"]);
+    assert!(out.status.success(), "{out:?}");
+    bed.systemctl_ok(&["start", "gamma.service"]);
+
+    let env = bed.environ("gamma.service");
+    let dir = String::from_utf8(env["CREDENTIALS_DIRECTORY"].clone()).unwrap();
+    // Read it the way the service does: as its user, from its credentials dir.
+    let got = bed.sh_ok(&format!(
+        "setpriv --reuid=qt --regid=qt --clear-groups cat {dir}/GAMMA_KEY"
+    ));
+    assert_eq!(got, value);
+    assert!(var(&env, "GAMMA_KEY").is_none(), "not in the environment");
+    // No plaintext anywhere credloader (or anyone) could have written it.
+    let found = bed.sh(&format!(
+        "grep -rlF -- '{value}' /etc /run /tmp /var/tmp /var/lib/credloader /var/lib/systemd /home /dev/shm 2>/dev/null \
+         | grep -v '^/run/credentials/' || true"
+    ));
+    assert_eq!(
+        testbed::lossy(&found.stdout).trim(),
+        "",
+        "plaintext found on disk"
+    );
+    assert!(bed.read("/run/credloader/gamma.env").is_none());
+}
