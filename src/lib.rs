@@ -6,6 +6,7 @@
 //! tied together by [`apply`]. Plaintext only ever lives in [`secret::Secret`].
 
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -13,7 +14,10 @@ pub mod creds;
 pub mod dropin;
 pub mod envfile;
 pub mod exit;
+pub mod generations;
 pub mod harden;
+pub mod health;
+pub mod import;
 pub mod lock;
 pub mod logging;
 pub mod names;

@@ -12,6 +12,15 @@ use crate::exit;
 use crate::root::Root;
 
 mod apply;
+mod check;
+mod generations;
+mod import;
+mod list;
+mod rollback;
+mod rotate;
+mod seal;
+mod show;
+mod status;
 
 /// What a command produced.
 #[derive(Debug)]
@@ -50,6 +59,9 @@ pub enum CommandError {
     Apply(#[from] crate::apply::ApplyError),
     #[error("{0}")]
     Environment(String),
+    /// The command ran but could not do what was asked (exit 1).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CommandError {
@@ -59,6 +71,7 @@ impl CommandError {
             CommandError::Config(_) | CommandError::Usage(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
             CommandError::Apply(_) | CommandError::Environment(_) => exit::ENVIRONMENT,
+            CommandError::Failed(_) => exit::FAILED,
         }
     }
 }
@@ -102,6 +115,15 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
     let ctx = Context::new(global);
     match command {
         Command::Apply(args) => apply::run(&ctx, args),
+        Command::Seal(args) => seal::run(&ctx, args),
+        Command::Rotate(args) => rotate::run(&ctx, args),
+        Command::Rollback(args) => rollback::run(&ctx, args),
+        Command::Generations(args) => generations::run(&ctx, args),
+        Command::List => list::run(&ctx),
+        Command::Show(args) => show::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Check => check::run(&ctx),
+        Command::Import(args) => import::run(&ctx, args),
         Command::Completions(args) => {
             let mut buf = Vec::new();
             clap_complete::generate(
@@ -129,6 +151,8 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 serde_json::json!({ "man": text }),
             ))
         }
+        // Kept for commands declared before they are implemented.
+        #[allow(unreachable_patterns)]
         other => Err(CommandError::Usage(format!(
             "`{}` is not implemented yet",
             command_name(&other)

@@ -1,0 +1,576 @@
+//! `check`: an audit of everything credloader manages. Each problem is a
+//! [`Finding`] with a severity, the thing it is about, what is wrong and how
+//! to fix it. Nothing is decrypted and nothing is changed.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::apply::sealed_names;
+use crate::config::{Config, Delivery, Service};
+use crate::creds::Store;
+use crate::generations::{format_utc, History};
+use crate::root::Root;
+use crate::safefs::{self, Dir, DirPolicy};
+use crate::state::{FileId, State};
+use crate::systemd::Manager;
+use crate::users::Accounts;
+
+/// Expiry closer than this is a warning.
+pub const EXPIRY_WARNING_SECS: u64 = 14 * 86400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// What it is about: a path, `credential NAME`, `service NAME`.
+    pub subject: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn add(
+        &mut self,
+        severity: Severity,
+        subject: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.0.push(Finding {
+            severity,
+            subject: subject.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+/// Where unit files are looked for, in systemd's order of precedence.
+pub const UNIT_PATHS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+
+fn search_dirs(dropin_dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![dropin_dir.to_path_buf()];
+    for p in UNIT_PATHS {
+        if Path::new(p) != dropin_dir {
+            v.push(PathBuf::from(p));
+        }
+    }
+    v
+}
+
+/// The template of an instance (`a@1.service` → `a@.service`).
+fn template(unit: &str) -> Option<String> {
+    let (stem, rest) = unit.split_once('@')?;
+    let suffix = rest.rsplit_once('.').map(|(_, s)| s)?;
+    Some(format!("{stem}@.{suffix}"))
+}
+
+/// Reads a system file beneath `root`; an absolute symlink (common for
+/// units) is resolved beneath the root, one level deep.
+fn read_system(root: &Root, path: &Path) -> Option<String> {
+    let host = root.host(path);
+    match std::fs::symlink_metadata(&host) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(&host).ok()?;
+            let target = if target.is_absolute() {
+                root.host(&target)
+            } else {
+                host.parent()?.join(target)
+            };
+            std::fs::read_to_string(target).ok()
+        }
+        Ok(_) => std::fs::read_to_string(host).ok(),
+        Err(_) => None,
+    }
+}
+
+/// The unit's file (system path) and text, if it exists anywhere.
+pub fn unit_file(root: &Root, dropin_dir: &Path, unit: &str) -> Option<(PathBuf, String)> {
+    let names: Vec<String> = std::iter::once(unit.to_string())
+        .chain(template(unit))
+        .collect();
+    for name in &names {
+        for dir in search_dirs(dropin_dir) {
+            let p = dir.join(name);
+            if let Some(text) = read_system(root, &p) {
+                return Some((p, text));
+            }
+        }
+    }
+    None
+}
+
+/// Every `*.conf` drop-in of `unit` (system paths and texts), sorted by name.
+pub fn dropins(root: &Root, dropin_dir: &Path, unit: &str) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let names: Vec<String> = std::iter::once(unit.to_string())
+        .chain(template(unit))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for name in &names {
+        for dir in search_dirs(dropin_dir) {
+            let d = dir.join(format!("{name}.d"));
+            let Ok(entries) = std::fs::read_dir(root.host(&d)) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| d.join(e.file_name()))
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect();
+            files.sort();
+            for f in files {
+                if seen.insert(f.clone()) {
+                    if let Some(t) = read_system(root, &f) {
+                        out.push((f, t));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `(key, value)` of each assignment line in a unit file text.
+pub fn assignments(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|l| {
+        let l = l.trim();
+        if l.starts_with('#') || l.starts_with(';') || l.starts_with('[') {
+            return None;
+        }
+        let (k, v) = l.split_once('=')?;
+        Some((k.trim(), v.trim()))
+    })
+}
+
+/// Does an `Exec*=` value run with full privileges (`+` or `!` prefix)?
+fn privileged_exec(value: &str) -> bool {
+    let prefix: String = value
+        .chars()
+        .take_while(|c| "@-:+!|".contains(*c))
+        .collect();
+    prefix.contains('+') || prefix.contains('!')
+}
+
+/// The first symlink on the way to `path` beneath `root`, if any.
+fn symlink_on(root: &Root, path: &Path) -> Option<PathBuf> {
+    let mut sys = PathBuf::from("/");
+    for c in path.components() {
+        if let Component::Normal(n) = c {
+            sys.push(n);
+            match std::fs::symlink_metadata(root.host(&sys)) {
+                Ok(m) if m.file_type().is_symlink() => return Some(sys),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    None
+}
+
+/// Runs every check.
+pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
+    let mut f = Findings(Vec::new());
+    let loader = &config.loader;
+    let now = crate::state::now();
+
+    // Symlinks anywhere on a managed path.
+    let mut managed: BTreeSet<PathBuf> = BTreeSet::new();
+    managed.insert(loader.creds_dir.clone());
+    managed.insert(loader.state_dir.clone());
+    managed.insert(loader.env_dir.clone());
+    for s in config.services.values() {
+        if s.delivery == Delivery::Env {
+            managed.insert(s.env_file.clone());
+        }
+        managed.insert(s.dropin_path(loader));
+    }
+    let mut reported = BTreeSet::new();
+    for p in &managed {
+        if let Some(link) = symlink_on(root, p) {
+            if reported.insert(link.clone()) {
+                f.add(
+                    Severity::Error,
+                    link.display().to_string(),
+                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", p.display()),
+                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", link.display(), link.display()),
+                );
+            }
+        }
+    }
+
+    // The creds dir and every sealed file in it.
+    let creds_host = root.host(&loader.creds_dir);
+    match std::fs::symlink_metadata(&creds_host) {
+        Ok(m) if m.file_type().is_dir() => {
+            if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != 0o700 {
+                f.add(
+                    Severity::Error,
+                    loader.creds_dir.display().to_string(),
+                    format!(
+                        "creds dir is {}:{} mode {:04o}, not root:root 0700",
+                        m.uid(),
+                        m.gid(),
+                        m.mode() & 0o7777
+                    ),
+                    format!(
+                        "chown root:root {0} && chmod 0700 {0}",
+                        loader.creds_dir.display()
+                    ),
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(_) => f.add(
+            Severity::Warning,
+            loader.creds_dir.display().to_string(),
+            "creds dir does not exist",
+            "seal a credential with `credloader seal NAME` (it creates the directory root 0700)",
+        ),
+    }
+    let store = Store::open(root, &loader.creds_dir);
+    if let Ok(dir) = store.dir() {
+        for entry in dir.list().unwrap_or_default() {
+            let Some(name) = entry.to_str().and_then(|s| s.strip_suffix(".cred")) else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let sys = loader.creds_dir.join(&entry);
+            let Ok(Some(st)) = dir.entry(&entry) else {
+                continue;
+            };
+            let fmt = st.st_mode & libc_ifmt();
+            if fmt == 0o120000 {
+                continue; // reported as a symlink below
+            }
+            if fmt != 0o100000 {
+                f.add(
+                    Severity::Error,
+                    sys.display().to_string(),
+                    "is not a regular file",
+                    format!("remove it and seal {name} again"),
+                );
+                continue;
+            }
+            if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o600 {
+                f.add(
+                    Severity::Error,
+                    sys.display().to_string(),
+                    format!(
+                        "credential {name} is {}:{} mode {:04o}, not root:root 0600",
+                        st.st_uid,
+                        st.st_gid,
+                        st.st_mode & 0o7777
+                    ),
+                    format!("chown root:root {0} && chmod 0600 {0}", sys.display()),
+                );
+            }
+        }
+        for entry in dir.list().unwrap_or_default() {
+            if let Ok(Some(st)) = dir.entry(&entry) {
+                if st.st_mode & libc_ifmt() == 0o120000 {
+                    let sys = loader.creds_dir.join(&entry);
+                    f.add(
+                        Severity::Error,
+                        sys.display().to_string(),
+                        "is a symbolic link in the creds dir; credloader will not read it",
+                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", sys.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    // References: missing credentials and ones nobody uses.
+    let on_disk = sealed_names(&store);
+    let referenced: BTreeSet<&str> = config.all_credentials();
+    for name in &referenced {
+        if !on_disk.contains(*name) {
+            let users: Vec<String> = config.consumers(name).map(|s| s.name.clone()).collect();
+            f.add(
+                Severity::Error,
+                format!("credential {name}"),
+                format!(
+                    "is used by {} but {} does not exist",
+                    users.join(", "),
+                    loader.creds_dir.join(format!("{name}.cred")).display()
+                ),
+                format!("seal it with `credloader seal {name}`"),
+            );
+        }
+    }
+    for name in &on_disk {
+        if !referenced.contains(name.as_str()) {
+            f.add(
+                Severity::Warning,
+                format!("credential {name}"),
+                "no configured service uses it",
+                format!(
+                    "add it to a service's `credentials`, or remove {} if it is no longer needed",
+                    loader.creds_dir.join(format!("{name}.cred")).display()
+                ),
+            );
+        }
+    }
+
+    // Expiry, as recorded when credloader sealed it.
+    for name in &on_disk {
+        let Ok(sealed) = store.sealed(name) else {
+            continue;
+        };
+        let Ok(history) = History::open(root, &loader.state_dir, name, false) else {
+            continue;
+        };
+        let Some(at) = history.info_for(&sealed.digest).and_then(|i| i.not_after) else {
+            continue;
+        };
+        if at <= now {
+            f.add(
+                Severity::Error,
+                format!("credential {name}"),
+                format!(
+                    "expired at {} (its not-after time); it no longer decrypts",
+                    format_utc(at)
+                ),
+                format!("seal a new value with `credloader rotate {name}`"),
+            );
+        } else if at - now <= EXPIRY_WARNING_SECS {
+            f.add(
+                Severity::Warning,
+                format!("credential {name}"),
+                format!(
+                    "expires at {}, within {} days",
+                    format_utc(at),
+                    EXPIRY_WARNING_SECS / 86400
+                ),
+                format!("seal a new value with `credloader rotate {name}` before then"),
+            );
+        }
+    }
+
+    // Env dirs: nobody but root may write to them.
+    let mut env_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    env_dirs.insert(loader.env_dir.clone());
+    for s in config
+        .services
+        .values()
+        .filter(|s| s.delivery == Delivery::Env)
+    {
+        env_dirs.insert(safefs::split(&s.env_file).0.to_path_buf());
+    }
+    for d in &env_dirs {
+        if let Ok(m) = std::fs::symlink_metadata(root.host(d)) {
+            if m.file_type().is_dir() && (m.uid() != 0 || m.mode() & 0o022 != 0) {
+                f.add(
+                    Severity::Error,
+                    d.display().to_string(),
+                    format!(
+                        "env dir is owned by uid {} with mode {:04o}: someone other than root can create or swap files in it",
+                        m.uid(),
+                        m.mode() & 0o7777
+                    ),
+                    format!("chown root:root {0} && chmod 0755 {0}", d.display()),
+                );
+            }
+        }
+    }
+
+    // Per service: env file, drop-ins, unit.
+    let state = Dir::open(root, &loader.state_dir, DirPolicy::EXISTING)
+        .ok()
+        .and_then(|d| State::load(&d).ok())
+        .map(|(s, _)| s)
+        .unwrap_or_default();
+    let accounts = Accounts::new(root).ok();
+    for s in config.services.values() {
+        service_checks(&mut f, config, root, manager, s, &state, accounts.as_ref());
+    }
+
+    f.0.sort_by(|a, b| (a.severity, &a.subject).cmp(&(b.severity, &b.subject)));
+    f.0
+}
+
+fn libc_ifmt() -> u32 {
+    0o170000
+}
+
+fn service_checks(
+    f: &mut Findings,
+    config: &Config,
+    root: &Root,
+    manager: Manager,
+    s: &Service,
+    state: &State,
+    accounts: Option<&Accounts>,
+) {
+    let loader = &config.loader;
+    let subject = format!("service {}", s.name);
+    let rec = state.services.get(&s.name);
+
+    if s.delivery == Delivery::Env {
+        let (dir, name) = safefs::split(&s.env_file);
+        let st = Dir::open(
+            root,
+            dir,
+            DirPolicy {
+                create: None,
+                strict: false,
+            },
+        )
+        .ok()
+        .and_then(|d| d.entry(name).ok().flatten());
+        match st {
+            None if rec.is_some() => f.add(
+                Severity::Error,
+                s.env_file.display().to_string(),
+                format!(
+                    "env file of service {} is missing although it was applied",
+                    s.name
+                ),
+                "run `credloader apply`",
+            ),
+            None => f.add(
+                Severity::Warning,
+                s.env_file.display().to_string(),
+                format!("env file of service {} has not been written yet", s.name),
+                "run `credloader apply`",
+            ),
+            Some(st) if st.st_mode & libc_ifmt() == 0o120000 => {} // reported as a symlink
+            Some(st) => {
+                if let Some(acct) =
+                    accounts.and_then(|a| a.lookup(&s.user, s.group.as_deref()).ok())
+                {
+                    if st.st_uid != acct.uid
+                        || st.st_gid != acct.gid
+                        || st.st_mode & 0o7777 != 0o600
+                    {
+                        f.add(
+                            Severity::Error,
+                            s.env_file.display().to_string(),
+                            format!(
+                                "env file is {}:{} mode {:04o}; service {} needs {}:{} 0600",
+                                st.st_uid,
+                                st.st_gid,
+                                st.st_mode & 0o7777,
+                                s.name,
+                                acct.uid,
+                                acct.gid
+                            ),
+                            "run `credloader apply` (it rewrites the file with the right owner and mode)",
+                        );
+                    }
+                }
+                if let Some(rec) = rec {
+                    if rec.env_file_id != Some(FileId::from(&st)) {
+                        f.add(
+                            Severity::Error,
+                            s.env_file.display().to_string(),
+                            format!("env file of service {} was modified since the last apply", s.name),
+                            "run `credloader apply` to restore it; edit credentials with `credloader rotate`, not in the file",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    let ours = s.dropin_path(loader);
+    if read_system(root, &ours).is_none() {
+        f.add(
+            Severity::Warning,
+            ours.display().to_string(),
+            format!(
+                "the drop-in of service {} is missing, so {} does not get its secrets",
+                s.name, s.unit
+            ),
+            "run `credloader apply`",
+        );
+    }
+
+    // The unit must exist.
+    let unit = unit_file(root, &loader.dropin_dir, &s.unit);
+    let loaded = manager
+        .property(&s.unit, "LoadState")
+        .is_some_and(|l| l == "loaded");
+    if unit.is_none() && !loaded {
+        f.add(
+            Severity::Error,
+            subject.clone(),
+            format!("its unit {} does not exist", s.unit),
+            format!("install {} or fix `unit` at {}", s.unit, s.origin),
+        );
+    }
+
+    // Legacy EnvironmentFile= drop-ins, and privileged Exec lines.
+    let drops = dropins(root, &loader.dropin_dir, &s.unit);
+    let mut privileged = Vec::new();
+    for (path, text) in unit.iter().chain(drops.iter()) {
+        for (k, v) in assignments(text) {
+            if k.starts_with("Exec") && privileged_exec(v) {
+                privileged.push(format!("{k}= in {}", path.display()));
+            }
+        }
+    }
+    for (path, text) in &drops {
+        if *path == ours {
+            continue;
+        }
+        for (k, v) in assignments(text) {
+            if k != "EnvironmentFile" {
+                continue;
+            }
+            let file = v.trim_start_matches('-');
+            if file.is_empty() {
+                continue;
+            }
+            let exists = std::fs::symlink_metadata(root.host(Path::new(file))).is_ok();
+            f.add(
+                if exists { Severity::Error } else { Severity::Warning },
+                path.display().to_string(),
+                format!(
+                    "legacy drop-in for {} loads EnvironmentFile={v}{}",
+                    s.unit,
+                    if exists { ", and that file still exists (plaintext secrets?)" } else { "" }
+                ),
+                format!(
+                    "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {} and run `systemctl daemon-reload`",
+                    s.unit,
+                    path.display()
+                ),
+            );
+        }
+    }
+    if s.delivery == Delivery::Env && !privileged.is_empty() && s.user != "root" {
+        f.add(
+            Severity::Error,
+            subject,
+            format!(
+                "its env file is owned by {} (who can change it) but {} runs with full privileges ({}); \
+                 the user could inject variables such as LD_PRELOAD into a root process",
+                s.user,
+                s.unit,
+                privileged.join(", ")
+            ),
+            "drop the `+`/`!` prefixes from those Exec lines, or use delivery = \"credential\"",
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! `credloader check`: the audit; exit 1 when any finding is an error.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::{CommandError, Context, Output};
+use crate::audit::{self, Severity};
+use crate::exit;
+
+pub fn run(ctx: &Context) -> Result<Output, CommandError> {
+    let config = ctx.load_config()?;
+    let findings = audit::audit(&config, &ctx.root, ctx.manager());
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    let mut human = String::new();
+    for f in &findings {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(
+            human,
+            "{sev}: {}: {}\n  fix: {}",
+            f.subject, f.problem, f.fix
+        );
+    }
+    let _ = writeln!(
+        human,
+        "{} error(s), {} warning(s){}",
+        errors,
+        warnings,
+        if findings.is_empty() {
+            ": all is in order"
+        } else {
+            ""
+        }
+    );
+    let code = if errors > 0 { exit::FAILED } else { exit::OK };
+    Ok(Output::new(
+        code,
+        human,
+        json!({ "findings": findings, "errors": errors, "warnings": warnings, "ok": errors == 0 }),
+    ))
+}

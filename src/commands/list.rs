@@ -1,0 +1,128 @@
+//! `credloader list`: every credential in the creds dir and every one the
+//! configuration names, with consumers, size, mtime, key, not-after and
+//! generations; orphans (nobody uses them) and missing ones are marked.
+//! Nothing is decrypted.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{CommandError, Context, Output};
+use crate::apply::sealed_names;
+use crate::creds::{CredError, Store};
+use crate::generations::{format_utc, History};
+use crate::{exit, systemd_creds};
+
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub name: String,
+    /// ok, orphan, missing or unreadable.
+    pub status: &'static str,
+    pub consumers: Vec<String>,
+    pub size: Option<usize>,
+    pub mtime: Option<i64>,
+    pub key: Option<&'static str>,
+    pub not_after: Option<u64>,
+    pub generations: Vec<u32>,
+    pub error: Option<String>,
+}
+
+pub fn run(ctx: &Context) -> Result<Output, CommandError> {
+    let config = super::seal::load_config_or_default(ctx)?;
+    let store = Store::open(&ctx.root, &config.loader.creds_dir);
+    let on_disk = sealed_names(&store);
+    let referenced: BTreeSet<String> = config
+        .all_credentials()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut entries = Vec::new();
+    for name in on_disk.union(&referenced) {
+        let consumers: Vec<String> = config.consumers(name).map(|s| s.name.clone()).collect();
+        let history = History::open(&ctx.root, &config.loader.state_dir, name, false).ok();
+        let generations = history
+            .as_ref()
+            .and_then(|h| h.list().ok())
+            .map(|l| l.iter().map(|g| g.number).collect())
+            .unwrap_or_default();
+        let mut e = Entry {
+            name: name.clone(),
+            status: "ok",
+            consumers,
+            size: None,
+            mtime: None,
+            key: None,
+            not_after: None,
+            generations,
+            error: None,
+        };
+        match store.sealed(name) {
+            Ok(s) => {
+                e.size = Some(s.bytes.len());
+                e.mtime = Some(s.mtime);
+                e.key = systemd_creds::sealed_key(&s.bytes);
+                e.not_after = history
+                    .as_ref()
+                    .and_then(|h| h.info_for(&s.digest))
+                    .and_then(|i| i.not_after);
+                if e.consumers.is_empty() {
+                    e.status = "orphan";
+                }
+            }
+            Err(CredError::Missing { .. }) => e.status = "missing",
+            Err(err) => {
+                e.status = "unreadable";
+                e.error = Some(err.to_string());
+            }
+        }
+        entries.push(e);
+    }
+    let mut human = String::new();
+    if entries.is_empty() {
+        let _ = writeln!(
+            human,
+            "no credentials in {} and none configured",
+            store_path(&ctx.root, &config)
+        );
+    } else {
+        let _ = writeln!(
+            human,
+            "{:<28} {:<10} {:>8} {:<20} {:<9} {:<20} {:<6} CONSUMERS",
+            "NAME", "STATUS", "SIZE", "MODIFIED", "KEY", "NOT AFTER", "GENS"
+        );
+    }
+    for e in &entries {
+        let _ = writeln!(
+            human,
+            "{:<28} {:<10} {:>8} {:<20} {:<9} {:<20} {:<6} {}",
+            e.name,
+            e.status,
+            e.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            e.mtime
+                .map(|t| format_utc(t.max(0) as u64))
+                .unwrap_or_else(|| "-".into()),
+            e.key.unwrap_or("-"),
+            e.not_after.map(format_utc).unwrap_or_else(|| "-".into()),
+            e.generations.len(),
+            if e.consumers.is_empty() {
+                "-".into()
+            } else {
+                e.consumers.join(",")
+            }
+        );
+        if let Some(err) = &e.error {
+            let _ = writeln!(human, "  error: {err}");
+        }
+    }
+    // Listing is not auditing: `check` is the command that fails on problems.
+    Ok(Output::new(
+        exit::OK,
+        human,
+        serde_json::json!({ "credentials": entries }),
+    ))
+}
+
+fn store_path(root: &crate::root::Root, config: &crate::config::Config) -> String {
+    root.host(&config.loader.creds_dir).display().to_string()
+}

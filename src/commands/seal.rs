@@ -1,0 +1,301 @@
+//! `credloader seal NAME`, and what `rotate` and `import` share with it:
+//! reading a value, checking it, sealing it, installing the sealed file.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read, Write};
+
+use serde_json::json;
+
+use super::{CommandError, Context, Output};
+use crate::cli::{SealArgs, ValueInput};
+use crate::config::{Config, ConfigError, Delivery, Loader, Source};
+use crate::creds::{hex_digest, Store};
+use crate::generations::{self, History, Info};
+use crate::root::Root;
+use crate::safefs::{Dir, DirPolicy, Owner};
+use crate::secret::{read_secret, Secret, SecretBuf};
+use crate::systemd_creds::{self, Key, MAX_PLAINTEXT};
+use crate::{envfile, exit, names, state};
+
+pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
+    let name = args.name;
+    names::credential(&name).map_err(CommandError::Usage)?;
+    let config = load_config_or_default(ctx)?;
+    let (dir, _held) = crate::apply::lock(&config, &ctx.root)?;
+    drop(dir);
+    let creds = creds_dir(&ctx.root, &config.loader)?;
+    if creds
+        .entry(&Store::file_name(&name))
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Err(CommandError::Usage(format!(
+            "credential {name} already exists ({}); replace its value with `credloader rotate {name}`",
+            creds.path().join(Store::file_name(&name)).display()
+        )));
+    }
+    let value = read_value(&args.input, &name)?;
+    validate(&config, &name, &value)?;
+    let not_after = not_after(&args.input)?;
+    let (sealed, info) = seal(&name, &value, args.input.key, not_after)?;
+    install(&creds, &name, &sealed)?;
+    record_current(&ctx.root, &config.loader, &name, info.clone());
+
+    let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
+    let path = creds.path().join(Store::file_name(&name));
+    let key = systemd_creds::sealed_key(&sealed);
+    let mut human = format!(
+        "sealed credential {name} into {} ({} bytes sealed, key {}{})\n",
+        path.display(),
+        sealed.len(),
+        key.unwrap_or("unknown"),
+        not_after
+            .map(|t| format!(", not after {}", generations::format_utc(t)))
+            .unwrap_or_default()
+    );
+    if consumers.is_empty() {
+        let _ = writeln!(
+            human,
+            "no service uses {name} yet; add it to a service's `credentials` and run `credloader apply`"
+        );
+    } else {
+        let _ = writeln!(
+            human,
+            "used by: {}; deliver it with `credloader apply`",
+            consumers.join(", ")
+        );
+    }
+    human.push_str(&newline_note(&value));
+    Ok(Output::new(
+        exit::OK,
+        human,
+        json!({
+            "name": name,
+            "path": path,
+            "sealed_size": sealed.len(),
+            "key": key,
+            "not_after": not_after,
+            "consumers": consumers,
+            "value": { "masked": value.masked(), "length": value.len() },
+        }),
+    ))
+}
+
+/// The configuration, or the defaults when there is none at all yet (a
+/// credential may be sealed before any service uses it).
+pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandError> {
+    match ctx.load_config() {
+        Ok(c) => Ok(c),
+        Err(CommandError::Config(ConfigError::Missing { .. })) => Ok(Config {
+            loader: Loader::default(),
+            services: Default::default(),
+            files: Vec::new(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The creds dir, created root 0700 if missing.
+pub(super) fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, CommandError> {
+    Dir::open(root, &loader.creds_dir, DirPolicy::create(0o700))
+        .map_err(|e| CommandError::Environment(format!("creds dir: {e}")))
+}
+
+/// Writes `NAME.cred` atomically, root:root 0600.
+pub(super) fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), CommandError> {
+    let file = Store::file_name(name);
+    let _ = creds.remove_stale_temps(&file);
+    creds
+        .write_atomic(&file, sealed, Owner::ROOT_0600)
+        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
+}
+
+/// Notes what was sealed in the credential's history (best effort: it only
+/// feeds `list`/`check`'s not-after column).
+pub(super) fn record_current(root: &Root, loader: &Loader, name: &str, info: Info) {
+    match History::open(root, &loader.state_dir, name, true) {
+        Ok(mut h) => {
+            if let Err(e) = h.set_current(info) {
+                tracing::warn!("credential {name}: could not record its metadata: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("credential {name}: could not record its metadata: {e}"),
+    }
+}
+
+/// Seals `value`; returns the sealed bytes and what to record about them.
+pub(super) fn seal(
+    name: &str,
+    value: &Secret,
+    key: Key,
+    not_after: Option<u64>,
+) -> Result<(Vec<u8>, Info), CommandError> {
+    let at = not_after.map(|t| format!("@{t}"));
+    let sealed = systemd_creds::encrypt(name, value, key, at.as_deref()).map_err(|e| {
+        CommandError::Environment(format!("credential {name}: sealing failed: {e}"))
+    })?;
+    let info = Info {
+        digest: hex_digest(&sealed),
+        not_after,
+        key: Some(
+            systemd_creds::sealed_key(&sealed)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{key:?}").to_lowercase()),
+        ),
+        sealed_at: Some(state::now()),
+    };
+    Ok((sealed, info))
+}
+
+pub(super) fn not_after(input: &ValueInput) -> Result<Option<u64>, CommandError> {
+    input
+        .not_after
+        .as_deref()
+        .map(|t| generations::parse_not_after(t, state::now()))
+        .transpose()
+        .map_err(CommandError::Usage)
+}
+
+/// A hint when the value ends in a newline (as `echo` adds): it is kept.
+pub(super) fn newline_note(value: &Secret) -> String {
+    if value.expose().ends_with(b"\n") {
+        "note: the value ends with a newline, which is kept as part of it; \
+         if that is not meant, seal it again from `printf %s`\n"
+            .into()
+    } else {
+        String::new()
+    }
+}
+
+/// Checks a value before sealing: not empty, within systemd-creds' limits,
+/// and carriable by every env file that will hold it.
+pub(super) fn validate(config: &Config, name: &str, value: &Secret) -> Result<(), CommandError> {
+    if value.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "credential {name}: the value is empty; nothing was sealed"
+        )));
+    }
+    if value.len() > MAX_PLAINTEXT {
+        return Err(CommandError::Usage(format!(
+            "credential {name}: the value is {} bytes; systemd-creds can carry at most {MAX_PLAINTEXT}",
+            value.len()
+        )));
+    }
+    for service in config.services.values() {
+        if service.delivery != Delivery::Env {
+            continue;
+        }
+        for var in &service.vars {
+            if var.source == Source::Credential(name.to_string()) {
+                if let Err(e) = envfile::check_value(&var.name, value.expose()) {
+                    return Err(CommandError::Usage(format!(
+                        "credential {name}: service {} gets it as variable {} through an env file, \
+                         and the value {e}; nothing was sealed",
+                        service.name, var.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the value: `--from-file`, else stdin; on a terminal, asks twice
+/// without echo.
+pub(super) fn read_value(input: &ValueInput, name: &str) -> Result<Secret, CommandError> {
+    let limit = MAX_PLAINTEXT + 1;
+    let too_large = || {
+        CommandError::Usage(format!(
+            "credential {name}: the value is larger than {MAX_PLAINTEXT} bytes, the most systemd-creds can carry"
+        ))
+    };
+    if let Some(path) = &input.from_file {
+        let file = std::fs::File::open(path).map_err(|e| {
+            CommandError::Usage(format!(
+                "credential {name}: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        return read_secret(file, limit).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => too_large(),
+            _ => CommandError::Usage(format!(
+                "credential {name}: cannot read {}: {e}",
+                path.display()
+            )),
+        });
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first = prompt(&format!("Value for {name}: "))?;
+        let second = prompt(&format!("Again, to confirm {name}: "))?;
+        if !first.ct_eq(second.expose()) {
+            return Err(CommandError::Usage(format!(
+                "credential {name}: the two entries differ; nothing was sealed"
+            )));
+        }
+        return Ok(first);
+    }
+    read_secret(stdin.lock(), limit).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => too_large(),
+        _ => CommandError::Usage(format!("credential {name}: cannot read stdin: {e}")),
+    })
+}
+
+/// One line from the terminal with echo off; the terminal is restored on
+/// every path out.
+fn prompt(text: &str) -> Result<Secret, CommandError> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let err = |e: String| CommandError::Environment(format!("cannot read from the terminal: {e}"));
+    let saved = tcgetattr(&stdin).map_err(|e| err(e.to_string()))?;
+    struct Restore<'a>(&'a std::io::Stdin, nix::sys::termios::Termios);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = tcsetattr(self.0, SetArg::TCSAFLUSH, &self.1);
+        }
+    }
+    let _restore = Restore(&stdin, saved.clone());
+    let mut quiet = saved;
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &quiet).map_err(|e| err(e.to_string()))?;
+    let mut stderr = std::io::stderr();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.flush();
+    let mut buf = SecretBuf::with_capacity(256);
+    let mut lock = stdin.lock();
+    let mut byte = [0u8; 1];
+    loop {
+        match lock.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => {
+                if buf.len() >= MAX_PLAINTEXT {
+                    return Err(err("the value is too long".into()));
+                }
+                buf.push(byte[0]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+    let mut secret = buf.into_secret();
+    if secret.expose().ends_with(b"\r") {
+        let trimmed = Secret::copy_from(&secret.expose()[..secret.len() - 1]);
+        secret = trimmed;
+    }
+    Ok(secret)
+}
+
+/// The sealed bytes of `name` as they are now, if any.
+pub(super) fn current_sealed(creds: &Dir, name: &str) -> Result<Option<Vec<u8>>, CommandError> {
+    creds
+        .read(
+            OsStr::new(&format!("{name}.cred")),
+            systemd_creds::MAX_SEALED,
+        )
+        .map(|o| o.map(|(b, _)| b))
+        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
+}

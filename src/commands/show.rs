@@ -1,0 +1,43 @@
+//! `credloader show NAME`: the value masked (`abc...***`) and its length;
+//! never the value.
+
+use serde_json::json;
+
+use super::{CommandError, Context, Output};
+use crate::cli::NameArg;
+use crate::creds::Store;
+use crate::{exit, names, systemd_creds};
+
+pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
+    let name = args.name;
+    names::credential(&name).map_err(CommandError::Usage)?;
+    let config = super::seal::load_config_or_default(ctx)?;
+    let store = Store::open(&ctx.root, &config.loader.creds_dir);
+    let sealed = store
+        .sealed(&name)
+        .map_err(|e| CommandError::Failed(e.to_string()))?;
+    let (secret, legacy) = systemd_creds::decrypt(&name, &sealed.bytes)
+        .map_err(|e| CommandError::Failed(format!("credential {name}: {e}")))?;
+    let masked = secret.masked();
+    let length = secret.len();
+    drop(secret);
+    let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
+    let mut human = format!("{name}: {masked} ({length} bytes)\n");
+    if legacy {
+        human.push_str(&format!(
+            "note: sealed without --name (legacy); reseal with `credloader rotate {name}`\n"
+        ));
+    }
+    Ok(Output::new(
+        exit::OK,
+        human,
+        json!({
+            "name": name,
+            "masked": masked,
+            "length": length,
+            "legacy_name": legacy,
+            "key": systemd_creds::sealed_key(&sealed.bytes),
+            "consumers": consumers,
+        }),
+    ))
+}

@@ -1,0 +1,189 @@
+//! `credloader status`: per service, where things stand.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{CommandError, Context, Output};
+use crate::cli::StatusArgs;
+use crate::config::Delivery;
+use crate::exit;
+use crate::generations::format_utc;
+use crate::safefs::{self, Dir, DirPolicy};
+use crate::state::{FileId, State};
+use crate::systemd::Manager;
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub unit: String,
+    pub user: String,
+    pub delivery: Delivery,
+    pub credentials: Vec<String>,
+    pub env_file: Option<PathBuf>,
+    /// Seconds since the epoch of the last successful apply.
+    pub last_apply: Option<u64>,
+    /// The env file is still the one the last apply wrote (None: not applicable/never applied).
+    pub env_file_matches: Option<bool>,
+    pub dropin: PathBuf,
+    /// The drop-in exists with the content credloader writes.
+    pub dropin_present: bool,
+    /// systemd has loaded it (None without a running systemd).
+    pub dropin_loaded: Option<bool>,
+    /// `ActiveState` of the unit (None without a running systemd).
+    pub active_state: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
+    let config = ctx.load_config()?;
+    for s in &args.services {
+        if !config.services.contains_key(s) {
+            return Err(CommandError::Usage(format!(
+                "no service named `{s}` in the configuration (known: {})",
+                config
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let state = Dir::open(&ctx.root, &config.loader.state_dir, DirPolicy::EXISTING)
+        .ok()
+        .and_then(|d| State::load(&d).ok())
+        .map(|(s, _)| s)
+        .unwrap_or_default();
+    let manager = ctx.manager();
+    let mut out = Vec::new();
+    for service in config.services.values() {
+        if !args.services.is_empty() && !args.services.contains(&service.name) {
+            continue;
+        }
+        let rec = state.services.get(&service.name);
+        let env_file = (service.delivery == Delivery::Env).then(|| service.env_file.clone());
+        let env_file_matches = match (&env_file, rec) {
+            (Some(path), Some(rec)) => Some(
+                stat(ctx, path)
+                    .map(|st| Some(FileId::from(&st)) == rec.env_file_id)
+                    .unwrap_or(false),
+            ),
+            _ => None,
+        };
+        let dropin = service.dropin_path(&config.loader);
+        let expected = crate::dropin::render(service, &config.loader);
+        let dropin_present = read(ctx, &dropin).as_deref() == Some(expected.as_bytes());
+        let dropin_loaded = (manager == Manager::Live).then(|| {
+            manager
+                .property(&service.unit, "DropInPaths")
+                .is_some_and(|p| p.split_whitespace().any(|x| PathBuf::from(x) == dropin))
+                && manager
+                    .property(&service.unit, "NeedDaemonReload")
+                    .as_deref()
+                    != Some("yes")
+        });
+        out.push(ServiceStatus {
+            service: service.name.clone(),
+            unit: service.unit.clone(),
+            user: service.user.clone(),
+            delivery: service.delivery,
+            credentials: service
+                .credentials()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            env_file,
+            last_apply: rec.map(|r| r.applied_at),
+            env_file_matches,
+            dropin,
+            dropin_present,
+            dropin_loaded,
+            active_state: manager.property(&service.unit, "ActiveState"),
+        });
+    }
+    let mut human = String::new();
+    for s in &out {
+        let yes = |b: bool| if b { "yes" } else { "NO" };
+        let _ = writeln!(human, "{} ({})", s.service, s.unit);
+        let _ = writeln!(human, "  user:          {}", s.user);
+        let _ = writeln!(
+            human,
+            "  delivery:      {}{}",
+            match s.delivery {
+                Delivery::Env => "env",
+                Delivery::Credential => "credential",
+            },
+            s.env_file
+                .as_ref()
+                .map(|p| format!(" ({})", p.display()))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(human, "  credentials:   {}", s.credentials.join(", "));
+        let _ = writeln!(
+            human,
+            "  last apply:    {}",
+            s.last_apply
+                .map(format_utc)
+                .unwrap_or_else(|| "never".into())
+        );
+        if let Some(m) = s.env_file_matches {
+            let _ = writeln!(
+                human,
+                "  env file:      {}",
+                if m {
+                    "as applied"
+                } else {
+                    "CHANGED or missing since the last apply; run `credloader apply`"
+                }
+            );
+        }
+        let _ = writeln!(
+            human,
+            "  drop-in:       {} ({})",
+            yes(s.dropin_present),
+            s.dropin.display()
+        );
+        let _ = writeln!(
+            human,
+            "  drop-in loaded: {}",
+            s.dropin_loaded
+                .map(|b| yes(b).to_string())
+                .unwrap_or_else(|| "unknown (no running systemd)".into())
+        );
+        let _ = writeln!(
+            human,
+            "  unit:          {}",
+            s.active_state
+                .clone()
+                .unwrap_or_else(|| "unknown (no running systemd)".into())
+        );
+    }
+    if out.is_empty() {
+        human.push_str("no services configured\n");
+    }
+    Ok(Output::new(
+        exit::OK,
+        human,
+        serde_json::json!({ "services": out }),
+    ))
+}
+
+fn stat(ctx: &Context, path: &std::path::Path) -> Option<nix::sys::stat::FileStat> {
+    let (dir, name) = safefs::split(path);
+    Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
+        .ok()?
+        .entry(name)
+        .ok()
+        .flatten()
+}
+
+fn read(ctx: &Context, path: &std::path::Path) -> Option<Vec<u8>> {
+    let (dir, name) = safefs::split(path);
+    Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
+        .ok()?
+        .read(name, 64 * 1024)
+        .ok()
+        .flatten()
+        .map(|(b, _)| b)
+}

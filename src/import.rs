@@ -1,0 +1,258 @@
+//! Migrating the manual layout: a plaintext env file named by an
+//! `EnvironmentFile=` drop-in of the consuming unit.
+//!
+//! [`inspect`] reads all of it (nothing is changed); the `import` command
+//! then seals the secret keys, writes the service's config drop-in, replaces
+//! the legacy drop-in, applies, and finally [`shred_and_remove`]s the
+//! plaintext file.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, Mode};
+
+use crate::audit;
+use crate::config::Loader;
+use crate::envfile;
+use crate::root::Root;
+use crate::safefs::{self, Dir, DirPolicy, FsError};
+use crate::secret::Secret;
+
+/// What `inspect` found.
+pub struct Legacy {
+    /// The plaintext file, as a system path.
+    pub env_file: PathBuf,
+    /// Its assignments, the last one of each key (file order of first use).
+    pub vars: Vec<(String, Secret)>,
+    /// Lines systemd would have ignored.
+    pub issues: Vec<String>,
+    pub unit_file: Option<PathBuf>,
+    /// `User=` of the unit (last assignment in the unit and its drop-ins).
+    pub unit_user: Option<String>,
+    /// Drop-ins to replace: (system path, current text, new text or None to remove).
+    pub dropins: Vec<(PathBuf, String, Option<String>)>,
+}
+
+/// Opens the directory of an operator-owned file: no symlinks followed,
+/// but it need not be root-owned.
+fn loose_dir(root: &Root, path: &Path) -> Result<Dir, FsError> {
+    Dir::open(
+        root,
+        path,
+        DirPolicy {
+            create: None,
+            strict: false,
+        },
+    )
+}
+
+/// Reads the legacy layout of `unit` around `env_file`.
+pub fn inspect(
+    root: &Root,
+    loader: &Loader,
+    env_file: &Path,
+    unit: &str,
+    dropin: Option<&Path>,
+) -> Result<Legacy, String> {
+    if !env_file.is_absolute() {
+        return Err(format!(
+            "--env-file {} must be an absolute path",
+            env_file.display()
+        ));
+    }
+    let (dir, name) = safefs::split(env_file);
+    let dir = loose_dir(root, dir).map_err(|e| e.to_string())?;
+    let (text, _) = dir
+        .read_secret(name, envfile::MAX_ASSIGNMENT * 64)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} does not exist", env_file.display()))?;
+    let (assignments, issues) = envfile::parse(text.expose());
+    drop(text);
+    let mut vars: Vec<(String, Secret)> = Vec::new();
+    for a in assignments {
+        match vars.iter_mut().find(|(k, _)| *k == a.key) {
+            Some(slot) => slot.1 = a.value,
+            None => vars.push((a.key, a.value)),
+        }
+    }
+    let unit_file = audit::unit_file(root, &loader.dropin_dir, unit);
+    let drops = audit::dropins(root, &loader.dropin_dir, unit);
+    let mut unit_user = None;
+    for (_, text) in unit_file.iter().chain(drops.iter()) {
+        for (k, v) in audit::assignments(text) {
+            if k == "User" {
+                unit_user = (!v.is_empty()).then(|| v.to_string());
+            }
+        }
+    }
+    let wanted = env_file.to_string_lossy().to_string();
+    let names_it = |text: &str| {
+        audit::assignments(text)
+            .any(|(k, v)| k == "EnvironmentFile" && v.trim_start_matches('-') == wanted)
+    };
+    let mut dropins = Vec::new();
+    match dropin {
+        Some(p) => {
+            let text = std::fs::read_to_string(root.host(p))
+                .map_err(|e| format!("--dropin {}: {e}", p.display()))?;
+            if !names_it(&text) {
+                return Err(format!(
+                    "--dropin {} has no EnvironmentFile= line naming {}",
+                    p.display(),
+                    env_file.display()
+                ));
+            }
+            let new = without_env_file(&text, &wanted);
+            dropins.push((p.to_path_buf(), text, new));
+        }
+        None => {
+            for (p, text) in drops {
+                if p.file_name() == Some(OsStr::new(crate::dropin::FILE_NAME)) {
+                    continue;
+                }
+                if names_it(&text) {
+                    let new = without_env_file(&text, &wanted);
+                    dropins.push((p, text, new));
+                }
+            }
+        }
+    }
+    Ok(Legacy {
+        env_file: env_file.to_path_buf(),
+        vars,
+        issues: issues.iter().map(|i| i.to_string()).collect(),
+        unit_file: unit_file.map(|(p, _)| p),
+        unit_user,
+        dropins,
+    })
+}
+
+/// `text` without its `EnvironmentFile=` lines naming `env_file`; `None`
+/// when nothing but comments and section headers would remain.
+pub fn without_env_file(text: &str, env_file: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut meaningful = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some((k, v)) = t.split_once('=') {
+            if k.trim() == "EnvironmentFile" && v.trim().trim_start_matches('-') == env_file {
+                continue;
+            }
+        }
+        if !(t.is_empty() || t.starts_with('#') || t.starts_with(';') || t.starts_with('[')) {
+            meaningful = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    meaningful.then_some(out)
+}
+
+/// The config drop-in for the imported service.
+pub fn config_text(
+    service: &str,
+    unit: &str,
+    user: &str,
+    secrets: &[String],
+    statics: &[(String, String)],
+    source: &Path,
+) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut out = format!(
+        "# Imported by `credloader import` from {}.\n[services.{}]\nunit = {}\nuser = {}\ncredentials = [{}]\n",
+        source.display(),
+        q(service),
+        q(unit),
+        q(user),
+        secrets.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+    );
+    if !statics.is_empty() {
+        out.push_str(&format!("\n[services.{}.static]\n", q(service)));
+        for (k, v) in statics {
+            out.push_str(&format!("{k} = {}\n", q(v)));
+        }
+    }
+    out
+}
+
+/// Overwrites the plaintext file with zeros (fsynced), then removes it.
+/// On journaling, copy-on-write and flash storage the old blocks may
+/// survive: this is best-effort, and the caller says so.
+pub fn shred_and_remove(root: &Root, path: &Path) -> Result<(), FsError> {
+    let (dir, name) = safefs::split(path);
+    let dir = loose_dir(root, dir)?;
+    let os = |op, e| FsError::Os {
+        op,
+        path: dir.path().join(name),
+        errno: e,
+    };
+    let fd = openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| os("open", e))?;
+    let st = fstat(&fd).map_err(|e| os("stat", e))?;
+    if st.st_mode & 0o170000 != 0o100000 {
+        return Err(FsError::NotRegular {
+            path: dir.path().join(name),
+            kind: "special file",
+        });
+    }
+    let mut file = File::from(fd);
+    let zeros = vec![0u8; 64 * 1024];
+    let mut left = st.st_size.max(0) as u64;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n]).map_err(|e| {
+            os(
+                "overwrite",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(5)),
+            )
+        })?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(|e| {
+        os(
+            "fsync",
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(5)),
+        )
+    })?;
+    drop(file);
+    dir.remove(name)?;
+    dir.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_env_file_line() {
+        let t = "[Service]\nEnvironmentFile=-/etc/x/a.env\n";
+        assert_eq!(without_env_file(t, "/etc/x/a.env"), None);
+        let t = "[Service]\nEnvironmentFile=-/etc/x/a.env\nEnvironment=A=1\n";
+        assert_eq!(
+            without_env_file(t, "/etc/x/a.env").unwrap(),
+            "[Service]\nEnvironment=A=1\n"
+        );
+    }
+
+    #[test]
+    fn config_text_loads() {
+        let text = config_text(
+            "pm.v2",
+            "q.service",
+            "qt",
+            &["K".into()],
+            &[("S".into(), "a \"b\"".into())],
+            Path::new("/e/x.env"),
+        );
+        let c = crate::config::from_texts(vec![("/x.toml".into(), text)]).unwrap();
+        assert_eq!(c.services["pm.v2"].vars.len(), 2);
+    }
+}
