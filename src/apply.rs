@@ -310,7 +310,15 @@ fn restart(
         .map(|&(i, _)| report.services[i].unit.as_str())
         .collect();
     let states = manager.active_states(&units);
-    if let Err(e) = manager.reset_failed(&units) {
+    // Only a unit that has run has a start-rate counter (and an inactive
+    // or never-loaded one is not restarted by try-restart anyway).
+    let ran: Vec<&str> = units
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| !s.is_empty() && s.as_str() != "inactive")
+        .map(|(u, _)| *u)
+        .collect();
+    if let Err(e) = manager.reset_failed(&ran) {
         report.warnings.push(e.to_string());
     }
     let mut by_verb: BTreeMap<&str, Vec<usize>> = BTreeMap::new();

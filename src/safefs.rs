@@ -325,7 +325,7 @@ impl Dir {
             if st.st_nlink > 1 {
                 return Err(FsError::Hardlinked {
                     path,
-                    links: st.st_nlink as u64,
+                    links: st.st_nlink,
                 });
             }
         }

@@ -25,9 +25,12 @@ pub struct Account {
     pub gid: u32,
 }
 
+/// user name -> (uid, primary gid), and group name -> gid.
+type Databases = (HashMap<String, (u32, u32)>, HashMap<String, u32>);
+
 /// Resolves accounts; offline databases are read once.
 pub struct Accounts {
-    offline: Option<(HashMap<String, (u32, u32)>, HashMap<String, u32>)>,
+    offline: Option<Databases>,
 }
 
 impl Accounts {

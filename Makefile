@@ -1,0 +1,41 @@
+# credloader — the two commands a new machine needs are `make demo` and
+# `make test`; both install what they need first (Debian, as root).
+
+CARGO ?= cargo
+RELEASE_BIN := target/release/credloader
+
+.PHONY: all build release demo test test-unit test-e2e lint deps clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+deps:
+	@tests/deps.sh
+
+## The main job end to end on a real systemd in a throwaway namespace.
+demo: deps release
+	tests/testbed/demo.sh $(RELEASE_BIN)
+
+## Everything: formatting, lints, unit, integration and end-to-end tests.
+test: deps lint
+	$(CARGO) test --all-targets
+
+## Only the unit tests and the --root integration tests (no systemd boot).
+test-unit: deps
+	$(CARGO) test --lib --test apply
+
+## Only the tests that boot a real systemd.
+test-e2e: deps
+	$(CARGO) test --test e2e --test testbed_smoke
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+
+clean:
+	$(CARGO) clean

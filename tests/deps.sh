@@ -1,0 +1,45 @@
+#!/bin/bash
+# deps.sh — install what building and testing credloader needs on a fresh
+# Debian 12 machine (run as root). Installs only what is missing.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: run as root: the tests boot a real systemd in throwaway namespaces" >&2
+    exit 1
+  fi
+}
+
+# command -> Debian package that provides it
+declare -A PKG=(
+  [systemd-creds]=systemd
+  [systemd-analyze]=systemd
+  [unshare]=util-linux
+  [nsenter]=util-linux
+  [setpriv]=util-linux
+  [pivot_root]=util-linux
+  [script]=bsdutils
+  [useradd]=passwd
+  [mount]=mount
+  [cc]=gcc
+)
+
+missing=()
+for cmd in "${!PKG[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}")
+done
+[ -x /lib/systemd/systemd ] || missing+=(systemd)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "deps.sh: installing ${pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+fi
+
+command -v cargo >/dev/null 2>&1 || {
+  echo "deps.sh: cargo is missing; install a Rust toolchain (rustup) first" >&2
+  exit 1
+}
