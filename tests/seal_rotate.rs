@@ -1,0 +1,326 @@
+//! `seal`, `rotate`, `rollback` and `generations` on `--root` images with
+//! the real `systemd-creds`; health checks run for real as uid 1500.
+
+mod common;
+
+use common::{Tree, QT_UID};
+
+const ENV: &str = "/run/credloader/position-monitor.env";
+const CRED: &str = "/etc/quantum/creds/BINANCE_API_KEY.cred";
+
+fn monitor(t: &Tree, check: &str, timeout: u32) {
+    t.config(
+        "position-monitor.toml",
+        &format!(
+            r#"
+[services.position-monitor]
+unit = "quantum-position-monitor.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY"]
+health_check = ["/bin/sh", "-c", '{check}']
+health_timeout_sec = {timeout}
+"#
+        ),
+    );
+}
+
+/// The check passes only with the good key, and only as uid 1500.
+const GOOD_ONLY: &str = r#"test "$BINANCE_API_KEY" = good-key-0123456789 && test "$(id -u)" = 1500 && test "$USER" = qt"#;
+
+fn env_has(t: &Tree, value: &str) -> bool {
+    t.read_string(ENV)
+        .contains(&format!("BINANCE_API_KEY=\"{value}\""))
+}
+
+#[test]
+fn seal_writes_a_root_only_credential_and_never_shows_the_value() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    let run = t.credloader_with_stdin(
+        &["seal", "BINANCE_API_KEY", "--key", "host", "--json"],
+        Some(b"zebra-secret-value-42"),
+    );
+    run.ok();
+    assert_eq!(t.owner_mode(CRED), (0, 0, 0o600));
+    assert_eq!(t.owner_mode("/etc/quantum/creds"), (0, 0, 0o700));
+    let j = run.json();
+    assert_eq!(j["name"], "BINANCE_API_KEY");
+    assert_eq!(j["key"], "host");
+    assert_eq!(j["consumers"][0], "position-monitor");
+    assert_eq!(j["value"]["length"], 21);
+    assert_eq!(j["value"]["masked"], "ze...***");
+    assert!(!run.all().contains("zebra-secret"), "{run:?}");
+    assert!(run.stdout.ends_with("}\n"));
+    // The embedded name is set: apply delivers it.
+    t.credloader(&["apply"]).ok();
+    assert!(env_has(&t, "zebra-secret-value-42"));
+    // show: masked only.
+    let show = t.credloader(&["show", "BINANCE_API_KEY"]);
+    show.ok();
+    assert!(
+        show.stdout.contains("ze...***") && show.stdout.contains("21 bytes"),
+        "{show:?}"
+    );
+    assert!(!show.all().contains("zebra-secret"));
+}
+
+#[test]
+fn seal_refuses_what_it_cannot_or_must_not_do() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    t.seal("BINANCE_API_KEY", b"k-1");
+    let before = t.read(CRED);
+    let run = t.credloader_with_stdin(&["seal", "BINANCE_API_KEY"], Some(b"other"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("credloader rotate BINANCE_API_KEY"),
+        "{run:?}"
+    );
+    assert_eq!(t.read(CRED), before);
+
+    let run = t.credloader_with_stdin(&["seal", "bad/name"], Some(b"x"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("bad/name"), "{run:?}");
+
+    let run = t.credloader_with_stdin(&["seal", "EMPTY"], Some(b""));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("EMPTY") && run.stderr.contains("empty"),
+        "{run:?}"
+    );
+    assert!(!t.exists("/etc/quantum/creds/EMPTY.cred"));
+
+    // A value an env file cannot carry is refused at seal time, naming
+    // the credential, the service and the variable.
+    t.config(
+        "other.toml",
+        "[services.other]\nunit = \"other.service\"\nuser = \"bot\"\nenv = { OTHER_VAR = \"NULLY\" }\n",
+    );
+    let run = t.credloader_with_stdin(&["seal", "NULLY"], Some(b"abc\0def"));
+    assert_eq!(run.code, 2, "{run:?}");
+    for word in ["NULLY", "other", "OTHER_VAR", "NUL"] {
+        assert!(run.stderr.contains(word), "{word}: {run:?}");
+    }
+    assert!(!t.exists("/etc/quantum/creds/NULLY.cred"));
+
+    // Too large for systemd-creds.
+    let big = vec![b'a'; 900 * 1024];
+    let run = t.credloader_with_stdin(&["seal", "BIG"], Some(&big));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!t.exists("/etc/quantum/creds/BIG.cred"));
+
+    // A not-after in the past.
+    let run = t.credloader_with_stdin(&["seal", "OLD", "--not-after", "2001-01-01"], Some(b"v"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("past"), "{run:?}");
+
+    // --json errors are JSON too.
+    let run = t.credloader_with_stdin(&["seal", "BINANCE_API_KEY", "--json"], Some(b"x"));
+    assert_eq!(run.json()["exit_code"], 2);
+}
+
+#[test]
+fn seal_from_file_with_not_after_is_listed_with_its_expiry() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    t.write("/root/value.txt", b"from-file-secret-777", 0o600);
+    let file = t.path("/root/value.txt");
+    let run = t.credloader(&[
+        "seal",
+        "BINANCE_API_KEY",
+        "--from-file",
+        file.to_str().unwrap(),
+        "--not-after",
+        "+10d",
+        "--json",
+    ]);
+    run.ok();
+    let not_after = run.json()["not_after"].as_u64().unwrap();
+    // The operator's file is left alone.
+    assert_eq!(t.read("/root/value.txt"), b"from-file-secret-777");
+    let list = t.credloader(&["list", "--json"]);
+    list.ok();
+    let c = &list.json()["credentials"][0];
+    assert_eq!(c["name"], "BINANCE_API_KEY");
+    assert_eq!(c["not_after"].as_u64(), Some(not_after));
+    assert_eq!(c["key"], "host");
+    assert_eq!(c["status"], "ok");
+    assert!(!list.all().contains("from-file-secret"));
+    // check warns: it expires within 14 days.
+    t.credloader(&["apply"]).ok();
+    let check = t.credloader(&["check", "--json"]);
+    let j = check.json();
+    let f = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["problem"].as_str().unwrap().contains("expires"))
+        .unwrap_or_else(|| panic!("{check:?}"));
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["subject"], "credential BINANCE_API_KEY");
+}
+
+#[test]
+fn rotate_with_a_passing_health_check_installs_and_keeps_the_old_generation() {
+    let t = Tree::new();
+    monitor(&t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"good-key-0123456789"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["verified"], true);
+    assert_eq!(j["rolled_back"], false);
+    assert_eq!(j["units_checked"], false);
+    assert_eq!(j["verification"][0]["health"]["result"], "passed");
+    assert_eq!(j["previous_generation"], 1);
+    assert!(env_has(&t, "good-key-0123456789"));
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+    assert_eq!(t.owner_mode(CRED), (0, 0, 0o600));
+    // The previous sealed bytes are generation 1, root-only.
+    assert_eq!(
+        t.read("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"),
+        old
+    );
+    assert_eq!(
+        t.owner_mode("/var/lib/credloader/generations/BINANCE_API_KEY"),
+        (0, 0, 0o700)
+    );
+    assert_eq!(
+        t.owner_mode("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"),
+        (0, 0, 0o600)
+    );
+    let g = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+    g.ok();
+    assert_eq!(g.json()["generations"][0]["number"], 1);
+    for r in [&run, &g] {
+        assert!(!r.all().contains("0123456789"), "{r:?}");
+    }
+}
+
+#[test]
+fn rotate_with_a_failing_health_check_rolls_back_and_exits_4() {
+    let t = Tree::new();
+    monitor(&t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"bad-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["rolled_back"], true);
+    assert_eq!(j["verified"], false);
+    assert_eq!(j["verification"][0]["health"]["result"], "failed");
+    assert_eq!(j["verification"][0]["health"]["exit_code"], 1);
+    // The old sealed bytes are back, and the service has the old value.
+    assert_eq!(t.read(CRED), old);
+    assert!(env_has(&t, "old-key-0123456789"));
+    assert!(!run.all().contains("0123456789"), "{run:?}");
+    // Human output says so.
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"bad-key-2"));
+    assert_eq!(run.code, 4);
+    assert!(run.stdout.contains("rolled back"), "{run:?}");
+    assert!(run.stdout.contains("failed with exit status 1"), "{run:?}");
+}
+
+#[test]
+fn a_health_check_that_hangs_is_killed_at_its_timeout_and_rolled_back() {
+    let t = Tree::new();
+    monitor(&t, "sleep 60", 1);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let start = std::time::Instant::now();
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-value-1"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(
+        run.json()["verification"][0]["health"]["result"],
+        "timed_out"
+    );
+    assert!(env_has(&t, "old-key-0123456789"));
+}
+
+#[test]
+fn rotate_no_apply_only_stages_and_rollback_restores() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    t.seal("BINANCE_API_KEY", b"first-value-000");
+    t.credloader(&["apply"]).ok();
+    let first = t.read(CRED);
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--no-apply"],
+        Some(b"second-value-000"),
+    );
+    run.ok();
+    assert!(run.stdout.contains("--no-apply"), "{run:?}");
+    assert!(env_has(&t, "first-value-000"), "the env file is untouched");
+    assert_ne!(t.read(CRED), first);
+    t.credloader(&["apply"]).ok();
+    assert!(env_has(&t, "second-value-000"));
+
+    // Roll back to generation 1: the first value, applied.
+    let run = t.credloader(&["rollback", "BINANCE_API_KEY", "--json"]);
+    run.ok();
+    assert_eq!(run.json()["restored_generation"], 1);
+    assert_eq!(run.json()["replaced_kept_as"], 2);
+    assert_eq!(t.read(CRED), first);
+    assert!(env_has(&t, "first-value-000"));
+    assert!(!run.all().contains("value-000"));
+
+    let run = t.credloader(&["rollback", "BINANCE_API_KEY", "--to", "99"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no generation 99"), "{run:?}");
+    assert!(run.stderr.contains("1, 2"), "{run:?}");
+}
+
+#[test]
+fn rotate_and_rollback_of_unknown_credentials_say_what_to_do() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"x"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("credloader seal BINANCE_API_KEY"),
+        "{run:?}"
+    );
+    let run = t.credloader(&["rollback", "BINANCE_API_KEY"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no kept generations"), "{run:?}");
+    let run = t.credloader(&["generations", "NOPE"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("NOPE"), "{run:?}");
+}
+
+#[test]
+fn generations_are_pruned_to_keep_generations() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    t.config("00-loader.toml", "[loader]\nkeep_generations = 2\n");
+    t.seal("BINANCE_API_KEY", b"v0-aaaaaaaa");
+    for i in 1..=4 {
+        t.credloader_with_stdin(
+            &["rotate", "BINANCE_API_KEY"],
+            Some(format!("v{i}-aaaaaaaa").as_bytes()),
+        )
+        .ok();
+    }
+    let g = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+    let nums: Vec<u64> = g.json()["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(nums, vec![3, 4]);
+    assert!(!t.exists("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"));
+}
