@@ -1,0 +1,291 @@
+//! `list`, `show`, `status` and `check` on `--root` images with the real
+//! `systemd-creds`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{service, Tree};
+
+const SECRET: &[u8] = b"quokka-secret-31415926";
+
+fn setup(t: &Tree) {
+    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
+    t.config("b.toml", &service("beta", "bot", &["BETA_KEY", "GONE_KEY"]));
+    t.seal("ALPHA_KEY", SECRET);
+    t.seal("BETA_KEY", b"beta-value-271828");
+    t.seal("ORPHAN_KEY", b"orphan-value-161803");
+    for unit in ["alpha", "beta"] {
+        t.write(
+            &format!("/usr/lib/systemd/system/{unit}.service"),
+            b"[Service]\nExecStart=/bin/sleep infinity\n",
+            0o644,
+        );
+    }
+}
+
+fn findings(run: &common::Run) -> Vec<serde_json::Value> {
+    run.json()["findings"].as_array().unwrap().clone()
+}
+
+fn has(fs: &[serde_json::Value], severity: &str, subject: &str, problem: &str) -> bool {
+    fs.iter().any(|f| {
+        f["severity"] == severity
+            && f["subject"].as_str().unwrap().contains(subject)
+            && f["problem"].as_str().unwrap().contains(problem)
+            && !f["fix"].as_str().unwrap().is_empty()
+    })
+}
+
+#[test]
+fn list_marks_orphans_and_missing_credentials() {
+    let t = Tree::new();
+    setup(&t);
+    let run = t.credloader(&["list", "--json"]);
+    run.ok();
+    let j = run.json();
+    let by_name = |n: &str| {
+        j["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap_or_else(|| panic!("{n} in {j}"))
+            .clone()
+    };
+    assert_eq!(by_name("ALPHA_KEY")["status"], "ok");
+    assert_eq!(by_name("ALPHA_KEY")["consumers"][0], "alpha");
+    assert_eq!(by_name("ALPHA_KEY")["key"], "host");
+    assert!(by_name("ALPHA_KEY")["size"].as_u64().unwrap() > 0);
+    assert!(by_name("ALPHA_KEY")["mtime"].as_i64().unwrap() > 0);
+    assert_eq!(by_name("ORPHAN_KEY")["status"], "orphan");
+    assert_eq!(by_name("GONE_KEY")["status"], "missing");
+    assert_eq!(by_name("GONE_KEY")["consumers"][0], "beta");
+    let human = t.credloader(&["list"]);
+    assert!(human.stdout.contains("orphan") && human.stdout.contains("missing"));
+    assert!(!human.all().contains("quokka") && !run.all().contains("quokka"));
+}
+
+#[test]
+fn show_masks_and_fails_clearly() {
+    let t = Tree::new();
+    setup(&t);
+    let run = t.credloader(&["show", "ALPHA_KEY", "--json"]);
+    run.ok();
+    let j = run.json();
+    assert_eq!(j["masked"], "qu...***");
+    assert_eq!(j["length"], SECRET.len());
+    assert_eq!(j["legacy_name"], false);
+    assert!(!run.all().contains("quokka"));
+
+    let run = t.credloader(&["show", "GONE_KEY"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("GONE_KEY") && run.stderr.contains("credloader seal GONE_KEY"));
+
+    t.seal_legacy("LEGACY", b"legacy-value-999999");
+    let run = t.credloader(&["show", "LEGACY"]);
+    run.ok();
+    assert!(run.stdout.contains("legacy"), "{run:?}");
+    assert!(!run.all().contains("value-999999"));
+
+    // A damaged credential names itself.
+    t.write("/etc/quantum/creds/BROKEN.cred", b"not a credential", 0o600);
+    let run = t.credloader(&["show", "BROKEN"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("BROKEN"), "{run:?}");
+}
+
+#[test]
+fn status_tells_whether_files_are_as_applied() {
+    let t = Tree::new();
+    setup(&t);
+    t.seal("GONE_KEY", b"gone-value-11111");
+    let run = t.credloader(&["status", "--json"]);
+    run.ok();
+    let s = &run.json()["services"][0];
+    assert_eq!(s["service"], "alpha");
+    assert_eq!(s["last_apply"], serde_json::Value::Null);
+    assert_eq!(s["dropin_present"], false);
+    t.credloader(&["apply"]).ok();
+    let run = t.credloader(&["status", "--json", "--service", "alpha"]);
+    run.ok();
+    let j = run.json();
+    assert_eq!(j["services"].as_array().unwrap().len(), 1);
+    let s = &j["services"][0];
+    assert_eq!(s["unit"], "alpha.service");
+    assert_eq!(s["user"], "qt");
+    assert_eq!(s["delivery"], "env");
+    assert_eq!(s["env_file"], "/run/credloader/alpha.env");
+    assert!(s["last_apply"].as_u64().unwrap() > 0);
+    assert_eq!(s["env_file_matches"], true);
+    assert_eq!(s["dropin_present"], true);
+    assert_eq!(s["dropin_loaded"], serde_json::Value::Null);
+    assert_eq!(s["active_state"], serde_json::Value::Null);
+    // Someone edits the env file.
+    t.write("/run/credloader/alpha.env", b"ALPHA_KEY=\"x\"\n", 0o600);
+    std::os::unix::fs::chown(t.path("/run/credloader/alpha.env"), Some(1500), Some(1500)).unwrap();
+    let run = t.credloader(&["status", "--json", "--service", "alpha"]);
+    assert_eq!(run.json()["services"][0]["env_file_matches"], false);
+    let human = t.credloader(&["status"]);
+    assert!(human.stdout.contains("CHANGED"), "{human:?}");
+    assert!(!human.all().contains("quokka"));
+
+    let run = t.credloader(&["status", "--service", "nope"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("nope"));
+}
+
+#[test]
+fn check_passes_on_a_clean_tree() {
+    let t = Tree::new();
+    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
+    t.seal("ALPHA_KEY", SECRET);
+    t.write(
+        "/usr/lib/systemd/system/alpha.service",
+        b"[Service]\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    t.credloader(&["apply"]).ok();
+    let run = t.credloader(&["check", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["ok"], true);
+    assert_eq!(findings(&run), Vec::<serde_json::Value>::new());
+}
+
+#[test]
+fn check_finds_every_kind_of_problem() {
+    let t = Tree::new();
+    setup(&t);
+    t.config("c.toml", &service("gamma", "qt", &["ALPHA_KEY"]));
+    t.config("d.toml", &service("delta", "qt", &["ALPHA_KEY"]));
+    t.write(
+        "/etc/systemd/system/delta.service",
+        b"[Service]\nExecStartPre=+/bin/true\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    t.seal("GONE_KEY", b"gone-value-11111");
+    t.credloader(&["apply"]).ok();
+    std::fs::remove_file(t.path("/etc/quantum/creds/GONE_KEY.cred")).unwrap();
+    // Modes and owners.
+    std::fs::set_permissions(
+        t.path("/etc/quantum/creds"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        t.path("/etc/quantum/creds/BETA_KEY.cred"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        t.path("/run/credloader/alpha.env"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    // A legacy drop-in whose plaintext is still there.
+    t.write("/etc/quantum/legacy/alpha.env", b"ALPHA_KEY=plain\n", 0o600);
+    t.write(
+        "/etc/systemd/system/alpha.service.d/credentials.conf",
+        b"[Service]\nEnvironmentFile=-/etc/quantum/legacy/alpha.env\n",
+        0o644,
+    );
+    // A symlink on a managed path.
+    std::os::unix::fs::symlink("/tmp/elsewhere", t.path("/etc/quantum/creds/LINKED.cred")).unwrap();
+
+    let run = t.credloader(&["check", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let fs = findings(&run);
+    assert_eq!(run.json()["ok"], false);
+    assert!(
+        has(&fs, "error", "/etc/quantum/creds", "not root:root 0700"),
+        "{fs:#?}"
+    );
+    assert!(
+        has(&fs, "error", "BETA_KEY.cred", "not root:root 0600"),
+        "{fs:#?}"
+    );
+    assert!(
+        has(&fs, "error", "/run/credloader/alpha.env", "mode 0644"),
+        "{fs:#?}"
+    );
+    assert!(
+        has(
+            &fs,
+            "error",
+            "/run/credloader/alpha.env",
+            "modified since the last apply"
+        ),
+        "{fs:#?}"
+    );
+    assert!(
+        has(&fs, "error", "credential GONE_KEY", "does not exist"),
+        "{fs:#?}"
+    );
+    assert!(
+        has(
+            &fs,
+            "warning",
+            "credential ORPHAN_KEY",
+            "no configured service"
+        ),
+        "{fs:#?}"
+    );
+    assert!(
+        has(
+            &fs,
+            "error",
+            "service gamma",
+            "gamma.service does not exist"
+        ),
+        "{fs:#?}"
+    );
+    assert!(
+        has(&fs, "error", "credentials.conf", "legacy drop-in"),
+        "{fs:#?}"
+    );
+    assert!(
+        has(&fs, "error", "service delta", "full privileges"),
+        "{fs:#?}"
+    );
+    assert!(has(&fs, "error", "LINKED.cred", "symbolic link"), "{fs:#?}");
+    let human = t.credloader(&["check"]);
+    assert_eq!(human.code, 1);
+    assert!(human.stdout.contains("fix: chown root:root"), "{human:?}");
+    assert!(!human.all().contains("quokka") && !human.all().contains("plain\n"));
+
+    // The env dir writable by someone else.
+    std::fs::set_permissions(
+        t.path("/run/credloader"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let fs = findings(&t.credloader(&["check", "--json"]));
+    assert!(
+        has(&fs, "error", "/run/credloader", "someone other than root"),
+        "{fs:#?}"
+    );
+}
+
+#[test]
+fn check_reports_expired_credentials_as_errors() {
+    let t = Tree::new();
+    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
+    t.write(
+        "/usr/lib/systemd/system/alpha.service",
+        b"[Service]\nExecStart=/bin/true\n",
+        0o644,
+    );
+    t.credloader_with_stdin(&["seal", "ALPHA_KEY", "--not-after", "+1d"], Some(SECRET))
+        .ok();
+    // Pretend time has passed: the recorded not-after is in the past.
+    let meta_path = "/var/lib/credloader/generations/ALPHA_KEY/meta.json";
+    let mut meta: serde_json::Value = serde_json::from_slice(&t.read(meta_path)).unwrap();
+    meta["current"]["not_after"] = serde_json::json!(1_000_000_000u64);
+    t.write(meta_path, meta.to_string().as_bytes(), 0o600);
+    let run = t.credloader(&["check", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        has(&findings(&run), "error", "credential ALPHA_KEY", "expired"),
+        "{run:?}"
+    );
+}
