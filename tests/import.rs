@@ -1,0 +1,219 @@
+//! `credloader import` of a layout built like the manual procedure: a
+//! plaintext env file, an `EnvironmentFile=-` drop-in, keys sealed without
+//! `--name`.
+
+mod common;
+
+use common::{Tree, QT_UID};
+
+const PLAIN: &str = "/etc/quantum/position-monitor-secrets/binance.env";
+const UNIT: &str = "/etc/systemd/system/quantum-position-monitor.service";
+const LEGACY_DROPIN: &str =
+    "/etc/systemd/system/quantum-position-monitor.service.d/credentials.conf";
+const CONF: &str = "/etc/quantum/credloader.d/position-monitor.toml";
+const ENV: &str = "/run/credloader/position-monitor.env";
+
+fn legacy(t: &Tree) {
+    t.mkdir("/etc/quantum/position-monitor-secrets", 0o700);
+    t.write(
+        PLAIN,
+        b"# binance keys, set by hand\nBINANCE_API_KEY=k-legacy-1111111111\n\
+          BINANCE_API_SECRET='s-legacy-2222222222'\nEXIT_BRAIN_V35_ENABLED=true\n",
+        0o600,
+    );
+    std::os::unix::fs::chown(t.path(PLAIN), Some(QT_UID), Some(QT_UID)).unwrap();
+    t.write(
+        UNIT,
+        b"[Unit]\nDescription=position monitor\n[Service]\nUser=qt\nExecStart=/usr/bin/python3 -m monitor\n",
+        0o644,
+    );
+    t.write(
+        LEGACY_DROPIN,
+        b"[Service]\nEnvironmentFile=-/etc/quantum/position-monitor-secrets/binance.env\n",
+        0o644,
+    );
+    // The manual procedure sealed the key as well, without --name.
+    t.seal_legacy("BINANCE_API_KEY", b"k-legacy-1111111111");
+}
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "import",
+        "--env-file",
+        PLAIN,
+        "--unit",
+        "quantum-position-monitor.service",
+        "--service",
+        "position-monitor",
+        "--secret",
+        "BINANCE_API_KEY",
+        "--secret",
+        "BINANCE_API_SECRET",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn no_values(run: &common::Run) {
+    for v in ["1111111111", "2222222222"] {
+        assert!(!run.all().contains(v), "{v} leaked: {run:?}");
+    }
+}
+
+#[test]
+fn dry_run_shows_every_step_and_changes_nothing() {
+    let t = Tree::new();
+    legacy(&t);
+    let sealed_before = t.read("/etc/quantum/creds/BINANCE_API_KEY.cred");
+    let run = t.credloader(&args(&["--dry-run"]));
+    run.ok();
+    no_values(&run);
+    for step in [
+        "dry run",
+        "secret BINANCE_API_KEY",
+        "would reseal",
+        "secret BINANCE_API_SECRET",
+        "would seal",
+        "EXIT_BRAIN_V35_ENABLED: not secret",
+        CONF,
+        "credentials.conf: would be removed",
+        "would overwrite",
+        "best-effort",
+    ] {
+        assert!(run.stdout.contains(step), "{step}: {run:?}");
+    }
+    assert!(t.exists(PLAIN) && t.exists(LEGACY_DROPIN));
+    assert!(!t.exists(CONF) && !t.exists(ENV));
+    assert!(!t.exists("/etc/quantum/creds/BINANCE_API_SECRET.cred"));
+    assert_eq!(
+        t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"),
+        sealed_before
+    );
+    let j = t.credloader(&args(&["--dry-run", "--json"])).json();
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["secrets"][0]["action"], "reseal");
+    assert_eq!(j["secrets"][1]["action"], "seal");
+    assert_eq!(j["statics"][0], "EXIT_BRAIN_V35_ENABLED");
+    assert_eq!(j["legacy_dropins"][0]["action"], "remove");
+}
+
+#[test]
+fn import_seals_configures_applies_and_removes_the_plaintext() {
+    let t = Tree::new();
+    legacy(&t);
+    let run = t.credloader(&args(&["--json"]));
+    assert_eq!(run.code, 0, "{run:?}");
+    no_values(&run);
+    let j = run.json();
+    assert_eq!(j["plaintext_removed"], true);
+    assert!(j["note"].as_str().unwrap().contains("best-effort"));
+    // The plaintext and the legacy drop-in are gone.
+    assert!(!t.exists(PLAIN));
+    assert!(!t.exists(LEGACY_DROPIN));
+    // Both secrets are sealed root 0600, with their own names now.
+    for k in ["BINANCE_API_KEY", "BINANCE_API_SECRET"] {
+        assert_eq!(
+            t.owner_mode(&format!("/etc/quantum/creds/{k}.cred")),
+            (0, 0, 0o600)
+        );
+        let show = t.credloader(&["show", k, "--json"]);
+        show.ok();
+        assert_eq!(show.json()["legacy_name"], false, "{k}");
+    }
+    // The old legacy-sealed bytes are kept as a generation.
+    assert!(t.exists("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"));
+    // The config names secrets as credentials and keeps the rest static.
+    let conf = t.read_string(CONF);
+    assert!(
+        conf.contains("credentials = [\"BINANCE_API_KEY\", \"BINANCE_API_SECRET\"]"),
+        "{conf}"
+    );
+    assert!(conf.contains("EXIT_BRAIN_V35_ENABLED = \"true\""), "{conf}");
+    assert!(conf.contains("user = \"qt\""), "{conf}");
+    // Delivered: the same variables, byte for byte, as the service had.
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+    let env = t.read_string(ENV);
+    assert!(
+        env.contains("BINANCE_API_KEY=\"k-legacy-1111111111\"\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("BINANCE_API_SECRET=\"s-legacy-2222222222\"\n"),
+        "{env}"
+    );
+    assert!(env.contains("EXIT_BRAIN_V35_ENABLED=\"true\"\n"), "{env}");
+    let dropin =
+        t.read_string("/etc/systemd/system/quantum-position-monitor.service.d/50-credloader.conf");
+    assert!(dropin.contains("EnvironmentFile=/run/credloader/position-monitor.env"));
+    // And check is content.
+    let check = t.credloader(&["check", "--json"]);
+    assert_eq!(check.json()["ok"], true, "{check:?}");
+    // The human form says plainly that overwriting is best-effort.
+    let t2 = Tree::new();
+    legacy(&t2);
+    let run = t2.credloader(&args(&[]));
+    run.ok();
+    assert!(
+        run.stdout.contains("overwritten with zeros and removed"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("copy-on-write"), "{run:?}");
+}
+
+#[test]
+fn a_legacy_dropin_with_more_in_it_is_rewritten_not_removed() {
+    let t = Tree::new();
+    legacy(&t);
+    t.write(
+        LEGACY_DROPIN,
+        b"[Service]\nEnvironmentFile=-/etc/quantum/position-monitor-secrets/binance.env\nNice=5\n",
+        0o644,
+    );
+    t.credloader(&args(&[])).ok();
+    assert_eq!(t.read_string(LEGACY_DROPIN), "[Service]\nNice=5\n");
+}
+
+#[test]
+fn import_refuses_and_changes_nothing_on_bad_input() {
+    let t = Tree::new();
+    legacy(&t);
+    // A key the file does not have.
+    let mut a = args(&[]);
+    a.extend(["--secret", "NOT_THERE"]);
+    let run = t.credloader(&a);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("NOT_THERE") && run.stderr.contains("BINANCE_API_KEY"));
+    no_values(&run);
+
+    // An existing credential with a different value.
+    t.seal("BINANCE_API_SECRET", b"something-else");
+    let run = t.credloader(&args(&[]));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("BINANCE_API_SECRET") && run.stderr.contains("different value"));
+    no_values(&run);
+    std::fs::remove_file(t.path("/etc/quantum/creds/BINANCE_API_SECRET.cred")).unwrap();
+
+    // A unit without User= and no --user.
+    t.write(UNIT, b"[Service]\nExecStart=/bin/true\n", 0o644);
+    let run = t.credloader(&args(&[]));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--user"), "{run:?}");
+
+    // A missing env file.
+    let run = t.credloader(&[
+        "import",
+        "--env-file",
+        "/etc/nowhere.env",
+        "--unit",
+        "quantum-position-monitor.service",
+        "--secret",
+        "K",
+        "--user",
+        "qt",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("/etc/nowhere.env"), "{run:?}");
+
+    assert!(t.exists(PLAIN) && t.exists(LEGACY_DROPIN));
+    assert!(!t.exists(CONF));
+}
