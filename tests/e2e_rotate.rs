@@ -1,0 +1,198 @@
+//! `credloader rotate` on a real systemd (see docs/testbed.md): a passing
+//! health check restarts only the credential's consumer; a failing one rolls
+//! back, the consumer runs the old value again, and rotate exits 4.
+
+#[path = "support/testbed.rs"]
+mod testbed;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use testbed::TestBed;
+
+const CREDLOADER: &str = env!("CARGO_BIN_EXE_credloader");
+
+struct Bed {
+    bed: TestBed,
+    _secret_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Bed {
+    type Target = TestBed;
+    fn deref(&self) -> &TestBed {
+        &self.bed
+    }
+}
+
+impl Bed {
+    fn boot() -> Bed {
+        let secret_dir = testbed::tempdir();
+        let secret = secret_dir.path().join("credential.secret");
+        let out = Command::new("systemd-creds")
+            .arg("setup")
+            .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let bed = TestBed::builder().credential_secret(&secret).boot();
+        bed.install_credloader(Path::new(CREDLOADER));
+        bed.add_user("qt");
+        bed.add_user("bot");
+        bed.sh_ok(
+            "install -d -m 0700 /etc/quantum/creds && install -d -m 0755 /etc/quantum/credloader.d",
+        );
+        bed.write(
+            "/etc/quantum/credloader.toml",
+            b"# see credloader.d/\n",
+            0o644,
+        );
+        for (unit, user) in [("alpha", "qt"), ("beta", "bot")] {
+            let text = format!(
+                "[Unit]\nDescription=consumer {unit}\n[Service]\nUser={user}\nExecStart=/bin/sleep infinity\n"
+            );
+            bed.write(
+                &format!("/etc/systemd/system/{unit}.service"),
+                text.as_bytes(),
+                0o644,
+            );
+        }
+        bed.daemon_reload();
+        Bed {
+            bed,
+            _secret_dir: secret_dir,
+        }
+    }
+
+    fn credloader(&self, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+        let mut argv = vec!["credloader"];
+        argv.extend_from_slice(args);
+        match stdin {
+            Some(s) => self.exec_with_stdin(&argv, s),
+            None => self.exec(&argv),
+        }
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", testbed::lossy(&o.stdout), testbed::lossy(&o.stderr))
+}
+
+#[test]
+fn rotate_verifies_restarts_only_its_consumer_and_rolls_back_a_bad_value() {
+    let bed = Bed::boot();
+    bed.write(
+        "/etc/quantum/credloader.d/alpha.toml",
+        br#"[services.alpha]
+unit = "alpha.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY"]
+health_check = ["/bin/sh", "-c", "test \"$BINANCE_API_KEY\" != bad-key-xyz && test \"$(id -un)\" = qt"]
+health_timeout_sec = 15
+"#,
+        0o644,
+    );
+    bed.write(
+        "/etc/quantum/credloader.d/beta.toml",
+        b"[services.beta]\nunit = \"beta.service\"\nuser = \"bot\"\ncredentials = [\"KRAKEN_KEY\"]\n",
+        0o644,
+    );
+    for (name, value) in [
+        ("BINANCE_API_KEY", &b"old-key-xyz"[..]),
+        ("KRAKEN_KEY", b"kraken-xyz"),
+    ] {
+        let out = bed.credloader(&["seal", name, "--key", "host"], Some(value));
+        assert!(out.status.success(), "seal {name}: {}", text(&out));
+    }
+    let out = bed.credloader(&["apply"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    bed.systemctl_ok(&["start", "alpha.service", "beta.service"]);
+    let alpha0 = bed.main_pid("alpha.service").expect("alpha runs");
+    let beta0 = bed.main_pid("beta.service").expect("beta runs");
+    assert_eq!(
+        bed.environ("alpha.service")
+            .get("BINANCE_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"old-key-xyz"[..])
+    );
+
+    // A good value: installed, alpha restarted and verified, beta untouched.
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"good-key-xyz"),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        bed.journal("alpha.service")
+    );
+    assert!(!text(&out).contains("good-key-xyz"));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], true);
+    assert!(j.get("units_checked").is_none(), "units were checked: {j}");
+    let check = &j["verification"][0];
+    assert_eq!(check["service"], "alpha");
+    assert_eq!(check["unit_ok"], true);
+    assert!(
+        check["unit_state"].as_str().unwrap().contains("restarted"),
+        "{j}"
+    );
+    assert_eq!(check["health"]["result"], "passed");
+    let alpha1 = bed.main_pid("alpha.service").expect("alpha runs");
+    assert_ne!(alpha1, alpha0, "alpha was restarted");
+    assert_eq!(
+        bed.environ("alpha.service")
+            .get("BINANCE_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"good-key-xyz"[..])
+    );
+    assert_eq!(
+        bed.main_pid("beta.service"),
+        Some(beta0),
+        "beta was not restarted"
+    );
+
+    // A bad value: the health check fails, the good value comes back.
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"bad-key-xyz"),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(!text(&out).contains("bad-key-xyz") && !text(&out).contains("good-key-xyz"));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["rolled_back"], true);
+    assert_eq!(j["verification"][0]["health"]["result"], "failed");
+    assert_eq!(j["rollback"]["verified"], true, "{j}");
+    bed.wait_until("alpha active again", Duration::from_secs(10), || {
+        bed.unit_property("alpha.service", "ActiveState") == "active"
+    });
+    assert_ne!(
+        bed.main_pid("alpha.service"),
+        Some(alpha1),
+        "restarted twice"
+    );
+    assert_eq!(
+        bed.environ("alpha.service")
+            .get("BINANCE_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"good-key-xyz"[..]),
+        "alpha runs the previous value again"
+    );
+    assert_eq!(
+        bed.main_pid("beta.service"),
+        Some(beta0),
+        "beta never restarted"
+    );
+
+    // The history has both replaced values; status sees everything in place.
+    let out = bed.credloader(&["generations", "BINANCE_API_KEY", "--json"], None);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["generations"].as_array().unwrap().len(), 2, "{j}");
+    let out = bed.credloader(&["status", "--json", "--service", "alpha"], None);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &j["services"][0];
+    assert_eq!(s["active_state"], "active", "{j}");
+    assert_eq!(s["dropin_loaded"], true, "{j}");
+    assert_eq!(s["env_file_matches"], true, "{j}");
+}
