@@ -287,9 +287,11 @@ fn wait_unit(
     }
     let unit = &service.unit;
     let was_active = before.as_ref().is_some_and(|b| b.active == "active");
-    if !was_active && service.on_change.verb() == Some("try-restart")
-        || !was_active && service.on_change.verb() == Some("try-reload-or-restart")
-    {
+    let try_verb = matches!(
+        service.on_change.verb(),
+        Some("try-restart" | "try-reload-or-restart")
+    );
+    if !was_active && try_verb {
         return (
             format!(
                 "not running before the rotation ({}), so it was left stopped",

@@ -77,7 +77,10 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
         let dropin_loaded = (manager == Manager::Live).then(|| {
             manager
                 .property(&service.unit, "DropInPaths")
-                .is_some_and(|p| p.split_whitespace().any(|x| PathBuf::from(x) == dropin))
+                .is_some_and(|p| {
+                    p.split_whitespace()
+                        .any(|x| std::path::Path::new(x) == dropin)
+                })
                 && manager
                     .property(&service.unit, "NeedDaemonReload")
                     .as_deref()
