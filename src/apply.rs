@@ -81,6 +81,8 @@ pub struct Report {
     pub daemon_reload: bool,
     /// Services that left the configuration and whose files were removed.
     pub removed: Vec<String>,
+    /// How many credentials were decrypted, and by what.
+    pub decrypt: creds::DecryptCounts,
     pub warnings: Vec<String>,
 }
 
@@ -190,14 +192,23 @@ fn run(
             wanted.insert(name.as_str(), sealed);
         }
     }
-    let decrypter = Decrypter::detect(root);
+    let decrypter = Decrypter::detect(root, &loader.creds_dir, manager);
     let list: Vec<&Sealed> = wanted.values().copied().collect();
     let jobs = if opts.jobs == 0 {
         creds::default_jobs()
     } else {
         opts.jobs
     };
-    let plain = decrypter.decrypt_all(&list, jobs);
+    let (plain, decrypt) = decrypter.decrypt_all_counted(&list, jobs);
+    if !list.is_empty() {
+        tracing::info!(
+            "decrypted {} credentials: {} handed over, {} by PID 1, {} by systemd-creds",
+            list.len(),
+            decrypt.handed,
+            decrypt.pid1,
+            decrypt.systemd_creds
+        );
+    }
     for (name, p) in &plain {
         if let Ok(Plain { legacy: true, .. }) = p {
             warnings.push(format!(
@@ -244,6 +255,7 @@ fn run(
         daemon_reload: reports.iter().any(|r| r.dropin_written) || dropins_removed,
         services: reports,
         removed,
+        decrypt,
         warnings,
     };
 

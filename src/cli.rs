@@ -75,6 +75,10 @@ pub enum Command {
     /// Print the man page (roff) generated from this command line.
     #[command(hide = true)]
     Man,
+    /// Internal: run by PID 1 in a transient unit that was handed the named
+    /// credentials; streams them to stdout (a pipe back to `apply`).
+    #[command(hide = true, name = "__dump-credentials")]
+    DumpCredentials { names: Vec<String> },
 }
 
 #[derive(Debug, Args, Default)]

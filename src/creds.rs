@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -16,7 +17,7 @@ use thiserror::Error;
 
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
-use crate::secret::Secret;
+use crate::secret::{read_secret, Secret};
 use crate::systemd_creds::{self, CredsError, MAX_PLAINTEXT, MAX_SEALED};
 
 #[derive(Debug, Error, Clone)]
@@ -131,47 +132,69 @@ impl Store {
     }
 }
 
-/// Where plaintext comes from.
+/// Where plaintext comes from, in order of preference:
+/// 1. `$CREDENTIALS_DIRECTORY/NAME`, when PID 1 already decrypted it for the
+///    unit credloader runs in;
+/// 2. PID 1 in bulk: one transient unit with a `LoadCredentialEncrypted=`
+///    per credential streams them back over a pipe (~65 ms for 200, where
+///    200 `systemd-creds` calls take ~2 s). One bad credential fails that
+///    unit as a whole (243/CREDENTIALS), so any failure falls through to:
+/// 3. `systemd-creds decrypt` per credential, several at a time, which
+///    isolates the bad one and says what is wrong with it.
 #[derive(Debug, Clone)]
-pub enum Decrypter {
-    /// Run `systemd-creds decrypt` for each credential.
-    SystemdCreds,
-    /// Use `$CREDENTIALS_DIRECTORY/NAME` where present, `systemd-creds` otherwise.
-    Handed(PathBuf),
+pub struct Decrypter {
+    handed: Option<PathBuf>,
+    /// The creds dir as PID 1 sees it, when bulk decryption may be tried.
+    via_pid1: Option<PathBuf>,
 }
 
+/// Below this many credentials a transient unit costs more than it saves.
+const BULK_MIN: usize = 4;
+
 impl Decrypter {
-    /// `Handed` when running inside a unit that was given credentials (not under `--root`).
-    pub fn detect(root: &Root) -> Decrypter {
-        match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(d) if !root.is_offline() && !d.is_empty() => Decrypter::Handed(PathBuf::from(d)),
-            _ => Decrypter::SystemdCreds,
+    /// Uses what the running system offers; under `--root` only `systemd-creds`.
+    pub fn detect(root: &Root, creds_dir: &Path, manager: crate::systemd::Manager) -> Decrypter {
+        let handed = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(d) if !root.is_offline() && !d.is_empty() => Some(PathBuf::from(d)),
+            _ => None,
+        };
+        let via_pid1 = (manager == crate::systemd::Manager::Live
+            && !root.is_offline()
+            && std::env::var_os("CREDLOADER_NO_BULK_DECRYPT").is_none())
+        .then(|| creds_dir.to_path_buf());
+        Decrypter { handed, via_pid1 }
+    }
+
+    /// Only `systemd-creds decrypt`, one call per credential.
+    pub fn systemd_creds() -> Decrypter {
+        Decrypter {
+            handed: None,
+            via_pid1: None,
         }
     }
 
-    fn one(&self, sealed: &Sealed) -> Result<Plain, CredError> {
-        if let Decrypter::Handed(dir) = self {
-            let handed = Dir::open(
-                &Root::live(),
-                dir,
-                crate::safefs::DirPolicy {
-                    create: None,
-                    strict: false,
-                },
-            )
+    fn handed(&self, sealed: &Sealed) -> Option<Plain> {
+        let dir = self.handed.as_ref()?;
+        let d = Dir::open(
+            &Root::live(),
+            dir,
+            DirPolicy {
+                create: None,
+                strict: false,
+            },
+        )
+        .ok()?;
+        let (secret, _) = d
+            .read_secret(OsStr::new(&sealed.name), MAX_PLAINTEXT)
             .ok()
-            .and_then(|d| {
-                d.read_secret(OsStr::new(&sealed.name), MAX_PLAINTEXT)
-                    .ok()
-                    .flatten()
-            });
-            if let Some((secret, _)) = handed {
-                return Ok(Plain {
-                    secret,
-                    legacy: false,
-                });
-            }
-        }
+            .flatten()?;
+        Some(Plain {
+            secret,
+            legacy: false,
+        })
+    }
+
+    fn one(sealed: &Sealed) -> Result<Plain, CredError> {
         systemd_creds::decrypt(&sealed.name, &sealed.bytes)
             .map(|(secret, legacy)| Plain { secret, legacy })
             .map_err(|source| CredError::Decrypt {
@@ -180,27 +203,207 @@ impl Decrypter {
             })
     }
 
-    /// Decrypts every credential in `sealed`, `jobs` at a time.
+    /// Decrypts every credential in `sealed` (see the type's docs).
     pub fn decrypt_all(
         &self,
         sealed: &[&Sealed],
         jobs: usize,
     ) -> BTreeMap<String, Result<Plain, CredError>> {
+        self.decrypt_all_counted(sealed, jobs).0
+    }
+
+    /// [`Self::decrypt_all`], also telling which source decrypted how many.
+    pub fn decrypt_all_counted(
+        &self,
+        sealed: &[&Sealed],
+        jobs: usize,
+    ) -> (BTreeMap<String, Result<Plain, CredError>>, DecryptCounts) {
+        let mut counts = DecryptCounts::default();
+        let mut results = BTreeMap::new();
+        let mut rest: Vec<&Sealed> = Vec::new();
+        for s in sealed {
+            match self.handed(s) {
+                Some(p) => {
+                    counts.handed += 1;
+                    results.insert(s.name.clone(), Ok(p));
+                }
+                None => rest.push(s),
+            }
+        }
+        if let Some(creds_dir) = &self.via_pid1 {
+            if rest.len() >= BULK_MIN {
+                match pid1_bulk(creds_dir, &rest) {
+                    Ok(mut got) => rest.retain(|s| match got.remove(&s.name) {
+                        Some(secret) => {
+                            counts.pid1 += 1;
+                            results.insert(
+                                s.name.clone(),
+                                Ok(Plain {
+                                    secret,
+                                    legacy: false,
+                                }),
+                            );
+                            false
+                        }
+                        None => true,
+                    }),
+                    Err(why) => tracing::info!(
+                        "PID 1 did not decrypt in bulk ({why}); decrypting one by one"
+                    ),
+                }
+            }
+        }
+        counts.systemd_creds = rest.len();
         let next = AtomicUsize::new(0);
-        let results = Mutex::new(BTreeMap::new());
-        let workers = jobs.clamp(1, sealed.len().max(1));
+        let found = Mutex::new(results);
+        let workers = jobs.clamp(1, rest.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = sealed.get(i) else { break };
-                    let r = self.one(item);
-                    results.lock().unwrap().insert(item.name.clone(), r);
+                    let Some(item) = rest.get(i) else { break };
+                    let r = Self::one(item);
+                    found.lock().unwrap().insert(item.name.clone(), r);
                 });
             }
         });
-        results.into_inner().unwrap()
+        (found.into_inner().unwrap(), counts)
     }
+}
+
+/// How many credentials each source decrypted in one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecryptCounts {
+    /// Read from `$CREDENTIALS_DIRECTORY`.
+    pub handed: usize,
+    /// Decrypted by PID 1 in one transient unit.
+    pub pid1: usize,
+    /// One `systemd-creds decrypt` each.
+    pub systemd_creds: usize,
+}
+
+/// The sandbox of the transient unit that hands credentials back: it only
+/// reads its credentials directory and writes to the pipe it was given.
+const BULK_SANDBOX: &[&str] = &[
+    "DefaultDependencies=no",
+    "CapabilityBoundingSet=",
+    "NoNewPrivileges=yes",
+    "PrivateNetwork=yes",
+    "RestrictAddressFamilies=AF_UNIX",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "MemoryDenyWriteExecute=yes",
+    "LockPersonality=yes",
+    "SystemCallArchitectures=native",
+    "LimitCORE=0",
+    "UMask=0077",
+];
+
+/// Asks PID 1 to decrypt `sealed` in one transient unit; see [`Decrypter`].
+fn pid1_bulk(creds_dir: &Path, sealed: &[&Sealed]) -> Result<BTreeMap<String, Secret>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
+    if !exe.is_file() {
+        return Err(format!(
+            "{} is gone (upgraded while running?)",
+            exe.display()
+        ));
+    }
+    let mut cmd = Command::new("systemd-run");
+    cmd.args([
+        "--quiet",
+        "--wait",
+        "--pipe",
+        "--collect",
+        "--service-type=exec",
+    ])
+    .arg("--description=credloader: decrypt credentials");
+    for p in BULK_SANDBOX {
+        cmd.args(["-p", p]);
+    }
+    for s in sealed {
+        let path = creds_dir.join(format!("{}.cred", s.name));
+        cmd.arg("-p").arg(format!(
+            "LoadCredentialEncrypted={}:{}",
+            s.name,
+            path.display()
+        ));
+    }
+    cmd.arg(&exe)
+        .arg("__dump-credentials")
+        .args(sealed.iter().map(|s| &s.name));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run systemd-run: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let err = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut e);
+        e
+    });
+    let stream = read_secret(stdout, sealed.len() * (MAX_PLAINTEXT + 512));
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&err.join().unwrap_or_default())
+        .trim()
+        .replace('\n', "; ");
+    if !status.success() {
+        return Err(format!(
+            "systemd-run: {status}{}",
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!(": {err}")
+            }
+        ));
+    }
+    let stream = stream.map_err(|e| format!("reading the credentials back: {e}"))?;
+    parse_frames(stream.expose()).ok_or_else(|| "the credentials came back garbled".to_string())
+}
+
+/// `NAME \0 LEN(u64 LE) BYTES`, repeated.
+fn parse_frames(mut data: &[u8]) -> Option<BTreeMap<String, Secret>> {
+    let mut out = BTreeMap::new();
+    while !data.is_empty() {
+        let nul = data.iter().position(|&b| b == 0)?;
+        let name = std::str::from_utf8(&data[..nul]).ok()?.to_string();
+        let len = u64::from_le_bytes(data.get(nul + 1..nul + 9)?.try_into().ok()?) as usize;
+        let value = data.get(nul + 9..nul + 9 + len)?;
+        out.insert(name, Secret::copy_from(value));
+        data = &data[nul + 9 + len..];
+    }
+    Some(out)
+}
+
+/// The other end of [`pid1_bulk`]: writes each handed-over credential to `out`.
+pub fn dump_handed(names: &[String], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .ok_or_else(|| std::io::Error::other("no $CREDENTIALS_DIRECTORY: only PID 1 runs this"))?;
+    let dir = Dir::open(
+        &Root::live(),
+        Path::new(&dir),
+        DirPolicy {
+            create: None,
+            strict: false,
+        },
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    for name in names {
+        crate::names::credential(name).map_err(std::io::Error::other)?;
+        let (secret, _) = dir
+            .read_secret(OsStr::new(name), MAX_PLAINTEXT)
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .ok_or_else(|| {
+                std::io::Error::other(format!("credential {name} was not handed over"))
+            })?;
+        out.write_all(name.as_bytes())?;
+        out.write_all(&[0])?;
+        out.write_all(&(secret.len() as u64).to_le_bytes())?;
+        out.write_all(secret.expose())?;
+    }
+    out.flush()
 }
 
 /// A sensible number of concurrent decrypts: they are process spawns that
@@ -210,4 +413,25 @@ pub fn default_jobs() -> usize {
         .map(|n| n.get() * 2)
         .unwrap_or(4)
         .clamp(2, 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        for (n, v) in [("A", &b"x\0y"[..]), ("B_2", b""), ("C", &[0xffu8; 300][..])] {
+            buf.extend_from_slice(n.as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            buf.extend_from_slice(v);
+        }
+        let m = parse_frames(&buf).unwrap();
+        assert_eq!(m["A"].expose(), b"x\0y");
+        assert_eq!(m["B_2"].expose(), b"");
+        assert_eq!(m["C"].len(), 300);
+        assert!(parse_frames(&buf[..buf.len() - 1]).is_none());
+    }
 }

@@ -37,7 +37,13 @@ impl Bed {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        let bed = TestBed::builder().credential_secret(&secret).boot();
+        // With D-Bus, as on every real host: credloader asks PID 1 (systemd-run)
+        // to decrypt in bulk.
+        let bed = TestBed::builder()
+            .credential_secret(&secret)
+            .unmask("dbus.socket")
+            .unmask("dbus.service")
+            .boot();
         bed.install_credloader(Path::new(CREDLOADER));
         bed.add_user("qt");
         bed.add_user("bot");
@@ -419,6 +425,55 @@ fn credential_delivery_hands_the_value_over_without_a_plaintext_file() {
         testbed::lossy(&found.stdout).trim(),
         "",
         "plaintext found on disk"
+    );
+    assert!(bed.read("/run/credloader/gamma.env").is_none());
+}
+
+#[test]
+fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
+    let bed = Bed::boot();
+    bed.two_consumers();
+    bed.config("gamma", "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [\"G1\", \"G2\"]\n");
+    bed.seal("G1", b"gamma-one");
+    bed.seal("G2", b"gamma-two");
+    let out = bed.credloader(&["apply", "--json"]);
+    let report = testbed::lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        report.contains("\"decrypt\":{\"handed\":0,\"pid1\":5,\"systemd_creds\":0}"),
+        "{report}"
+    );
+    bed.systemctl_ok(&["start", "alpha.service", "gamma.service"]);
+    assert_eq!(
+        var(&bed.environ("gamma.service"), "G2"),
+        Some(&b"gamma-two"[..])
+    );
+    assert_eq!(
+        var(&bed.environ("alpha.service"), "BINANCE_API_SECRET"),
+        Some(&b"binance-secret-1"[..])
+    );
+    // The transient units are gone, and nothing was left in /run/credentials.
+    assert_eq!(
+        bed.sh_ok("ls /run/credentials | grep -c '^run-' || true")
+            .trim(),
+        "0"
+    );
+
+    // One tampered credential: PID 1 refuses the whole batch, so every
+    // credential is decrypted one by one and only the bad one fails.
+    bed.sh_ok("rm /run/credloader/*.env");
+    bed.sh_ok("sed -i 's/A/B/; s/a/b/' /etc/quantum/creds/G1.cred");
+    let out = bed.credloader(&["apply", "--json"]);
+    let report = testbed::lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        report.contains("\"decrypt\":{\"handed\":0,\"pid1\":0,\"systemd_creds\":5}"),
+        "{report}"
+    );
+    assert!(report.contains("credential G1"), "{report}");
+    assert!(
+        bed.read("/run/credloader/alpha.env").is_some()
+            && bed.read("/run/credloader/beta.env").is_some()
     );
     assert!(bed.read("/run/credloader/gamma.env").is_none());
 }

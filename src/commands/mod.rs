@@ -139,6 +139,16 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 serde_json::json!({ "script": text }),
             ))
         }
+        Command::DumpCredentials { names } => {
+            let mut out = std::io::stdout().lock();
+            crate::creds::dump_handed(&names, &mut out)
+                .map_err(|e| CommandError::Environment(e.to_string()))?;
+            Ok(Output::new(
+                exit::OK,
+                String::new(),
+                serde_json::Value::Null,
+            ))
+        }
         Command::Man => {
             let mut buf = Vec::new();
             clap_mangen::Man::new(crate::cli::Cli::command())
