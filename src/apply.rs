@@ -104,7 +104,40 @@ impl Report {
 pub fn lock(config: &Config, root: &Root) -> Result<(Dir, lock::Lock), ApplyError> {
     let dir = Dir::open(root, &config.loader.state_dir, DirPolicy::create(0o700))?;
     let held = lock::acquire(&dir, config.loader.lock_timeout)?;
+    sweep_stale_temps(config, root, &dir);
     Ok((dir, held))
+}
+
+/// A run killed mid-write leaves its temp file (`.NAME.credloader-tmp-*`)
+/// beside the target. Whoever takes the lock next removes them from the
+/// directories credloader writes only under the lock: state, generations,
+/// sealed credentials and the env dir (an env file's temp holds plaintext
+/// and its service may since have left the configuration). Drop-in and
+/// custom env-file directories are swept before each write there.
+fn sweep_stale_temps(config: &Config, root: &Root, state: &Dir) {
+    let mut dirs = Vec::new();
+    for path in [&config.loader.creds_dir, &config.loader.env_dir] {
+        if let Ok(d) = Dir::open(root, path, DirPolicy::EXISTING) {
+            dirs.push(d);
+        }
+    }
+    if let Ok(gens) = state.subdir(std::ffi::OsStr::new("generations"), DirPolicy::EXISTING) {
+        for name in gens.list().unwrap_or_default() {
+            if let Ok(d) = gens.subdir(&name, DirPolicy::EXISTING) {
+                dirs.push(d);
+            }
+        }
+    }
+    for d in std::iter::once(state).chain(&dirs) {
+        match d.remove_all_stale_temps() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "{}: removed {n} temp file(s) of an interrupted run",
+                d.path().display()
+            ),
+            Err(e) => tracing::warn!("could not remove temp files of an interrupted run: {e}"),
+        }
+    }
 }
 
 /// Runs the pipeline for `config` on `root` (see the module docs), taking

@@ -407,6 +407,27 @@ impl Dir {
         Ok(removed)
     }
 
+    /// Removes every temp file a crashed run left in this directory, whatever
+    /// its target. Call with the lock held. Returns how many were removed.
+    pub fn remove_all_stale_temps(&self) -> Result<usize, FsError> {
+        let mut removed = 0;
+        for entry in self.list()? {
+            let b = entry.as_bytes();
+            let marked = b.starts_with(b".")
+                && b.windows(TEMP_MARK.len())
+                    .any(|w| w == TEMP_MARK.as_bytes());
+            if marked
+                && self
+                    .entry(&entry)?
+                    .is_some_and(|st| !is(&st, SFlag::S_IFDIR))
+            {
+                self.remove(&entry)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The names in this directory (not `.`/`..`).
     pub fn list(&self) -> Result<Vec<std::ffi::OsString>, FsError> {
         let dup = self
@@ -616,5 +637,13 @@ mod tests {
         std::fs::write(t.path().join("e/.b.env.credloader-tmp-1-2-3"), b"x").unwrap();
         assert_eq!(d.remove_stale_temps(OsStr::new("a.env")).unwrap(), 1);
         assert!(t.path().join("e/.b.env.credloader-tmp-1-2-3").exists());
+        // Whatever the target: every temp goes, nothing else does.
+        std::fs::write(t.path().join("e/keep.env"), b"x").unwrap();
+        std::fs::write(t.path().join("e/.meta.json.credloader-tmp-9-9-9"), b"x").unwrap();
+        assert_eq!(d.remove_all_stale_temps().unwrap(), 2);
+        assert_eq!(
+            d.list().unwrap(),
+            vec![std::ffi::OsString::from("keep.env")]
+        );
     }
 }
