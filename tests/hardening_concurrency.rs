@@ -112,12 +112,14 @@ fn ten_rotations_at_once_lose_no_update() {
     let values: Vec<String> = (0..N)
         .map(|i| format!("rotated-{i}-concurrently"))
         .collect();
-    let children: Vec<_> = (0..N)
-        .map(|i| {
+    let children: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
             spawn(
                 &t,
                 &["rotate".into(), cred(i), "--key".into(), "host".into()],
-                Some(values[i].clone().into_bytes()),
+                Some(v.clone().into_bytes()),
             )
         })
         .collect();
@@ -146,18 +148,18 @@ fn rotations_and_applies_racing_lose_no_update() {
     for round in 0..3 {
         // Even credentials are resealed behind credloader's back and must be
         // picked up by one of the concurrent applies; odd ones are rotated.
-        for i in (0..N).step_by(2) {
-            values[i] = format!("resealed-{i}-round-{round}");
-            t.seal(&cred(i), values[i].as_bytes());
+        for (i, v) in values.iter_mut().enumerate().step_by(2) {
+            *v = format!("resealed-{i}-round-{round}");
+            t.seal(&cred(i), v.as_bytes());
         }
         let mut children = Vec::new();
-        for i in 0..N {
+        for (i, v) in values.iter_mut().enumerate() {
             if i % 2 == 1 {
-                values[i] = format!("rotated-{i}-round-{round}");
+                *v = format!("rotated-{i}-round-{round}");
                 children.push(spawn(
                     &t,
                     &["rotate".into(), cred(i), "--key".into(), "host".into()],
-                    Some(values[i].clone().into_bytes()),
+                    Some(v.clone().into_bytes()),
                 ));
             } else {
                 children.push(spawn(&t, &["apply".into()], None));
