@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release/credloader
 
-.PHONY: all build release demo test test-unit test-e2e lint deps clean
+.PHONY: all build release demo test test-unit test-e2e lint deps clean bench
 
 all: build
 
@@ -32,6 +32,11 @@ test-unit: deps
 ## Only the tests that boot a real systemd.
 test-e2e: deps
 	$(CARGO) test --test e2e --test testbed_smoke
+
+## Speed and memory against the manual procedure (see docs/performance.md).
+bench: deps
+	@[ -x /usr/bin/time ] || apt-get install -y -qq time
+	$(CARGO) bench --bench fleet
 
 lint:
 	$(CARGO) fmt --all -- --check
