@@ -15,6 +15,10 @@ use crate::safefs::Dir;
 pub enum LockError {
     #[error("another credloader has held {path} for {waited:?}; wait for it to finish, or find it with `fuser {path}`")]
     Timeout { path: String, waited: Duration },
+    #[error(
+        "{path} is a {kind}, not a regular file; remove it so credloader can create its lock file"
+    )]
+    NotRegular { path: String, kind: &'static str },
     #[error("cannot lock {path}: {errno}")]
     Os {
         path: String,
@@ -27,7 +31,13 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 pub fn acquire(state_dir: &Dir, timeout: Duration) -> Result<Lock, LockError> {
     let path = state_dir.path().join("lock").display().to_string();
-    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // O_NONBLOCK|O_NOCTTY: a planted FIFO or device must not hang or adopt us.
+    let flags = OFlag::O_RDWR
+        | OFlag::O_CREAT
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY;
     let fd = openat(
         state_dir.as_fd(),
         OsStr::new("lock"),
@@ -38,6 +48,17 @@ pub fn acquire(state_dir: &Dir, timeout: Duration) -> Result<Lock, LockError> {
         path: path.clone(),
         errno,
     })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|errno| LockError::Os {
+        path: path.clone(),
+        errno,
+    })?;
+    let ifmt = nix::sys::stat::SFlag::S_IFMT.bits();
+    if st.st_mode & ifmt != nix::sys::stat::SFlag::S_IFREG.bits() {
+        return Err(LockError::NotRegular {
+            path,
+            kind: "FIFO, socket or device",
+        });
+    }
     let mut file = File::from(fd);
     let start = Instant::now();
     loop {

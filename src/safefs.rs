@@ -244,9 +244,20 @@ impl Dir {
         }
     }
 
-    /// Opens an existing regular file for reading; `None` when absent.
+    /// Opens an existing regular file with a single link for reading; `None`
+    /// when absent. A file with another name elsewhere is not even opened:
+    /// that other name is not ours to read (checked again after the open).
     fn open_regular(&self, name: &OsStr) -> Result<Option<(File, FileStat)>, FsError> {
         let path = self.path.join(name);
+        let hardlinked = |st: &FileStat| {
+            (is(st, SFlag::S_IFREG) && st.st_nlink > 1).then(|| FsError::Hardlinked {
+                path: path.clone(),
+                links: st.st_nlink,
+            })
+        };
+        if let Some(e) = self.entry(name)?.as_ref().and_then(hardlinked) {
+            return Err(e);
+        }
         // O_NONBLOCK: opening a planted FIFO must not hang.
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
@@ -260,6 +271,9 @@ impl Dir {
             Err(e) => return Err(FsError::os("open", &path, e)),
         };
         let st = fstat(&fd).map_err(|e| FsError::os("stat", &path, e))?;
+        if let Some(e) = hardlinked(&st) {
+            return Err(e);
+        }
         if !is(&st, SFlag::S_IFREG) {
             return Err(FsError::NotRegular {
                 path,
@@ -587,6 +601,11 @@ mod tests {
         assert!(matches!(
             d.read(OsStr::new("fifo.env"), 100),
             Err(FsError::NotRegular { .. })
+        ));
+        // Plaintext is never read through a second name.
+        assert!(matches!(
+            d.read_secret(OsStr::new("hard.env"), 100),
+            Err(FsError::Hardlinked { links: 2, .. })
         ));
         assert_eq!(
             std::fs::read_link(dir.join("link.env")).unwrap(),
