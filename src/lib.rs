@@ -22,6 +22,7 @@ pub mod lock;
 pub mod logging;
 pub mod names;
 pub mod root;
+pub mod rotation;
 pub mod safefs;
 pub mod secret;
 pub mod state;

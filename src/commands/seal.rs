@@ -1,7 +1,6 @@
 //! `credloader seal NAME`, and what `rotate` and `import` share with it:
 //! reading a value, checking it, sealing it, installing the sealed file.
 
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Read, Write};
 
@@ -13,7 +12,6 @@ use crate::config::{Config, ConfigError, Delivery, Loader, Source};
 use crate::creds::{hex_digest, Store};
 use crate::generations::{self, History, Info};
 use crate::root::Root;
-use crate::safefs::{Dir, DirPolicy, Owner};
 use crate::secret::{read_secret, Secret, SecretBuf};
 use crate::systemd_creds::{self, Key, MAX_PLAINTEXT};
 use crate::{envfile, exit, names, state};
@@ -97,20 +95,9 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
     }
 }
 
-/// The creds dir, created root 0700 if missing.
-pub(super) fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, CommandError> {
-    Dir::open(root, &loader.creds_dir, DirPolicy::create(0o700))
-        .map_err(|e| CommandError::Environment(format!("creds dir: {e}")))
-}
-
-/// Writes `NAME.cred` atomically, root:root 0600.
-pub(super) fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), CommandError> {
-    let file = Store::file_name(name);
-    let _ = creds.remove_stale_temps(&file);
-    creds
-        .write_atomic(&file, sealed, Owner::ROOT_0600)
-        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
-}
+// The creds dir, installing a sealed file and reading the current one live
+// in the rotation core; `rotate`, `rollback` and `import` use them from here.
+pub(super) use crate::rotation::{creds_dir, current_sealed, install};
 
 /// Notes what was sealed in the credential's history (best effort: it only
 /// feeds `list`/`check`'s not-after column).
@@ -287,15 +274,4 @@ fn prompt(text: &str) -> Result<Secret, CommandError> {
         secret = trimmed;
     }
     Ok(secret)
-}
-
-/// The sealed bytes of `name` as they are now, if any.
-pub(super) fn current_sealed(creds: &Dir, name: &str) -> Result<Option<Vec<u8>>, CommandError> {
-    creds
-        .read(
-            OsStr::new(&format!("{name}.cred")),
-            systemd_creds::MAX_SEALED,
-        )
-        .map(|o| o.map(|(b, _)| b))
-        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
 }

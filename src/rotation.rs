@@ -1,0 +1,539 @@
+//! The rotation core that `rotate` and `sync` share: install new sealed
+//! values for one or many credentials under one held apply lock, keep each
+//! replaced value as a generation, apply once to the union of their
+//! consumers, verify every consumer (its unit active again, and restarted
+//! when a restart was queued, on a live system; its health check), and put
+//! back the previous value of EVERY credential of the batch when any
+//! verification fails.
+//!
+//! Sealing happens before (the caller owns where values come from); nothing
+//! here sees plaintext except the health check's environment, decrypted
+//! again from the sealed files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::apply::{self, Options, Outcome, Report};
+use crate::commands::CommandError;
+use crate::config::{Config, Delivery, Loader, Service, Source};
+use crate::creds::{hex_digest, Store};
+use crate::generations::{History, Info};
+use crate::health::{self, RunAs};
+use crate::lock::Lock;
+use crate::root::Root;
+use crate::safefs::{Dir, DirPolicy, Owner};
+use crate::secret::Secret;
+use crate::systemd::Manager;
+use crate::systemd_creds;
+use crate::users::Accounts;
+
+/// One credential's new value, already sealed.
+pub struct NewValue {
+    pub name: String,
+    pub sealed: Vec<u8>,
+    /// What to record about `sealed` (digest, key, not-after).
+    pub info: Info,
+    /// The value masked, and its length: for reports only.
+    pub masked: String,
+    pub length: usize,
+}
+
+/// What happened to one credential of the batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub value: Masked,
+    /// The generation the replaced value is kept as; `None` when the
+    /// credential did not exist before (a first `sync`).
+    pub previous_generation: Option<u32>,
+    /// Its consumers, sorted.
+    pub consumers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Masked {
+    pub masked: String,
+    pub length: usize,
+}
+
+/// What to put back on failure: the name, the previous sealed bytes and
+/// what was recorded about them (`None`: it did not exist, remove it), and
+/// the generation they are kept as.
+type Undo = (String, Option<(Vec<u8>, Info)>, Option<u32>);
+
+/// How a batch went; serializable, never holds a value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotation {
+    pub credentials: Vec<Installed>,
+    /// The union of the consumers, sorted.
+    pub consumers: Vec<String>,
+    pub applied: bool,
+    /// Whether units were looked at (false under `--root` / without systemd).
+    pub units_checked: bool,
+    pub apply: Option<Report>,
+    pub verification: Vec<Check>,
+    /// `None` when nothing was applied.
+    pub verified: Option<bool>,
+    pub rolled_back: bool,
+    pub rollback: Option<Rollback>,
+    /// The human account of it, line by line.
+    #[serde(skip)]
+    pub human: String,
+}
+
+/// The re-apply of the previous values after a failed verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollback {
+    pub apply: Report,
+    pub verification: Vec<Check>,
+    pub verified: bool,
+}
+
+/// Installs every value of `batch` (keeping what each replaces as a
+/// generation), then — unless `stage_only` — applies to the union of their
+/// consumers and verifies each; on a failed verification every credential
+/// of the batch gets its previous value back (a credential that did not
+/// exist before is removed again) and is applied again.
+///
+/// The caller holds the apply lock (`held`) from before it read the current
+/// values until this returns.
+pub fn rotate(
+    root: &Root,
+    config: &Config,
+    manager: Manager,
+    batch: Vec<NewValue>,
+    stage_only: bool,
+    held: &Lock,
+) -> Result<Rotation, CommandError> {
+    let creds = creds_dir(root, &config.loader)?;
+    let mut human = String::new();
+    let mut installed = Vec::new();
+    let mut undo: Vec<Undo> = Vec::new();
+    for value in batch {
+        let name = &value.name;
+        let mut history =
+            History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
+                CommandError::Environment(format!("credential {name}: generations: {e}"))
+            })?;
+        let (generation, previous) = match current_sealed(&creds, name)? {
+            Some(previous) => {
+                let prev_digest = hex_digest(&previous);
+                let prev_info = history.info_for(&prev_digest).cloned();
+                let generation = history
+                    .push(&previous, prev_info.clone(), config.loader.keep_generations)
+                    .map_err(|e| {
+                        CommandError::Environment(format!(
+                            "credential {name}: keeping the previous generation: {e}"
+                        ))
+                    })?;
+                let info = prev_info.unwrap_or(Info {
+                    digest: prev_digest,
+                    ..Info::default()
+                });
+                (Some(generation), Some((previous, info)))
+            }
+            None => (None, None),
+        };
+        install(&creds, name, &value.sealed)?;
+        if let Err(e) = history.set_current(value.info) {
+            tracing::warn!("credential {name}: could not record its metadata: {e}");
+        }
+        let _ = writeln!(
+            human,
+            "credential {name}: new value {} ({} bytes) installed; {}",
+            value.masked,
+            value.length,
+            match generation {
+                Some(g) => format!("previous value kept as generation {g}"),
+                None => "it did not exist before".into(),
+            }
+        );
+        undo.push((name.clone(), previous, generation));
+        installed.push(Installed {
+            name: name.clone(),
+            value: Masked {
+                masked: value.masked,
+                length: value.length,
+            },
+            previous_generation: generation,
+            consumers: config.consumers(name).map(|s| s.name.clone()).collect(),
+        });
+    }
+    let consumers: Vec<String> = installed
+        .iter()
+        .flat_map(|i| i.consumers.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut rotation = Rotation {
+        credentials: installed,
+        consumers,
+        applied: false,
+        units_checked: manager != Manager::Absent,
+        apply: None,
+        verification: Vec::new(),
+        verified: None,
+        rolled_back: false,
+        rollback: None,
+        human,
+    };
+    if stage_only || rotation.consumers.is_empty() {
+        return Ok(rotation);
+    }
+
+    let outcome = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
+    rotation.human.push_str(&outcome.human("apply"));
+    rotation.applied = true;
+    rotation.verified = Some(outcome.ok());
+    let ok = outcome.ok();
+    rotation.apply = Some(outcome.report);
+    rotation.verification = outcome.checks;
+    if ok {
+        rotation.human.push_str("every consumer verified\n");
+        return Ok(rotation);
+    }
+
+    // Put every previous value back and deliver them again.
+    let what: Vec<String> = undo
+        .iter()
+        .map(|(name, _, generation)| match generation {
+            Some(g) => format!("{name} (generation {g})"),
+            None => format!("{name} (new: removed again)"),
+        })
+        .collect();
+    let _ = writeln!(
+        rotation.human,
+        "verification failed: restoring the previous value of {}",
+        what.join(", ")
+    );
+    for (name, previous, _) in undo.iter().rev() {
+        let mut history = History::open(root, &config.loader.state_dir, name, true).ok();
+        match previous {
+            Some((bytes, info)) => {
+                install(&creds, name, bytes)?;
+                if let Some(Err(e)) = history.as_mut().map(|h| h.set_current(info.clone())) {
+                    tracing::warn!("credential {name}: could not record its metadata: {e}");
+                }
+            }
+            None => {
+                creds
+                    .remove(&Store::file_name(name))
+                    .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))?;
+            }
+        }
+    }
+    let again = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
+    rotation
+        .human
+        .push_str(&again.human("re-apply of the previous value"));
+    let names: Vec<&str> = undo.iter().map(|(n, _, _)| n.as_str()).collect();
+    let _ = writeln!(
+        rotation.human,
+        "rotation of {} rolled back{}",
+        names.join(", "),
+        if again.ok() {
+            "; the consumers run the previous value again"
+        } else {
+            "; the previous value did not verify either: look at the consumers now"
+        }
+    );
+    rotation.rolled_back = true;
+    rotation.rollback = Some(Rollback {
+        verified: again.ok(),
+        apply: again.report,
+        verification: again.checks,
+    });
+    Ok(rotation)
+}
+
+/// The creds dir, created root 0700 if missing.
+pub fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, CommandError> {
+    Dir::open(root, &loader.creds_dir, DirPolicy::create(0o700))
+        .map_err(|e| CommandError::Environment(format!("creds dir: {e}")))
+}
+
+/// Writes `NAME.cred` atomically, root:root 0600.
+pub fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), CommandError> {
+    let file = Store::file_name(name);
+    let _ = creds.remove_stale_temps(&file);
+    creds
+        .write_atomic(&file, sealed, Owner::ROOT_0600)
+        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
+}
+
+/// The sealed bytes of `name` as they are now, if any.
+pub fn current_sealed(creds: &Dir, name: &str) -> Result<Option<Vec<u8>>, CommandError> {
+    creds
+        .read(
+            OsStr::new(&format!("{name}.cred")),
+            systemd_creds::MAX_SEALED,
+        )
+        .map(|o| o.map(|(b, _)| b))
+        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
+}
+
+/// What apply-then-verify found.
+pub struct Verified {
+    pub report: Report,
+    pub checks: Vec<Check>,
+}
+
+impl Verified {
+    pub fn ok(&self) -> bool {
+        self.report.all_ok() && self.checks.iter().all(|c| c.ok)
+    }
+
+    pub fn human(&self, what: &str) -> String {
+        let mut out = String::new();
+        for s in &self.report.services {
+            let _ = writeln!(
+                out,
+                "{what}: {} ({}): {}{}",
+                s.service,
+                s.unit,
+                match s.outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Updated => "updated",
+                    Outcome::Failed => "FAILED",
+                },
+                s.action
+                    .as_ref()
+                    .map(|a| format!(", {a} queued"))
+                    .unwrap_or_default()
+            );
+            if let Some(e) = &s.error {
+                let _ = writeln!(out, "  error: {e}");
+            }
+        }
+        for w in &self.report.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "verify {}: unit {}; health check {}{}",
+                c.service,
+                c.unit_state,
+                c.health
+                    .as_ref()
+                    .map(|h| h.describe())
+                    .unwrap_or_else(|| "none configured".into()),
+                if c.ok { "" } else { "  => FAILED" }
+            );
+        }
+        out
+    }
+}
+
+/// One consumer's verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub service: String,
+    pub unit: String,
+    /// What was seen of the unit ("active, restarted", "not checked: ...").
+    pub unit_state: String,
+    pub unit_ok: bool,
+    pub health: Option<health::Outcome>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnitSnapshot {
+    active: String,
+    main_pid: String,
+    started: String,
+}
+
+fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
+    Some(UnitSnapshot {
+        active: manager.property(unit, "ActiveState")?,
+        main_pid: manager.property(unit, "MainPID")?,
+        started: manager.property(unit, "ExecMainStartTimestampMonotonic")?,
+    })
+}
+
+/// Applies to `only` (restarting what changed), then verifies each of them:
+/// its unit is active again (and restarted, when a restart was queued), and
+/// its health check passes.
+pub fn apply_and_verify(
+    root: &Root,
+    config: &Config,
+    manager: Manager,
+    only: &[String],
+    held: &Lock,
+) -> Result<Verified, CommandError> {
+    let before: BTreeMap<String, Option<UnitSnapshot>> = only
+        .iter()
+        .map(|s| {
+            let unit = &config.services[s].unit;
+            (s.clone(), snapshot(manager, unit))
+        })
+        .collect();
+    let opts = Options {
+        dry_run: false,
+        only: only.to_vec(),
+        restart: true,
+        jobs: 0,
+    };
+    let report = apply::apply_locked(config, root, manager, &opts, held)?;
+    let mut checks = Vec::new();
+    for s in &report.services {
+        let service = &config.services[&s.service];
+        let (unit_state, unit_ok) = if s.outcome == Outcome::Failed {
+            ("not checked: the apply failed for it".to_string(), false)
+        } else {
+            wait_unit(
+                manager,
+                service,
+                before.get(&s.service).cloned().flatten(),
+                s.action.is_some(),
+            )
+        };
+        let health = if s.outcome == Outcome::Failed {
+            None
+        } else {
+            service
+                .health_check
+                .as_ref()
+                .map(|argv| run_health(root, config, service, argv))
+        };
+        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed());
+        checks.push(Check {
+            service: s.service.clone(),
+            unit: s.unit.clone(),
+            unit_state,
+            unit_ok,
+            health,
+            ok,
+        });
+    }
+    Ok(Verified { report, checks })
+}
+
+/// Waits (up to the service's health timeout) for its unit to be active
+/// and, if a restart was queued, to have restarted.
+fn wait_unit(
+    manager: Manager,
+    service: &Service,
+    before: Option<UnitSnapshot>,
+    restarted: bool,
+) -> (String, bool) {
+    if manager == Manager::Absent {
+        return (
+            "not checked: no running systemd (--root or not booted)".into(),
+            true,
+        );
+    }
+    let unit = &service.unit;
+    let was_active = before.as_ref().is_some_and(|b| b.active == "active");
+    let try_verb = matches!(
+        service.on_change.verb(),
+        Some("try-restart" | "try-reload-or-restart")
+    );
+    if !was_active && try_verb {
+        return (
+            format!(
+                "not running before the rotation ({}), so it was left stopped",
+                before.map(|b| b.active).unwrap_or_else(|| "unknown".into())
+            ),
+            true,
+        );
+    }
+    let deadline = Instant::now() + service.health_timeout;
+    let mut last = None;
+    loop {
+        if let Some(now) = snapshot(manager, unit) {
+            let changed = before
+                .as_ref()
+                .is_none_or(|b| b.main_pid != now.main_pid || b.started != now.started);
+            if now.active == "active" && (changed || !restarted) {
+                return (
+                    if restarted {
+                        format!("active, restarted (MainPID {})", now.main_pid)
+                    } else {
+                        "active".into()
+                    },
+                    true,
+                );
+            }
+            last = Some(now);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = last
+        .map(|l| format!("ActiveState={}, MainPID {}", l.active, l.main_pid))
+        .unwrap_or_else(|| "no answer from systemctl".into());
+    (
+        format!(
+            "did not come back active{} within {}s ({seen}); see `journalctl -u {unit}`",
+            if restarted { " after its restart" } else { "" },
+            service.health_timeout.as_secs()
+        ),
+        false,
+    )
+}
+
+/// Runs the service's health check with its new environment, decrypted
+/// again from the sealed files it is built from.
+fn run_health(root: &Root, config: &Config, service: &Service, argv: &[String]) -> health::Outcome {
+    let accounts = match Accounts::new(root) {
+        Ok(a) => a,
+        Err(e) => {
+            return health::Outcome::NotRun {
+                reason: e.to_string(),
+            }
+        }
+    };
+    let account = match accounts.lookup(&service.user, service.group.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            return health::Outcome::NotRun {
+                reason: e.to_string(),
+            }
+        }
+    };
+    let env = match service_env(root, config, service) {
+        Ok(e) => e,
+        Err(reason) => return health::Outcome::NotRun { reason },
+    };
+    let who = RunAs::resolve(root, &service.user, account.uid, account.gid);
+    health::run(argv, &who, &env, service.health_timeout)
+}
+
+/// The variables an env-delivery service receives (none for credential
+/// delivery), decrypted with `systemd-creds` from the creds dir.
+pub fn service_env(
+    root: &Root,
+    config: &Config,
+    service: &Service,
+) -> Result<Vec<(String, Secret)>, String> {
+    if service.delivery != Delivery::Env {
+        return Ok(Vec::new());
+    }
+    let store = Store::open(root, &config.loader.creds_dir);
+    let mut plain: BTreeMap<&str, Secret> = BTreeMap::new();
+    for name in service.credentials() {
+        let sealed = store.sealed(name).map_err(|e| e.to_string())?;
+        let (secret, _) = crate::systemd_creds::decrypt(name, &sealed.bytes)
+            .map_err(|e| format!("credential {name}: {e}"))?;
+        plain.insert(name, secret);
+    }
+    Ok(service
+        .vars
+        .iter()
+        .map(|v| {
+            let value = match &v.source {
+                Source::Credential(c) => Secret::copy_from(plain[c.as_str()].expose()),
+                Source::Static(s) => Secret::copy_from(s.as_bytes()),
+            };
+            (v.name.clone(), value)
+        })
+        .collect())
+}
