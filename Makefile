@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release/credloader
 
-.PHONY: all build release demo test test-unit test-e2e lint deps clean bench
+.PHONY: all build release demo test test-unit test-e2e lint deps clean deb docs bench
 
 all: build
 
@@ -37,6 +37,15 @@ test-e2e: deps
 bench: deps
 	@[ -x /usr/bin/time ] || apt-get install -y -qq time
 	$(CARGO) bench --bench fleet
+
+## The Debian package in target/debian/, checked with lintian (installs
+## cargo-deb and lintian first if they are missing).
+deb:
+	packaging/build-deb.sh --lintian
+
+## docs/cli.md from the CLI definition (tests/docs.rs checks it is current).
+docs: build
+	packaging/cli-reference.sh target/debug/credloader > docs/cli.md
 
 lint:
 	$(CARGO) fmt --all -- --check

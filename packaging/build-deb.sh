@@ -1,0 +1,53 @@
+#!/bin/bash
+# packaging/build-deb.sh — build the credloader .deb (what `make deb` runs).
+#
+# Installs what it needs first (packaging/deps.sh: only what is missing),
+# builds the release binary, generates the man page and the bash/zsh/fish
+# completions from it into target/debian-extra/ (never committed), and lets
+# cargo-deb assemble the package from [package.metadata.deb] in Cargo.toml.
+# Prints the path of the .deb as the last line on stdout; everything else
+# goes to stderr. With --lintian, also runs packaging/lintian.sh on it.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+CARGO=${CARGO:-cargo}
+export CARGO
+
+lintian=false
+for arg in "$@"; do
+  case "$arg" in
+    --lintian) lintian=true ;;
+    *) echo "usage: $0 [--lintian]" >&2; exit 2 ;;
+  esac
+done
+
+packaging/deps.sh
+
+"$CARGO" build --release >&2
+target=$("$CARGO" metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+bin="$target/release/credloader"
+
+# Generated from the CLI definition at build time. cargo-deb takes these
+# paths from Cargo.toml, so they are fixed under the repository's target/.
+extra="$repo/target/debian-extra"
+rm -rf "$extra"
+mkdir -p "$extra"
+"$bin" man >"$extra/credloader.1"
+"$bin" completions bash >"$extra/credloader.bash"
+"$bin" completions zsh >"$extra/_credloader"
+"$bin" completions fish >"$extra/credloader.fish"
+
+# Reproducible timestamps inside the package: the last commit's.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+export SOURCE_DATE_EPOCH
+
+mkdir -p "$target/debian"
+deb=$("$CARGO" deb --no-build --output "$target/debian/" | tail -n 1)
+[ -f "$deb" ] || { echo "build-deb.sh: cargo deb did not report a package (got: $deb)" >&2; exit 1; }
+
+if $lintian; then
+  packaging/lintian.sh "$deb" >&2
+fi
+echo "$deb"

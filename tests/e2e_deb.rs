@@ -1,0 +1,298 @@
+//! The Debian package end to end on a real systemd (see docs/testbed.md):
+//! `dpkg -i` enables and starts the units, a consumer gets its keys across a
+//! "reboot", and `dpkg -r` / `dpkg -P` clean up what credloader wrote while
+//! every sealed credential stays exactly as it was. Also: lintian is clean.
+//!
+//! The package is built by packaging/build-deb.sh, the script `make deb`
+//! runs (it installs cargo-deb and lintian first when they are missing), so
+//! these tests never skip and never test a stale package.
+
+#[path = "support/testbed.rs"]
+mod testbed;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use testbed::TestBed;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The freshly built .deb (built once per test binary).
+fn deb() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(Path::new(ROOT).join("packaging/build-deb.sh"))
+            .env(
+                "CARGO",
+                std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+            )
+            .output()
+            .expect("run packaging/build-deb.sh");
+        assert!(
+            out.status.success(),
+            "packaging/build-deb.sh failed:\n{}",
+            testbed::lossy(&out.stderr)
+        );
+        let stdout = testbed::lossy(&out.stdout);
+        let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+        assert!(
+            path.extension().is_some_and(|e| e == "deb") && path.is_file(),
+            "build-deb.sh reported no .deb: {stdout:?}"
+        );
+        path
+    })
+}
+
+#[test]
+fn lintian_reports_no_errors_or_warnings() {
+    let out = Command::new("bash")
+        .arg(Path::new(ROOT).join("packaging/lintian.sh"))
+        .arg(deb())
+        .output()
+        .expect("run packaging/lintian.sh");
+    assert!(
+        out.status.success(),
+        "lintian:\n{}{}",
+        testbed::lossy(&out.stdout),
+        testbed::lossy(&out.stderr)
+    );
+}
+
+/// A bed that decrypts with a throwaway host secret (never the host's own).
+fn boot() -> (TestBed, tempfile::TempDir) {
+    let secret_dir = testbed::tempdir();
+    let secret = secret_dir.path().join("credential.secret");
+    let out = Command::new("systemd-creds")
+        .arg("setup")
+        .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
+        .output()
+        .expect("systemd-creds setup");
+    assert!(out.status.success(), "{out:?}");
+    let bed = TestBed::builder().credential_secret(&secret).boot();
+    (bed, secret_dir)
+}
+
+fn ok(what: &str, out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        testbed::lossy(&out.stdout),
+        testbed::lossy(&out.stderr)
+    );
+    testbed::lossy(&out.stdout)
+}
+
+fn exists(bed: &TestBed, path: &str) -> bool {
+    bed.sh(&format!("test -e '{path}' || test -L '{path}'"))
+        .status
+        .success()
+}
+
+/// Contents, modes, owners and inodes of every sealed file credloader must
+/// never touch: the creds dir and the kept generations.
+fn sealed_fingerprint(bed: &TestBed) -> String {
+    bed.sh_ok(
+        "cd / && find etc/quantum/creds var/lib/credloader/generations -type f -name '*.cred' | sort | \
+         while read -r f; do echo \"$(sha256sum < \"$f\") $(stat -c '%n %U:%G %a %i %Y' \"$f\")\"; done; \
+         stat -c '%n %U:%G %a' etc/quantum/creds",
+    )
+}
+
+#[test]
+fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
+    let deb = deb();
+    let (bed, _secret) = boot();
+    // A real host has no policy-rc.d; this machine's container one (exit 101)
+    // would keep deb-systemd-invoke from starting anything inside the bed.
+    bed.sh_ok("rm -f /usr/sbin/policy-rc.d");
+    bed.copy_in(deb, "/root/credloader.deb", 0o644);
+
+    // --- install ---
+    ok("dpkg -i", bed.sh("dpkg -i /root/credloader.deb 2>&1"));
+    for path in [
+        "/usr/bin/credloader",
+        "/lib/systemd/system/credloader.service",
+        "/lib/systemd/system/credloader.path",
+        "/lib/systemd/system/credloader-refresh.service",
+        "/usr/lib/tmpfiles.d/credloader.conf",
+        "/usr/share/man/man1/credloader.1.gz",
+        "/usr/share/bash-completion/completions/credloader",
+        "/usr/share/zsh/vendor-completions/_credloader",
+        "/usr/share/fish/vendor_completions.d/credloader.fish",
+        "/usr/share/doc/credloader/operator-guide.md",
+        "/etc/quantum/credloader.toml",
+    ] {
+        assert!(exists(&bed, path), "{path} not installed");
+    }
+    assert!(
+        bed.sh_ok("dpkg-query -W -f='${Conffiles}' credloader")
+            .contains("/etc/quantum/credloader.toml"),
+        "the example config must be a conffile"
+    );
+    assert_eq!(
+        bed.sh_ok("stat -c '%n %U %a' /etc/quantum/creds /etc/quantum/credloader.d /run/credloader /var/lib/credloader"),
+        "/etc/quantum/creds root 700\n/etc/quantum/credloader.d root 755\n\
+         /run/credloader root 755\n/var/lib/credloader root 700\n"
+    );
+    assert_eq!(
+        testbed::lossy(
+            &bed.systemctl(&["is-enabled", "credloader.service", "credloader.path"])
+                .stdout
+        ),
+        "enabled\nenabled\n"
+    );
+    assert_eq!(
+        bed.unit_property("credloader.path", "ActiveState"),
+        "active"
+    );
+    assert_eq!(
+        bed.unit_property("credloader.service", "ActiveState"),
+        "active",
+        "postinst starts it; with only the example config it has nothing to do\n{}",
+        bed.journal("credloader.service")
+    );
+
+    // --- a consumer, set up the way the operator guide says ---
+    bed.add_user("app");
+    bed.write(
+        "/etc/systemd/system/deb-e2e.target",
+        b"[Unit]\nDescription=the services of this test\n",
+        0o644,
+    );
+    bed.write(
+        "/etc/systemd/system/app.service",
+        b"[Unit]\nDescription=a consumer\n[Service]\nUser=app\nExecStart=/bin/sleep infinity\n\
+          [Install]\nWantedBy=deb-e2e.target\n",
+        0o644,
+    );
+    // Looks like ours but is not in credloader's state: purge must keep it.
+    let decoy = "/etc/systemd/system/other.service.d/50-credloader.conf";
+    bed.write(
+        decoy,
+        b"# Managed by credloader for service `other`; changes are overwritten.\n[Service]\n",
+        0o644,
+    );
+    bed.daemon_reload();
+    bed.systemctl_ok(&["enable", "app.service"]);
+    ok(
+        "credloader seal",
+        bed.exec_with_stdin(
+            &["credloader", "seal", "APP_API_KEY", "--key", "host"],
+            b"app-key-1",
+        ),
+    );
+    bed.write(
+        "/etc/quantum/credloader.d/app.toml",
+        b"[services.app]\nunit = \"app.service\"\nuser = \"app\"\n\
+          credentials = [\"APP_API_KEY\"]\nstatic = { APP_MODE = \"live\" }\n",
+        0o644,
+    );
+    ok("credloader apply", bed.exec(&["credloader", "apply"]));
+    let dropin = "/etc/systemd/system/app.service.d/50-credloader.conf";
+    assert!(exists(&bed, dropin));
+
+    // --- "reboot": everything stopped, /run's env files gone, target started ---
+    bed.sh_ok(
+        "systemctl stop deb-e2e.target app.service credloader.service; rm -f /run/credloader/*.env",
+    );
+    ok(
+        "start deb-e2e.target",
+        bed.systemctl(&["start", "deb-e2e.target"]),
+    );
+    bed.wait_until("app to run", Duration::from_secs(10), || {
+        bed.unit_property("app.service", "ActiveState") == "active"
+    });
+    let env = bed.environ("app.service");
+    assert_eq!(
+        env.get("APP_API_KEY").map(Vec::as_slice),
+        Some(&b"app-key-1"[..])
+    );
+    assert_eq!(env.get("APP_MODE").map(Vec::as_slice), Some(&b"live"[..]));
+    assert_eq!(
+        bed.unit_property("credloader.service", "ActiveState"),
+        "active"
+    );
+
+    // A rotation keeps the old value as a sealed generation.
+    ok(
+        "credloader rotate",
+        bed.exec_with_stdin(
+            &["credloader", "rotate", "APP_API_KEY", "--key", "host"],
+            b"app-key-2",
+        ),
+    );
+    assert_eq!(
+        bed.environ("app.service")
+            .get("APP_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"app-key-2"[..])
+    );
+    let sealed = sealed_fingerprint(&bed);
+    assert!(
+        sealed.contains("etc/quantum/creds/APP_API_KEY.cred")
+            && sealed.contains("var/lib/credloader/generations/APP_API_KEY/"),
+        "{sealed}"
+    );
+
+    // --- remove: units stopped and gone, everything delivered stays ---
+    ok("dpkg -r", bed.sh("dpkg -r credloader 2>&1"));
+    assert!(!exists(&bed, "/usr/bin/credloader"));
+    assert!(!exists(&bed, "/lib/systemd/system/credloader.service"));
+    assert!(
+        exists(&bed, "/etc/quantum/credloader.toml"),
+        "remove keeps conffiles"
+    );
+    assert!(exists(&bed, dropin) && exists(&bed, "/run/credloader/app.env"));
+    assert!(exists(&bed, "/var/lib/credloader/state.json"));
+    assert_eq!(bed.unit_property("app.service", "ActiveState"), "active");
+    assert_eq!(
+        sealed_fingerprint(&bed),
+        sealed,
+        "remove touched sealed files"
+    );
+
+    // --- purge: what credloader wrote is gone; sealed credentials are not ---
+    let out = ok("dpkg -P", bed.sh("dpkg -P credloader 2>&1"));
+    assert!(
+        out.contains("kept /var/lib/credloader/generations"),
+        "purge must say it kept the generations: {out}"
+    );
+    assert_eq!(
+        sealed_fingerprint(&bed),
+        sealed,
+        "purge touched sealed files"
+    );
+    for gone in [
+        "/etc/quantum/credloader.toml",
+        dropin,
+        "/etc/systemd/system/app.service.d",
+        "/run/credloader",
+        "/var/lib/credloader/state.json",
+        "/var/lib/credloader/lock",
+        "/etc/systemd/system/multi-user.target.wants/credloader.service",
+        "/etc/systemd/system/paths.target.wants/credloader.path",
+        "/etc/systemd/system/credloader.service",
+        "/etc/systemd/system/credloader.path",
+    ] {
+        assert!(!exists(&bed, gone), "{gone} survived the purge");
+    }
+    assert!(
+        exists(&bed, decoy),
+        "purge removed a drop-in credloader did not record"
+    );
+    assert!(
+        exists(&bed, "/etc/quantum/credloader.d/app.toml"),
+        "the operator's service config stays"
+    );
+    assert!(!bed
+        .unit_property("app.service", "DropInPaths")
+        .contains("50-credloader"));
+    assert!(!bed
+        .sh("dpkg -s credloader >/dev/null 2>&1")
+        .status
+        .success());
+}
