@@ -186,11 +186,164 @@ impl Service {
     }
 }
 
+/// The deployment environment a host belongs to (`[sources] environment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Dev,
+    Shadow,
+    Soak,
+    Prod,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 4] = [
+        Environment::Dev,
+        Environment::Shadow,
+        Environment::Soak,
+        Environment::Prod,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Dev => "dev",
+            Environment::Shadow => "shadow",
+            Environment::Soak => "soak",
+            Environment::Prod => "prod",
+        }
+    }
+
+    /// Whether secret id `id` may be read by a host of this environment:
+    /// no directory segment names another environment, and a prod host
+    /// reads only ids with a `prod` directory segment (`mm-bot/prod/...`).
+    pub fn allows(self, id: &str) -> Result<(), String> {
+        let mut segments: Vec<&str> = id.split('/').collect();
+        segments.pop(); // the last segment is the secret's own name
+        for other in Environment::ALL {
+            if other != self && segments.contains(&other.as_str()) {
+                return Err(format!(
+                    "secret id `{id}` belongs to the {} environment and this host is configured \
+                     environment = \"{}\"",
+                    other.as_str(),
+                    self.as_str()
+                ));
+            }
+        }
+        if self == Environment::Prod && !segments.contains(&"prod") {
+            return Err(format!(
+                "secret id `{id}` has no /prod/ segment; a host configured environment = \"prod\" \
+                 reads only prod secrets"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which credentials `sync` manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Manage {
+    /// Every credential any service uses, plus those listed under the
+    /// source's `credentials` table.
+    #[default]
+    Used,
+    /// Only those listed under the source's `credentials` table.
+    Listed,
+}
+
+/// Per-credential settings of the AWS source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AwsCredential {
+    /// The secret id (name or ARN); `{environment}` and `{name}` are filled in.
+    pub secret_id: Option<String>,
+    /// The secret is a JSON object: take this key's (string) value.
+    pub json_key: Option<String>,
+    /// `AWSCURRENT` when not set.
+    pub version_stage: Option<String>,
+}
+
+/// `[sources.aws]`: AWS Secrets Manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwsSource {
+    pub region: String,
+    /// Another endpoint (a VPC endpoint; a local test server).
+    pub endpoint_url: Option<String>,
+    /// The secret id template, e.g. `mm-bot/{environment}/{name}`.
+    pub secret_id: String,
+    pub credentials: BTreeMap<String, AwsCredential>,
+}
+
+/// Where one credential is read from in AWS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwsLocation {
+    pub secret_id: String,
+    pub json_key: Option<String>,
+    pub version_stage: Option<String>,
+}
+
+impl AwsSource {
+    /// Where credential `name` is read from in `environment`.
+    pub fn locate(&self, environment: Environment, name: &str) -> AwsLocation {
+        let o = self.credentials.get(name).cloned().unwrap_or_default();
+        let template = o.secret_id.as_deref().unwrap_or(&self.secret_id);
+        AwsLocation {
+            secret_id: fill_template(template, environment, name),
+            json_key: o.json_key,
+            version_stage: o.version_stage,
+        }
+    }
+}
+
+/// `{environment}` and `{name}` filled in.
+pub fn fill_template(template: &str, environment: Environment, name: &str) -> String {
+    template
+        .replace("{environment}", environment.as_str())
+        .replace("{name}", name)
+}
+
+/// `[sources.file]`: a JSON or TOML file of name → value, for development.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSource {
+    pub path: PathBuf,
+    /// Credentials listed explicitly (`[sources.file.credentials.NAME]`),
+    /// with the key to read in the file when it differs from the name.
+    pub credentials: BTreeMap<String, Option<String>>,
+}
+
+/// `[sources]`: where `sync` gets values from. Defined in one file only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sources {
+    pub environment: Environment,
+    pub manage: Manage,
+    /// Tries per secret on network errors, throttling and 5xx (1..10).
+    pub attempts: u32,
+    /// Bound on one request (connect + answer).
+    #[serde(skip)]
+    pub timeout: Duration,
+    pub aws: Option<AwsSource>,
+    pub file: Option<FileSource>,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+impl Sources {
+    /// The names listed in the configured source's `credentials` table.
+    pub fn listed(&self) -> Vec<&str> {
+        match (&self.aws, &self.file) {
+            (Some(a), _) => a.credentials.keys().map(String::as_str).collect(),
+            (None, Some(f)) => f.credentials.keys().map(String::as_str).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub loader: Loader,
     pub services: BTreeMap<String, Service>,
+    /// `[sources]`, if any: what `sync` reads.
+    pub sources: Option<Sources>,
     /// The files it was read from, in order.
     pub files: Vec<PathBuf>,
 }
@@ -210,6 +363,20 @@ impl Config {
             .flat_map(|s| s.credentials())
             .collect()
     }
+
+    /// The credentials `sync` manages: those listed in the source's
+    /// `credentials` table, plus (with `manage = "used"`, the default)
+    /// every credential any service uses.
+    pub fn synced_credentials(&self) -> std::collections::BTreeSet<&str> {
+        let Some(sources) = &self.sources else {
+            return Default::default();
+        };
+        let mut names: std::collections::BTreeSet<&str> = sources.listed().into_iter().collect();
+        if sources.manage == Manage::Used {
+            names.extend(self.all_credentials());
+        }
+        names
+    }
 }
 
 // ---- what the files hold --------------------------------------------------
@@ -220,6 +387,51 @@ struct RawFile {
     loader: Option<RawLoader>,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
+    sources: Option<Spanned<RawSources>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSources {
+    environment: Option<Spanned<Environment>>,
+    #[serde(default)]
+    manage: Manage,
+    attempts: Option<Spanned<u32>>,
+    timeout_sec: Option<Spanned<u64>>,
+    aws: Option<Spanned<RawAws>>,
+    file: Option<Spanned<RawFileSource>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Spanned<String>,
+    endpoint_url: Option<Spanned<String>>,
+    secret_id: Spanned<String>,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, RawAwsCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAwsCredential {
+    secret_id: Option<Spanned<String>>,
+    json_key: Option<Spanned<String>>,
+    version_stage: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileSource {
+    path: Spanned<String>,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, RawFileCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileCredential {
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -387,12 +599,30 @@ pub fn from_texts(files: Vec<(PathBuf, String)>) -> Result<Config, ConfigError> 
             services.insert(service.name.clone(), service);
         }
     }
+    let mut sources: Option<Sources> = None;
+    for file in &parsed {
+        let Some(raw) = &file.raw.sources else {
+            continue;
+        };
+        if let Some(first) = &sources {
+            problems.push(Problem {
+                origin: file.origin(raw),
+                message: format!(
+                    "[sources] is already defined at {}; define it in one file only",
+                    first.origin
+                ),
+            });
+            continue;
+        }
+        sources = resolve_sources(file, raw, &mut problems);
+    }
     if !problems.is_empty() {
         return Err(ConfigError::Invalid { problems });
     }
     Ok(Config {
         loader,
         services,
+        sources,
         files: parsed.into_iter().map(|p| p.path).collect(),
     })
 }
@@ -453,6 +683,188 @@ fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
         }
     }
     loader
+}
+
+/// Validates `[sources]`: one source, an environment, and environment
+/// separation (a prod host refuses non-prod secret ids and the file source).
+fn resolve_sources(
+    file: &Parsed,
+    raw: &Spanned<RawSources>,
+    problems: &mut Vec<Problem>,
+) -> Option<Sources> {
+    let before = problems.len();
+    let origin = file.origin(raw);
+    let mut bad = |at: Origin, message: String| {
+        problems.push(Problem {
+            origin: at,
+            message,
+        })
+    };
+    let r = raw.get_ref();
+    let environment = match &r.environment {
+        Some(e) => *e.get_ref(),
+        None => {
+            bad(
+                origin.clone(),
+                "sources.environment is required: one of \"dev\", \"shadow\", \"soak\", \"prod\""
+                    .into(),
+            );
+            Environment::Prod
+        }
+    };
+    let attempts = match &r.attempts {
+        Some(a) if !(1..=10).contains(a.get_ref()) => {
+            bad(file.origin(a), "sources.attempts must be 1..10".into());
+            1
+        }
+        Some(a) => *a.get_ref(),
+        None => 4,
+    };
+    let timeout = match &r.timeout_sec {
+        Some(t) if !(1..=300).contains(t.get_ref()) => {
+            bad(file.origin(t), "sources.timeout_sec must be 1..300".into());
+            Duration::from_secs(10)
+        }
+        Some(t) => Duration::from_secs(*t.get_ref()),
+        None => Duration::from_secs(10),
+    };
+    if r.aws.is_some() && r.file.is_some() {
+        bad(
+            origin.clone(),
+            "[sources] has both [sources.aws] and [sources.file]; configure one source".into(),
+        );
+    }
+    if r.aws.is_none() && r.file.is_none() {
+        bad(
+            origin.clone(),
+            "[sources] configures no source: add [sources.aws] (or [sources.file] for development)"
+                .into(),
+        );
+    }
+    let check_name = |n: &Spanned<String>, what: &str, bad: &mut dyn FnMut(Origin, String)| {
+        if let Err(m) = names::credential(n.get_ref()) {
+            bad(file.origin(n), format!("{what}: {m}"));
+        }
+    };
+    let check_id =
+        |t: &Spanned<String>, what: &str, name: &str, bad: &mut dyn FnMut(Origin, String)| {
+            let text = t.get_ref();
+            let rest = text.replace("{environment}", "").replace("{name}", "");
+            if rest.contains('{') || rest.contains('}') {
+                bad(
+                    file.origin(t),
+                    format!("{what}: `{text}`: only {{environment}} and {{name}} can be filled in"),
+                );
+            } else if text.trim().is_empty() {
+                bad(file.origin(t), format!("{what} is empty"));
+            } else if let Err(m) = environment.allows(&fill_template(text, environment, name)) {
+                bad(file.origin(t), format!("{what}: {m}"));
+            }
+        };
+    let non_empty =
+        |v: &Option<Spanned<String>>, what: &str, bad: &mut dyn FnMut(Origin, String)| match v {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                bad(file.origin(s), format!("{what} is empty"));
+                None
+            }
+            Some(s) => Some(s.get_ref().clone()),
+            None => None,
+        };
+
+    let aws = r.aws.as_ref().map(|a| {
+        let a = a.get_ref();
+        if a.region.get_ref().trim().is_empty() {
+            bad(file.origin(&a.region), "sources.aws.region is empty".into());
+        }
+        if let Some(u) = &a.endpoint_url {
+            if !(u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://")) {
+                bad(
+                    file.origin(u),
+                    "sources.aws.endpoint_url must be an http:// or https:// URL".into(),
+                );
+            }
+        }
+        if !a.secret_id.get_ref().contains("{name}") {
+            bad(
+                file.origin(&a.secret_id),
+                "sources.aws.secret_id must contain {name} (e.g. \"mm-bot/{environment}/{name}\"); \
+                 point single credentials elsewhere under [sources.aws.credentials.NAME]"
+                    .into(),
+            );
+        } else {
+            check_id(&a.secret_id, "sources.aws.secret_id", "NAME", &mut bad);
+        }
+        let mut credentials = BTreeMap::new();
+        for (name, o) in &a.credentials {
+            let what = format!("sources.aws.credentials.{}", name.get_ref());
+            check_name(name, &what, &mut bad);
+            if let Some(id) = &o.secret_id {
+                check_id(id, &format!("{what}.secret_id"), name.get_ref(), &mut bad);
+            }
+            credentials.insert(
+                name.get_ref().clone(),
+                AwsCredential {
+                    secret_id: o.secret_id.as_ref().map(|s| s.get_ref().clone()),
+                    json_key: non_empty(&o.json_key, &format!("{what}.json_key"), &mut bad),
+                    version_stage: non_empty(
+                        &o.version_stage,
+                        &format!("{what}.version_stage"),
+                        &mut bad,
+                    ),
+                },
+            );
+        }
+        AwsSource {
+            region: a.region.get_ref().clone(),
+            endpoint_url: a.endpoint_url.as_ref().map(|u| u.get_ref().clone()),
+            secret_id: a.secret_id.get_ref().clone(),
+            credentials,
+        }
+    });
+
+    let file_source = r.file.as_ref().map(|f| {
+        if environment == Environment::Prod {
+            bad(
+                file.origin(f),
+                "[sources.file] is a development source and is refused with environment = \"prod\"; \
+                 use [sources.aws]"
+                    .into(),
+            );
+        }
+        let f = f.get_ref();
+        if !f.path.get_ref().starts_with('/') {
+            bad(
+                file.origin(&f.path),
+                "sources.file.path must be an absolute path".into(),
+            );
+        }
+        let mut credentials = BTreeMap::new();
+        for (name, o) in &f.credentials {
+            let what = format!("sources.file.credentials.{}", name.get_ref());
+            check_name(name, &what, &mut bad);
+            credentials.insert(
+                name.get_ref().clone(),
+                non_empty(&o.key, &format!("{what}.key"), &mut bad),
+            );
+        }
+        FileSource {
+            path: PathBuf::from(f.path.get_ref()),
+            credentials,
+        }
+    });
+
+    if problems.len() > before {
+        return None;
+    }
+    Some(Sources {
+        environment,
+        manage: r.manage,
+        attempts,
+        timeout,
+        aws,
+        file: file_source,
+        origin,
+    })
 }
 
 fn resolve_service(
@@ -747,5 +1159,107 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
         let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
         let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
         assert!(e.contains("also used by service `x`"), "{e}");
+    }
+
+    const AWS_PROD: &str = r#"
+[sources]
+environment = "prod"
+
+[sources.aws]
+region = "eu-west-1"
+secret_id = "mm-bot/{environment}/{name}"
+
+[sources.aws.credentials.BINANCE_API_KEY]
+secret_id = "mm-bot/prod/binance"
+json_key = "api_key"
+version_stage = "AWSPREVIOUS"
+"#;
+
+    #[test]
+    fn aws_source_templates_and_overrides() {
+        let c = cfg(&[("/m.toml", GOOD), ("/d/s.toml", AWS_PROD)]).unwrap();
+        let s = c.sources.as_ref().unwrap();
+        assert_eq!(s.environment, Environment::Prod);
+        assert_eq!(s.attempts, 4);
+        let aws = s.aws.as_ref().unwrap();
+        let l = aws.locate(s.environment, "BINANCE_API_SECRET");
+        assert_eq!(l.secret_id, "mm-bot/prod/BINANCE_API_SECRET");
+        assert_eq!(l.json_key, None);
+        let l = aws.locate(s.environment, "BINANCE_API_KEY");
+        assert_eq!(l.secret_id, "mm-bot/prod/binance");
+        assert_eq!(l.json_key.as_deref(), Some("api_key"));
+        assert_eq!(l.version_stage.as_deref(), Some("AWSPREVIOUS"));
+        let synced: Vec<_> = c.synced_credentials().into_iter().collect();
+        assert_eq!(synced, ["BINANCE_API_KEY", "BINANCE_API_SECRET"]);
+    }
+
+    #[test]
+    fn manage_listed_syncs_only_the_listed_credentials() {
+        let text = AWS_PROD.replace(
+            "environment = \"prod\"",
+            "environment = \"prod\"\nmanage = \"listed\"",
+        );
+        let c = cfg(&[("/m.toml", GOOD), ("/d/s.toml", &text)]).unwrap();
+        let synced: Vec<_> = c.synced_credentials().into_iter().collect();
+        assert_eq!(synced, ["BINANCE_API_KEY"]);
+    }
+
+    #[test]
+    fn prod_refuses_non_prod_ids_and_the_file_source_with_lines() {
+        let text = "[sources]\nenvironment = \"prod\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"mm-bot/dev/{name}\"\n[sources.aws.credentials.X]\nsecret_id = \"mm-bot/shadow/x\"\n[sources.aws.credentials.Y]\nsecret_id = \"y\"\n";
+        let ConfigError::Invalid { problems } = cfg(&[("/m.toml", text)]).unwrap_err() else {
+            panic!()
+        };
+        let got: Vec<(usize, bool)> = problems
+            .iter()
+            .map(|p| (p.origin.line, p.message.contains("prod")))
+            .collect();
+        assert_eq!(got, [(5, true), (7, true), (9, true)], "{problems:#?}");
+        assert!(
+            problems[0].message.contains("dev environment"),
+            "{problems:#?}"
+        );
+
+        let text = "[sources]\nenvironment = \"prod\"\n\n[sources.file]\npath = \"/etc/x.json\"\n";
+        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        assert!(e.contains("/m.toml:4") && e.contains("refused"), "{e}");
+        // The same file source is fine in dev; dev refuses prod ids.
+        let dev = text.replace("prod", "dev");
+        assert!(cfg(&[("/m.toml", &dev)])
+            .unwrap()
+            .sources
+            .unwrap()
+            .file
+            .is_some());
+        let text = "[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"mm-bot/prod/{name}\"\n";
+        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        assert!(
+            e.contains("/m.toml:5") && e.contains("prod environment"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sources_mistakes_are_reported() {
+        for (text, want) in [
+            ("[sources]\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/{name}\"\n", "environment is required"),
+            ("[sources]\nenvironment = \"production\"\n", "production"),
+            ("[sources]\nenvironment = \"dev\"\n", "no source"),
+            ("[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/b\"\n", "must contain {name}"),
+            ("[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/{env}/{name}\"\n", "only {environment} and {name}"),
+            ("[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/{name}\"\nendpoint_url = \"localhost:1\"\n", "endpoint_url"),
+            ("[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/{name}\"\nkey_id = \"AKIA\"\n", "key_id"),
+        ] {
+            let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("/m.toml"), "{want}: {e}");
+        }
+        let a = "[sources]\nenvironment = \"dev\"\n[sources.file]\npath = \"/x.json\"\n";
+        let e = cfg(&[("/m.toml", a), ("/d/1.toml", a)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/d/1.toml:1") && e.contains("already defined at /m.toml:1"),
+            "{e}"
+        );
     }
 }

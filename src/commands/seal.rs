@@ -89,6 +89,7 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
         Err(CommandError::Config(ConfigError::Missing { .. })) => Ok(Config {
             loader: Loader::default(),
             services: Default::default(),
+            sources: None,
             files: Vec::new(),
         }),
         Err(e) => Err(e),
