@@ -34,7 +34,8 @@ fn main() {
         eprintln!("fleet: a benchmark; run it with `make bench`");
         return;
     }
-    let fleets = std::env::var("CREDLOADER_BENCH_FLEETS").unwrap_or_else(|_| "200x50,10x5,100x25,1000x250".into());
+    let fleets = std::env::var("CREDLOADER_BENCH_FLEETS")
+        .unwrap_or_else(|_| "200x50,10x5,100x25,1000x250".into());
     let mut results = Vec::new();
     for spec in fleets.split(',') {
         let (c, s) = spec.split_once('x').expect("fleet spec is CREDSxSERVICES");
@@ -47,7 +48,11 @@ fn main() {
     let machine = machine();
     let doc = json!({ "machine": machine, "fleets": results });
     std::fs::create_dir_all("target/bench").unwrap();
-    std::fs::write("target/bench/fleet.json", format!("{}\n", serde_json::to_string_pretty(&doc).unwrap())).unwrap();
+    std::fs::write(
+        "target/bench/fleet.json",
+        format!("{}\n", serde_json::to_string_pretty(&doc).unwrap()),
+    )
+    .unwrap();
     println!("{}", report(&doc));
     println!("written: target/bench/fleet.json");
 }
@@ -78,7 +83,12 @@ impl Fleet {
             .boot();
         bed.install_credloader(Path::new(CREDLOADER));
         bed.add_user("qt");
-        let f = Fleet { bed, _secret: secret_dir, creds, services };
+        let f = Fleet {
+            bed,
+            _secret: secret_dir,
+            creds,
+            services,
+        };
         f.setup();
         f
     }
@@ -89,13 +99,20 @@ impl Fleet {
 
     /// The credentials of service `s`: an even share, round robin.
     fn creds_of(&self, s: usize) -> Vec<String> {
-        (0..self.creds).filter(|i| i % self.services == s).map(Self::cred).collect()
+        (0..self.creds)
+            .filter(|i| i % self.services == s)
+            .map(Self::cred)
+            .collect()
     }
 
     fn setup(&self) {
         let b = &self.bed;
         b.sh_ok("install -d -m 0700 /etc/quantum/creds && install -d /etc/quantum/credloader.d /bench/manual");
-        b.write("/etc/quantum/credloader.toml", b"# services in credloader.d/\n", 0o644);
+        b.write(
+            "/etc/quantum/credloader.toml",
+            b"# services in credloader.d/\n",
+            0o644,
+        );
         // Seal everything in one script inside the bed.
         let mut seal = String::from("set -e\ncd /etc/quantum/creds\n");
         for i in 0..self.creds {
@@ -108,14 +125,26 @@ impl Fleet {
 
         let mut manual = String::from("set -e\nstart=$(date +%s%N)\n");
         for s in 0..self.services {
-            let list: Vec<String> = self.creds_of(s).iter().map(|c| format!("\"{c}\"")).collect();
+            let list: Vec<String> = self
+                .creds_of(s)
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect();
             let conf = format!(
                 "[services.svc{s:03}]\nunit = \"bench{s:03}.service\"\nuser = \"qt\"\ncredentials = [{}]\n",
                 list.join(", ")
             );
-            b.write(&format!("/etc/quantum/credloader.d/svc{s:03}.toml"), conf.as_bytes(), 0o644);
+            b.write(
+                &format!("/etc/quantum/credloader.d/svc{s:03}.toml"),
+                conf.as_bytes(),
+                0o644,
+            );
             let unit = "[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n";
-            b.write(&format!("/etc/systemd/system/bench{s:03}.service"), unit.as_bytes(), 0o644);
+            b.write(
+                &format!("/etc/systemd/system/bench{s:03}.service"),
+                unit.as_bytes(),
+                0o644,
+            );
             // The manual procedure, as an operator's loop would do it.
             let f = format!("/bench/manual/svc{s:03}.env");
             let _ = writeln!(manual, ": > {f}");
@@ -144,20 +173,38 @@ impl Fleet {
             "set -e\nfor i in $(seq {repeat}); do {prep}\n s=$(date +%s%N); {command} >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 )); done"
         );
         let out = self.bed.sh_ok(&script);
-        median(out.lines().map(|l| l.trim().parse::<f64>().unwrap()).collect())
+        median(
+            out.lines()
+                .map(|l| l.trim().parse::<f64>().unwrap())
+                .collect(),
+        )
     }
 
     fn measure(self, full: bool) -> Value {
         let b = &self.bed;
         let wipe = "rm -f /run/credloader/*.env";
-        let baseline = median((0..if full { 3 } else { 1 }).map(|_| b.sh_ok("/bench/manual.sh").trim().parse().unwrap()).collect());
-        let boot = self.time_us(&format!("systemctl stop credloader.service; {wipe}"), "systemctl start credloader.service", REPEAT);
+        let baseline = median(
+            (0..if full { 3 } else { 1 })
+                .map(|_| b.sh_ok("/bench/manual.sh").trim().parse().unwrap())
+                .collect(),
+        );
+        let boot = self.time_us(
+            &format!("systemctl stop credloader.service; {wipe}"),
+            "systemctl start credloader.service",
+            REPEAT,
+        );
         let cli = self.time_us(wipe, "credloader apply", REPEAT);
-        let cli_serial = self.time_us(wipe, "CREDLOADER_NO_BULK_DECRYPT=1 credloader apply", if full { 3 } else { 1 });
+        let cli_serial = self.time_us(
+            wipe,
+            "CREDLOADER_NO_BULK_DECRYPT=1 credloader apply",
+            if full { 3 } else { 1 },
+        );
         let noop = self.time_us("true", "credloader apply", 20);
         let noop_report: Value = serde_json::from_str(&b.sh_ok("credloader apply --json")).unwrap();
         let rss_kib: u64 = b
-            .sh_ok(&format!("{wipe}; /usr/bin/time -f %M credloader apply 2>&1 >/dev/null | tail -1"))
+            .sh_ok(&format!(
+                "{wipe}; /usr/bin/time -f %M credloader apply 2>&1 >/dev/null | tail -1"
+            ))
             .trim()
             .parse()
             .unwrap();
@@ -186,7 +233,9 @@ impl Fleet {
     fn rotation(&self) -> Value {
         let b = &self.bed;
         b.sh_ok("systemctl start credloader.path");
-        let units: Vec<String> = (0..self.services).map(|s| format!("bench{s:03}.service")).collect();
+        let units: Vec<String> = (0..self.services)
+            .map(|s| format!("bench{s:03}.service"))
+            .collect();
         b.sh_ok(&format!("systemctl start {}", units.join(" ")));
         let pids = |b: &TestBed| units.iter().map(|u| b.main_pid(u)).collect::<Vec<_>>();
         let before = pids(b);
@@ -205,14 +254,24 @@ impl Fleet {
         let landed_us: f64 = b.sh_ok(&script).trim().parse().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         let after = pids(b);
-        let restarted: Vec<&String> = units.iter().zip(before.iter().zip(&after)).filter(|(_, (x, y))| x != y).map(|(u, _)| u).collect();
+        let restarted: Vec<&String> = units
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (x, y))| x != y)
+            .map(|(u, _)| u)
+            .collect();
         // What one rotation costs, counted by the CLI on a second rotation.
         b.sh_ok(&format!(
             "systemctl stop credloader.path; cd /etc/quantum/creds && printf 'rotated-again-0123456789' | \
              systemd-creds encrypt --name={cred} --with-key=host - .{cred}.new 2>/dev/null && chmod 0600 .{cred}.new && mv .{cred}.new {cred}.cred"
         ));
         let r: Value = serde_json::from_str(&b.sh_ok("credloader apply --json")).unwrap();
-        let decrypted: usize = r["services"].as_array().unwrap().iter().map(|s| s["decrypted"].as_array().unwrap().len()).sum();
+        let decrypted: usize = r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["decrypted"].as_array().unwrap().len())
+            .sum();
         json!({
             "credential": cred,
             "landed_ms": landed_us / 1000.0,
@@ -230,12 +289,20 @@ fn files_written(r: &Value) -> usize {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["env_file_written"].as_bool().unwrap() as usize + s["dropin_written"].as_bool().unwrap() as usize)
+        .map(|s| {
+            s["env_file_written"].as_bool().unwrap() as usize
+                + s["dropin_written"].as_bool().unwrap() as usize
+        })
         .sum()
 }
 
 fn restarts(r: &Value) -> usize {
-    r["services"].as_array().unwrap().iter().filter(|s| !s["action"].is_null()).count()
+    r["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["action"].is_null())
+        .count()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -259,7 +326,17 @@ fn machine() -> Value {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    let systemd = Command::new("systemctl").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string()).unwrap_or_default();
+    let systemd = Command::new("systemctl")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
     json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": cpu,
@@ -271,11 +348,25 @@ fn machine() -> Value {
 fn report(doc: &Value) -> String {
     let mut out = String::new();
     let m = &doc["machine"];
-    let _ = writeln!(out, "\nmachine: {} CPUs, {} GiB, {}, {}", m["cpus"], m["memory_gib"], m["cpu"].as_str().unwrap_or(""), m["systemd"].as_str().unwrap_or(""));
+    let _ = writeln!(
+        out,
+        "\nmachine: {} CPUs, {} GiB, {}, {}",
+        m["cpus"],
+        m["memory_gib"],
+        m["cpu"].as_str().unwrap_or(""),
+        m["systemd"].as_str().unwrap_or("")
+    );
     let _ = writeln!(
         out,
         "\n{:>6} {:>5} | {:>11} | {:>15} | {:>15} | {:>13} | {:>10} | {:>8}",
-        "creds", "svcs", "baseline ms", "boot path ms", "CLI path ms", "1-by-1 CLI ms", "no-op ms", "peak RSS"
+        "creds",
+        "svcs",
+        "baseline ms",
+        "boot path ms",
+        "CLI path ms",
+        "1-by-1 CLI ms",
+        "no-op ms",
+        "peak RSS"
     );
     for f in doc["fleets"].as_array().unwrap() {
         let ms = |k: &str| f[k].as_f64().unwrap();

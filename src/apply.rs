@@ -86,6 +86,36 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+impl ServiceReport {
+    /// A service that could not even be planned (say, its config file is
+    /// broken and it was never applied before).
+    fn failed(name: &str, error: String) -> ServiceReport {
+        ServiceReport {
+            service: name.to_string(),
+            unit: String::new(),
+            outcome: Outcome::Failed,
+            delivery: Delivery::Env,
+            env_file: None,
+            env_file_written: false,
+            dropin: PathBuf::new(),
+            dropin_written: false,
+            secrets_changed: false,
+            action: None,
+            decrypted: Vec::new(),
+            error: Some(error),
+        }
+    }
+
+    /// Marks the service failed, keeping any earlier error.
+    fn fail(&mut self, message: String) {
+        self.outcome = Outcome::Failed;
+        self.error = Some(match self.error.take() {
+            Some(e) => format!("{e}; {message}"),
+            None => message,
+        });
+    }
+}
+
 impl Report {
     pub fn failed(&self) -> impl Iterator<Item = &ServiceReport> {
         self.services
@@ -93,8 +123,13 @@ impl Report {
             .filter(|s| s.outcome == Outcome::Failed)
     }
 
+    /// No service failed and none carries an error (a service whose config
+    /// file is broken is still served from its last good definition, but
+    /// the run does not count as a success).
     pub fn all_ok(&self) -> bool {
-        self.failed().next().is_none()
+        self.services
+            .iter()
+            .all(|s| s.outcome != Outcome::Failed && s.error.is_none())
     }
 }
 
@@ -177,15 +212,11 @@ fn run(
 ) -> Result<Report, ApplyError> {
     let loader = &config.loader;
     for name in &opts.only {
-        if !config.services.contains_key(name) {
+        if !config.services.contains_key(name) && !config.broken.contains_key(name) {
             return Err(ApplyError::UnknownService(name.clone()));
         }
     }
-    let selected: Vec<&Service> = config
-        .services
-        .values()
-        .filter(|s| opts.only.is_empty() || opts.only.contains(&s.name))
-        .collect();
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
 
     let mut warnings = Vec::new();
     let mut state = match &state_dir {
@@ -196,6 +227,33 @@ fn run(
         }
         None => State::default(),
     };
+    let loaded = state.clone();
+
+    // A service whose definition is broken keeps being served from the
+    // definition it was last applied from; it is still reported as failed.
+    let mut unservable = Vec::new();
+    let mut stored: Vec<(Service, String)> = Vec::new();
+    for (name, problems) in config.broken.iter().filter(|(n, _)| wanted(n)) {
+        let text = problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        match state.services.get(name).and_then(|r| r.definition.clone()) {
+            Some(def) => stored.push((
+                def,
+                format!("{text}; serving it from its last good definition"),
+            )),
+            None => unservable.push((name.clone(), text)),
+        }
+    }
+    let mut selected: Vec<(&Service, Option<&str>)> = config
+        .services
+        .values()
+        .filter(|s| wanted(&s.name))
+        .map(|s| (s, None))
+        .collect();
+    selected.extend(stored.iter().map(|(s, e)| (s, Some(e.as_str()))));
 
     let accounts = Accounts::new(root)?;
     let store = Store::open(root, &loader.creds_dir);
@@ -215,7 +273,11 @@ fn run(
     // Plan: what each service is made of, and whether it is already done.
     let mut plans: Vec<Plan> = selected
         .iter()
-        .map(|s| Plan::new(s, root, loader, &accounts, &store, &state))
+        .map(|(s, config_error)| {
+            let mut plan = Plan::new(s, root, loader, &accounts, &store, &state);
+            plan.config_error = config_error.map(str::to_string);
+            plan
+        })
         .collect();
 
     // Decrypt what is needed, each credential once.
@@ -251,16 +313,76 @@ fn run(
         }
     }
 
+    // Before any file changes, record that the services about to be
+    // written owe a reload and a restart, so that a crash or a failed
+    // systemctl call from here on is made good by the next run.
+    if let (false, Some(d)) = (opts.dry_run, &state_dir) {
+        let mut intent = false;
+        for plan in plans.iter().filter(|p| p.error.is_none() && !p.up_to_date) {
+            let rec = state
+                .services
+                .entry(plan.service.name.clone())
+                .or_insert_with(|| plan.provisional_record());
+            if !(rec.pending_reload && rec.pending_restart) {
+                rec.pending_reload = true;
+                rec.pending_restart = true;
+                intent = true;
+            }
+        }
+        if intent {
+            if let Err(e) = state.save(d) {
+                warnings.push(format!("could not record the state: {e}"));
+            }
+        }
+    }
+
     // Render and write, service by service.
     let mut reports = Vec::with_capacity(plans.len());
     for plan in &mut plans {
         reports.push(plan.execute(root, &plain, opts.dry_run));
     }
 
-    // Services that left the configuration: remove their files.
+    for (name, text) in unservable {
+        tracing::error!(service = %name, "{text}");
+        reports.push(ServiceReport::failed(&name, text));
+    }
+
+    // Services that left the configuration: remove their files. Not while
+    // the configuration has errors (the service may be in the broken file),
+    // not for another configuration than the one the state belongs to, and
+    // never a path a configured service still uses.
     let mut removed = Vec::new();
     let mut dropins_removed = false;
-    if opts.only.is_empty() {
+    let same_config = state.config.as_ref().is_none_or(|c| *c == config.main);
+    if !config.is_clean() || !same_config {
+        let gone = state
+            .services
+            .keys()
+            .any(|n| !config.services.contains_key(n) && !config.broken.contains_key(n));
+        if gone && opts.only.is_empty() {
+            warnings.push(if same_config {
+                "the configuration has errors, so no service's files are removed in this run"
+                    .to_string()
+            } else {
+                format!(
+                    "the state belongs to {}, not {}: no service's files are removed",
+                    state
+                        .config
+                        .as_ref()
+                        .map(|c| c.display().to_string())
+                        .unwrap_or_default(),
+                    config.main.display()
+                )
+            });
+        }
+    }
+    let claimed: BTreeSet<PathBuf> = config
+        .services
+        .values()
+        .chain(stored.iter().map(|(s, _)| s))
+        .flat_map(|s| [s.dropin_path(loader), s.env_file.clone()])
+        .collect();
+    if opts.only.is_empty() && config.is_clean() && same_config {
         let gone: Vec<String> = state
             .services
             .keys()
@@ -270,7 +392,7 @@ fn run(
         for name in gone {
             let old = &state.services[&name];
             if !opts.dry_run {
-                if let Err(e) = remove_files(root, old) {
+                if let Err(e) = remove_files(root, old, &claimed) {
                     warnings.push(format!(
                         "service {name} left the configuration, but its files stay: {e}"
                     ));
@@ -301,75 +423,149 @@ fn run(
                     .insert(plan.service.name.clone(), rec.clone());
             }
         }
+        if state.config.is_none() {
+            state.config = Some(config.main.clone());
+        }
+        let names: BTreeSet<String> = plans.iter().map(|p| p.service.name.clone()).collect();
+        settle(
+            manager,
+            &mut report,
+            opts.restart,
+            &plans,
+            &names,
+            &mut state,
+        );
         if let Some(d) = &state_dir {
-            if let Err(e) = state.save(d) {
-                report
-                    .warnings
-                    .push(format!("could not record the state: {e}"));
+            if state != loaded {
+                if let Err(e) = state.save(d) {
+                    report
+                        .warnings
+                        .push(format!("could not record the state: {e}"));
+                }
             }
         }
-        restart(manager, &mut report, opts.restart, &config.services);
     }
     Ok(report)
 }
 
-/// One daemon-reload if any drop-in changed, then each changed service's
-/// `on_change` verb, queued without waiting.
+/// Makes systemd catch up with the files: one daemon-reload if any drop-in
+/// changed (or a reload is still owed from an earlier run), then each changed
+/// service's `on_change` verb, queued without waiting. What systemd accepted
+/// is cleared from the state; what failed stays owed, and that service counts
+/// as failed for this run.
 ///
 /// Each of these restarts is deliberate, so the unit's start-rate counter is
 /// reset first: ten rotations in a minute must not leave a consumer down on
 /// `StartLimitBurst=`. A consumer that is `failed` (typically because its
 /// credential was bad) is started, since its credentials just changed; one
 /// that an operator stopped stays stopped.
-fn restart(
+fn settle(
     manager: Manager,
     report: &mut Report,
     restart: bool,
-    services: &BTreeMap<String, Service>,
+    plans: &[Plan],
+    names: &BTreeSet<String>,
+    state: &mut State,
 ) {
     if manager == Manager::Absent {
+        // An offline image (or a host without systemd): its services start
+        // with the new files; there is nothing to reload or restart.
+        for rec in state.services.values_mut() {
+            rec.pending_reload = false;
+            rec.pending_restart = false;
+        }
         return;
     }
-    if report.daemon_reload {
-        if let Err(e) = manager.daemon_reload() {
-            report
-                .warnings
-                .push(format!("{e}; consumers may still use their old drop-ins"));
+    let owed_reload = state.services.values().any(|r| r.pending_reload);
+    if report.daemon_reload || owed_reload {
+        match manager.daemon_reload() {
+            Ok(()) => {
+                report.daemon_reload = true;
+                for rec in state.services.values_mut() {
+                    rec.pending_reload = false;
+                }
+            }
+            Err(e) => {
+                for r in report.services.iter_mut() {
+                    if state
+                        .services
+                        .get(&r.service)
+                        .is_some_and(|s| s.pending_reload)
+                    {
+                        r.fail(format!(
+                            "{e}; its drop-in is not loaded yet (the next apply retries)"
+                        ));
+                    }
+                }
+            }
         }
     }
     if !restart {
         return;
     }
-    let changed: Vec<(usize, &'static str)> = report
-        .services
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.outcome == Outcome::Updated && (r.secrets_changed || r.dropin_written))
-        .filter_map(|(i, r)| services[&r.service].on_change.verb().map(|v| (i, v)))
-        .collect();
-    if changed.is_empty() {
+    let mut owed: Vec<(usize, &'static str)> = Vec::new();
+    for (i, r) in report.services.iter().enumerate() {
+        let pending = state
+            .services
+            .get(&r.service)
+            .is_some_and(|s| s.pending_restart);
+        if !pending || !names.contains(&r.service) || r.outcome == Outcome::Failed {
+            continue;
+        }
+        let on_change = plans
+            .iter()
+            .find(|p| p.service.name == r.service)
+            .map(|p| p.service.on_change);
+        match on_change.and_then(|c| c.verb()) {
+            Some(verb) => owed.push((i, verb)),
+            None => {
+                if let Some(rec) = state.services.get_mut(&r.service) {
+                    rec.pending_restart = false;
+                }
+            }
+        }
+    }
+    if owed.is_empty() {
         return;
     }
-    let units: Vec<&str> = changed
+    let all: Vec<String> = owed
         .iter()
-        .map(|&(i, _)| report.services[i].unit.as_str())
+        .map(|&(i, _)| report.services[i].unit.clone())
         .collect();
-    let states = manager.active_states(&units);
+    let units: Vec<&str> = all.iter().map(String::as_str).collect();
+    let states = manager.unit_states(&units);
+    // A unit that does not exist (yet) or is masked runs nothing that could
+    // hold old secrets: nothing to restart, nothing owed.
+    let mut live = Vec::with_capacity(owed.len());
+    for (&(i, verb), (load, active)) in owed.iter().zip(&states) {
+        if load == "not-found" || load == "masked" {
+            let r = &report.services[i];
+            report.warnings.push(format!(
+                "{}: unit {} is {load}; nothing to restart",
+                r.service, r.unit
+            ));
+            if let Some(rec) = state.services.get_mut(&r.service) {
+                rec.pending_restart = false;
+            }
+        } else {
+            live.push((i, verb, active.clone()));
+        }
+    }
     // Only a unit that has run has a start-rate counter (and an inactive
-    // or never-loaded one is not restarted by try-restart anyway).
-    let ran: Vec<&str> = units
+    // one is not restarted by try-restart anyway).
+    let ran: Vec<String> = live
         .iter()
-        .zip(&states)
-        .filter(|(_, s)| !s.is_empty() && s.as_str() != "inactive")
-        .map(|(u, _)| *u)
+        .filter(|(_, _, a)| !a.is_empty() && a != "inactive")
+        .map(|&(i, _, _)| report.services[i].unit.clone())
         .collect();
+    let ran: Vec<&str> = ran.iter().map(String::as_str).collect();
     if let Err(e) = manager.reset_failed(&ran) {
         report.warnings.push(e.to_string());
     }
     let mut by_verb: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (&(i, verb), state) in changed.iter().zip(&states) {
+    for (i, verb, active) in live {
         by_verb
-            .entry(if state == "failed" { "start" } else { verb })
+            .entry(if active == "failed" { "start" } else { verb })
             .or_default()
             .push(i);
     }
@@ -379,20 +575,33 @@ fn restart(
             .map(|&i| report.services[i].unit.clone())
             .collect();
         let units: Vec<&str> = units.iter().map(String::as_str).collect();
-        match manager.queue(verb, &units) {
-            Ok(()) => {
-                for i in idx {
-                    report.services[i].action = Some(verb.to_string());
+        let result = manager.queue(verb, &units);
+        for i in idx {
+            let r = &mut report.services[i];
+            match &result {
+                Ok(()) => {
+                    r.action = Some(verb.to_string());
+                    if let Some(rec) = state.services.get_mut(&r.service) {
+                        rec.pending_restart = false;
+                    }
                 }
+                Err(e) => r.fail(format!(
+                    "{e}; it still runs with its old secrets (the next apply retries)"
+                )),
             }
-            Err(e) => report.warnings.push(e.to_string()),
         }
     }
 }
 
-fn remove_files(root: &Root, old: &ServiceState) -> Result<(), FsError> {
+fn remove_files(
+    root: &Root,
+    old: &ServiceState,
+    claimed: &BTreeSet<PathBuf>,
+) -> Result<(), FsError> {
     let (dir, name) = safefs::split(&old.dropin);
-    if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
+    if claimed.contains(&old.dropin) {
+        // Another service (say, this one renamed) now owns that drop-in.
+    } else if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
         d.remove(name)?;
         if let (Some(parent), Some(unit_d)) = (dir.parent(), dir.file_name()) {
             if let Ok(p) = Dir::open(root, parent, DirPolicy::EXISTING) {
@@ -400,7 +609,7 @@ fn remove_files(root: &Root, old: &ServiceState) -> Result<(), FsError> {
             }
         }
     }
-    if let Some(env) = &old.env_file {
+    if let Some(env) = old.env_file.as_ref().filter(|e| !claimed.contains(*e)) {
         let (dir, name) = safefs::split(env);
         if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
             d.remove(name)?;
@@ -418,6 +627,8 @@ struct Plan<'a> {
     dropin_text: String,
     dropin_path: PathBuf,
     previous: Option<ServiceState>,
+    /// The service's config file is broken; it is served from its record.
+    config_error: Option<String>,
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
@@ -441,6 +652,7 @@ impl<'a> Plan<'a> {
             dropin_text: crate::dropin::render(service, loader),
             dropin_path: service.dropin_path(loader),
             previous,
+            config_error: None,
             up_to_date: false,
             error: None,
             record: None,
@@ -508,13 +720,30 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// What the state says about a service before its first files exist:
+    /// enough to find and remove them, nothing that marks it as applied.
+    fn provisional_record(&self) -> ServiceState {
+        ServiceState {
+            unit: self.service.unit.clone(),
+            delivery: self.service.delivery,
+            inputs: String::new(),
+            credentials: BTreeMap::new(),
+            env_file: (self.service.delivery == Delivery::Env)
+                .then(|| self.service.env_file.clone()),
+            env_file_id: None,
+            dropin: self.dropin_path.clone(),
+            applied_at: 0,
+            pending_reload: false,
+            pending_restart: false,
+            definition: None,
+        }
+    }
+
     fn fail(&self, message: String) -> ServiceReport {
         tracing::error!(service = %self.service.name, unit = %self.service.unit, "{message}");
-        ServiceReport {
-            error: Some(message),
-            outcome: Outcome::Failed,
-            ..self.report_base()
-        }
+        let mut report = self.report_base();
+        report.fail(message);
+        report
     }
 
     fn report_base(&self) -> ServiceReport {
@@ -531,7 +760,7 @@ impl<'a> Plan<'a> {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
-            error: None,
+            error: self.config_error.clone(),
         }
     }
 
@@ -613,6 +842,12 @@ impl<'a> Plan<'a> {
             env_file_id,
             dropin: self.dropin_path.clone(),
             applied_at: state::now(),
+            pending_reload: report.dropin_written
+                || self.previous.as_ref().is_some_and(|p| p.pending_reload),
+            pending_restart: report.secrets_changed
+                || report.dropin_written
+                || self.previous.as_ref().is_some_and(|p| p.pending_restart),
+            definition: Some(self.service.clone()),
         });
         tracing::info!(
             service = %self.service.name,

@@ -20,7 +20,7 @@ use crate::{envfile, names};
 pub const DEFAULT_CONFIG: &str = "/etc/quantum/credloader.toml";
 
 /// Where a piece of configuration came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     pub file: PathBuf,
     pub line: usize,
@@ -128,7 +128,7 @@ impl Default for Loader {
 }
 
 /// Where a variable's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Credential(String),
@@ -136,14 +136,16 @@ pub enum Source {
 }
 
 /// One variable of a service's environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Var {
     pub name: String,
     pub source: Source,
 }
 
-/// A consuming service, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A consuming service, validated. It holds no secret (credential names
+/// and non-secret `static` values only), so apply records it in its state
+/// and can keep serving it when its file later fails to load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     pub unit: String,
@@ -340,6 +342,14 @@ impl Sources {
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The main file (it may not exist when only drop-ins do).
+    pub main: PathBuf,
+    /// Services whose definition is broken (a bad key, a duplicate, a file
+    /// that does not parse), with what is wrong. They are not in
+    /// `services`; apply keeps serving them from their last good definition.
+    pub broken: BTreeMap<String, Vec<Problem>>,
+    /// Problems that no service name could be attached to.
+    pub orphan_problems: Vec<Problem>,
     pub loader: Loader,
     pub services: BTreeMap<String, Service>,
     /// `[sources]`, if any: what `sync` reads.
@@ -349,6 +359,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every problem found while loading, for `check` and reports.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.broken.values().flatten().chain(&self.orphan_problems)
+    }
+
+    /// True when every file loaded cleanly.
+    pub fn is_clean(&self) -> bool {
+        self.broken.is_empty() && self.orphan_problems.is_empty()
+    }
+
     /// The services that consume `credential`.
     pub fn consumers<'a>(&'a self, credential: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
         self.services
@@ -548,56 +568,124 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
             dropins,
         });
     }
-    from_texts(files)
+    from_texts_with_main(files, main)
 }
 
 /// Builds a configuration from `(path, contents)` pairs in precedence order.
 pub fn from_texts(files: Vec<(PathBuf, String)>) -> Result<Config, ConfigError> {
+    let main = files.first().map(|f| f.0.clone()).unwrap_or_default();
+    from_texts_with_main(files, &main)
+}
+
+/// [`from_texts`] naming the main file: a syntax error there, or any
+/// problem in `[loader]` or `[sources]`, is fatal (the paths and sources
+/// every service depends on are unknown). A problem in a service, or a
+/// drop-in that does not parse, only breaks the services it concerns.
+pub fn from_texts_with_main(
+    files: Vec<(PathBuf, String)>,
+    main: &Path,
+) -> Result<Config, ConfigError> {
     let mut parsed = Vec::with_capacity(files.len());
+    let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    let mut orphan_problems = Vec::new();
     for (path, text) in files {
-        let raw: RawFile = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: path.clone(),
-            message: syntax_message(&e),
-        })?;
-        parsed.push(Parsed { path, text, raw });
+        match toml::from_str::<RawFile>(&text) {
+            Ok(raw) => parsed.push(Parsed { path, text, raw }),
+            Err(e) if path == main => {
+                return Err(ConfigError::Syntax {
+                    path,
+                    message: syntax_message(&e),
+                });
+            }
+            Err(e) => {
+                let problem = Problem {
+                    origin: Origin {
+                        file: path.clone(),
+                        line: syntax_line(&text, &e),
+                    },
+                    message: syntax_message(&e),
+                };
+                let names = service_headers(&text);
+                if names.is_empty() {
+                    orphan_problems.push(problem.clone());
+                }
+                for name in names {
+                    broken.entry(name).or_default().push(problem.clone());
+                }
+            }
+        }
     }
 
     let mut problems = Vec::new();
     let loader = merge_loader(&parsed, &mut problems);
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
-    let mut env_files: BTreeMap<PathBuf, String> = BTreeMap::new();
     for file in &parsed {
         for (name, raw) in &file.raw.services {
             let origin = file.origin(name);
-            if let Some(first) = services.get(name.get_ref()) {
-                problems.push(Problem {
+            if let Some(first) = services
+                .get(name.get_ref())
+                .map(|s| s.origin.clone())
+                .or_else(|| {
+                    broken
+                        .get(name.get_ref())
+                        .and_then(|p| p.first())
+                        .map(|p| p.origin.clone())
+                })
+            {
+                broken.entry(name.get_ref().clone()).or_default().push(Problem {
                     origin,
                     message: format!(
-                        "service `{}` is already defined at {}; each service may be defined in one file only",
+                        "service `{}` is already defined at {first}; each service may be defined in one file only",
                         name.get_ref(),
-                        first.origin
                     ),
                 });
+                services.remove(name.get_ref());
                 continue;
             }
-            let Some(service) = resolve_service(file, name, raw, &loader, &mut problems) else {
-                continue;
-            };
-            if service.delivery == Delivery::Env {
-                if let Some(other) =
-                    env_files.insert(service.env_file.clone(), service.name.clone())
-                {
-                    problems.push(Problem {
-                        origin: service.origin.clone(),
-                        message: format!(
-                            "env_file {} is also used by service `{other}`; give each service its own",
-                            service.env_file.display()
-                        ),
-                    });
+            let mut own = Vec::new();
+            match resolve_service(file, name, raw, &loader, &mut own) {
+                Some(service) if own.is_empty() => {
+                    services.insert(service.name.clone(), service);
+                }
+                _ => broken
+                    .entry(name.get_ref().clone())
+                    .or_default()
+                    .extend(own),
+            }
+        }
+    }
+    // What two services may not share: an env file, a unit (each would
+    // overwrite the other's drop-in).
+    let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut clashes: Vec<(String, Problem)> = Vec::new();
+    for service in services.values() {
+        let mut keys = vec![("unit".to_string(), service.unit.clone())];
+        if service.delivery == Delivery::Env {
+            keys.push((
+                "env_file".to_string(),
+                service.env_file.display().to_string(),
+            ));
+        }
+        for key in keys {
+            if let Some(other) = claimed.insert(key.clone(), service.name.clone()) {
+                for (who, with) in [(&service.name, &other), (&other, &service.name)] {
+                    clashes.push((
+                        who.clone(),
+                        Problem {
+                            origin: services[who].origin.clone(),
+                            message: format!(
+                                "{} {} is also used by service `{with}`; give each service its own",
+                                key.0, key.1
+                            ),
+                        },
+                    ));
                 }
             }
-            services.insert(service.name.clone(), service);
         }
+    }
+    for (name, problem) in clashes {
+        services.remove(&name);
+        broken.entry(name).or_default().push(problem);
     }
     let mut sources: Option<Sources> = None;
     for file in &parsed {
@@ -620,11 +708,32 @@ pub fn from_texts(files: Vec<(PathBuf, String)>) -> Result<Config, ConfigError> 
         return Err(ConfigError::Invalid { problems });
     }
     Ok(Config {
+        main: main.to_path_buf(),
+        broken,
+        orphan_problems,
         loader,
         services,
         sources,
         files: parsed.into_iter().map(|p| p.path).collect(),
     })
+}
+
+/// The line a TOML error points at.
+fn syntax_line(text: &str, e: &toml::de::Error) -> usize {
+    e.span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+/// The `[services.NAME]` headers of a file that does not parse, found line
+/// by line, so the services it meant to define can be named as broken.
+fn service_headers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("[services."))
+        .filter_map(|rest| rest.split(']').next())
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| names::service(n).is_ok())
+        .collect()
 }
 
 /// toml's message, with the line and column it found, as one compact text.
@@ -1110,24 +1219,58 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
         );
     }
 
+    /// The problems of one broken service, as one text.
+    fn broken(c: &Config, name: &str) -> String {
+        c.broken[name]
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn duplicate_services_across_files() {
         let a = "[services.a]\nunit = \"a.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
-        let e = cfg(&[("/d/10-a.toml", a), ("/d/20-a.toml", a)])
-            .unwrap_err()
-            .to_string();
+        let c = cfg(&[("/d/10-a.toml", a), ("/d/20-a.toml", a)]).unwrap();
+        let e = broken(&c, "a");
         assert!(
             e.contains("/d/20-a.toml:1") && e.contains("already defined at /d/10-a.toml:1"),
             "{e}"
         );
+        assert!(
+            !c.services.contains_key("a"),
+            "which definition is meant is unknown"
+        );
+    }
+
+    #[test]
+    fn a_broken_dropin_breaks_only_its_own_services() {
+        let good =
+            "[services.good]\nunit = \"good.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        let typo = "[services.bad]\nunit = \"bad.service\"\nuser = \"qt\"\ncredentials = [\"X\"\n";
+        let c = cfg(&[
+            ("/m.toml", "# main\n"),
+            ("/d/good.toml", good),
+            ("/d/bad.toml", typo),
+        ])
+        .unwrap();
+        assert!(c.services.contains_key("good"));
+        assert!(
+            broken(&c, "bad").starts_with("/d/bad.toml:"),
+            "{}",
+            broken(&c, "bad")
+        );
+        assert!(!c.is_clean());
+        // The main file not parsing is fatal: the loader's paths are unknown.
+        let e = cfg(&[("/m.toml", "[loader\n"), ("/d/good.toml", good)]).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
     }
 
     #[test]
     fn every_problem_is_reported_with_its_line() {
         let text = "[services.a]\nunit = \"a\"\nuser = \"qt\"\ncredentials = [\"BAD-NAME\", \"X\", \"X\"]\nstatic = { Y = \"a\\u0000b\" }\n";
-        let ConfigError::Invalid { problems } = cfg(&[("/m.toml", text)]).unwrap_err() else {
-            panic!()
-        };
+        let c = cfg(&[("/m.toml", text)]).unwrap();
+        let problems = &c.broken["a"];
         let lines: Vec<usize> = problems.iter().map(|p| p.origin.line).collect();
         assert_eq!(lines, [2, 4, 4, 5], "{problems:#?}");
         assert!(problems[1].message.contains("BAD-NAME"));
@@ -1147,7 +1290,7 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
     #[test]
     fn credential_delivery_refuses_env_only_keys() {
         let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nstatic = { A = \"1\" }\ndelivery = \"credential\"\n";
-        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        let e = broken(&cfg(&[("/m.toml", text)]).unwrap(), "x");
         assert!(
             e.contains("/m.toml:6") && e.contains("delivery = \"env\""),
             "{e}"
@@ -1157,8 +1300,22 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
     #[test]
     fn shared_env_file_is_refused() {
         let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
-        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
-        assert!(e.contains("also used by service `x`"), "{e}");
+        let c = cfg(&[("/m.toml", text)]).unwrap();
+        assert!(
+            broken(&c, "y").contains("also used by service `x`"),
+            "{}",
+            broken(&c, "y")
+        );
+        assert!(broken(&c, "x").contains("also used by service `y`"));
+        let units = text
+            .replace("y.service", "x.service")
+            .replace("/e/f.env\"\n[", "/e/g.env\"\n[");
+        let c = cfg(&[("/m.toml", &units)]).unwrap();
+        assert!(
+            broken(&c, "y").contains("unit x.service is also used"),
+            "{}",
+            broken(&c, "y")
+        );
     }
 
     const AWS_PROD: &str = r#"

@@ -52,20 +52,46 @@ pub struct ServiceState {
     pub dropin: PathBuf,
     /// Seconds since the epoch.
     pub applied_at: u64,
+    /// A `daemon-reload` this service's files are owed: recorded before its
+    /// files change, cleared once systemd accepted it. A crash or a failed
+    /// `systemctl` in between is retried by the next run.
+    #[serde(default)]
+    pub pending_reload: bool,
+    /// Likewise its `on_change` restart.
+    #[serde(default)]
+    pub pending_restart: bool,
+    /// The definition it was last applied from: if its config file later
+    /// fails to load, apply keeps serving it from this (no secrets in it).
+    #[serde(default)]
+    pub definition: Option<crate::config::Service>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
     pub services: BTreeMap<String, ServiceState>,
+    /// The main configuration file the services came from. Services that
+    /// leave *this* configuration have their files removed; a run with
+    /// another `--config` removes nothing.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 impl State {
     /// Loads the state; an unreadable or foreign file counts as no state
     /// (everything is then decrypted and compared again, which is safe).
     pub fn load(dir: &Dir) -> Result<(State, Option<String>), FsError> {
-        let Some((bytes, _)) = dir.read(OsStr::new(FILE), 16 * 1024 * 1024)? else {
-            return Ok((State::default(), None));
+        let bytes = match dir.read(OsStr::new(FILE), 16 * 1024 * 1024) {
+            Ok(Some((bytes, _))) => bytes,
+            Ok(None) => return Ok((State::default(), None)),
+            // It is only a record: without it everything is decrypted and
+            // compared again (and nothing is removed), which is safe.
+            Err(e) => {
+                return Ok((
+                    State::default(),
+                    Some(format!("{e}; working without the record of the last apply")),
+                ))
+            }
         };
         match serde_json::from_slice::<State>(&bytes) {
             Ok(s) if s.version == VERSION => Ok((s, None)),

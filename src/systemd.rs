@@ -69,26 +69,35 @@ impl Manager {
         self.systemctl(&args).map(drop)
     }
 
-    /// The `ActiveState` of each unit, in one call.
-    pub fn active_states(self, units: &[&str]) -> Vec<String> {
+    /// The `(LoadState, ActiveState)` of each unit, in one call; empty
+    /// strings when they cannot be had.
+    pub fn unit_states(self, units: &[&str]) -> Vec<(String, String)> {
+        let unknown = vec![(String::new(), String::new()); units.len()];
         if units.is_empty() || self == Manager::Absent {
-            return vec![String::new(); units.len()];
+            return unknown;
         }
-        let mut args = vec!["show", "--property=ActiveState", "--value"];
+        let mut args = vec!["show", "--property=LoadState,ActiveState"];
         args.extend_from_slice(units);
-        match self.systemctl(&args) {
-            // One value per unit, each followed by an empty line.
-            Ok(out) => {
-                let mut v: Vec<String> = out
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                v.resize(units.len(), String::new());
-                v
-            }
-            Err(_) => vec![String::new(); units.len()],
-        }
+        let Ok(out) = self.systemctl(&args) else {
+            return unknown;
+        };
+        // One block per unit, separated by an empty line.
+        let mut states: Vec<(String, String)> = out
+            .split("\n\n")
+            .filter(|b| !b.trim().is_empty())
+            .map(|block| {
+                let get = |k: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (get("LoadState"), get("ActiveState"))
+            })
+            .collect();
+        states.resize(units.len(), (String::new(), String::new()));
+        states
     }
 
     /// Clears the failed state and the start-rate counter of `units`, so a

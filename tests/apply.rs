@@ -363,29 +363,60 @@ fn service_filter_and_unknown_service() {
 }
 
 #[test]
-fn config_errors_exit_2_and_name_file_and_line() {
+fn a_broken_dropin_fails_loudly_but_every_other_service_is_served() {
     let t = Tree::new();
+    position_monitor(&t);
     t.config(
         "bad.toml",
         "[services.x]\nunit = \"x.service\"\nuser = \"qt\"\ncredentials = [\"OK\", \"BAD-NAME\"]\n",
     );
     let run = t.credloader(&["apply"]);
-    assert_eq!(run.code, 2);
+    assert_eq!(run.code, 1, "{run:?}");
     let path = t.path("/etc/quantum/credloader.d/bad.toml");
     assert!(
-        run.stderr.contains(&format!("{}:4", path.display())),
+        run.stdout.contains(&format!("{}:4", path.display())),
         "{run:?}"
     );
-    assert!(run.stderr.contains("BAD-NAME"), "{run:?}");
-    assert!(
-        !t.exists("/var/lib/credloader"),
-        "nothing is touched on a config error"
-    );
+    assert!(run.stdout.contains("BAD-NAME"), "{run:?}");
+    assert!(t.exists(ENV), "the other service is served");
+
+    // A syntax error in the main file is fatal: the paths are unknown.
+    t.write("/etc/quantum/credloader.toml", b"[loader\n", 0o644);
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("credloader.toml"), "{run:?}");
 
     let t = Tree::new();
     let run = t.credloader(&["apply"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no configuration"), "{run:?}");
+}
+
+#[test]
+fn a_service_whose_file_breaks_is_served_from_its_last_good_definition() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    let good = t.read(ENV);
+    // A typo lands in its file, then the host reboots (/run is a tmpfs).
+    t.config(
+        "position-monitor.toml",
+        "[services.position-monitor\nunit = \"quantum-position-monitor.service\"\n",
+    );
+    std::fs::remove_file(t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "loud: {run:?}");
+    assert!(
+        run.stdout
+            .contains("serving it from its last good definition"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("position-monitor.toml:1"), "{run:?}");
+    assert_eq!(t.read(ENV), good, "and still served");
+    assert!(
+        t.exists(DROPIN),
+        "nothing is removed while the configuration has errors"
+    );
 }
 
 #[test]

@@ -477,3 +477,50 @@ fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
     );
     assert!(bed.read("/run/credloader/gamma.env").is_none());
 }
+
+#[test]
+fn a_restart_systemd_refused_is_owed_and_made_by_the_next_apply() {
+    let bed = Bed::boot();
+    bed.two_consumers();
+    assert!(bed.credloader(&["apply"]).status.success());
+    bed.boot_services();
+    let before = bed.main_pid("beta.service").unwrap();
+    // For a while, systemctl refuses to restart anything.
+    bed.write(
+        "/usr/local/bin/systemctl",
+        b"#!/bin/sh\ncase \" $* \" in *' try-restart '*|*' start '*) echo 'refused (test)' >&2; exit 1;; esac\nexec /bin/systemctl \"$@\"\n",
+        0o755,
+    );
+    bed.seal("KRAKEN_KEY", b"kraken-key-2");
+    let out = bed.credloader(&["apply"]);
+    let text = testbed::lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a restart that did not happen is a failure: {out:?}"
+    );
+    assert!(
+        text.contains("beta") && text.contains("the next apply retries"),
+        "{text}"
+    );
+    assert_eq!(bed.main_pid("beta.service"), Some(before));
+
+    // systemctl works again; nothing changed on disk since, yet the restart
+    // is still owed, so the next apply makes it.
+    bed.sh_ok("rm /usr/local/bin/systemctl");
+    let out = bed.credloader(&["apply", "--json"]);
+    let text = testbed::lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("\"action\":\"try-restart\""), "{text}");
+    bed.wait_until(
+        "beta to run with the new key",
+        Duration::from_secs(10),
+        || {
+            bed.main_pid("beta.service").is_some_and(|p| p != before)
+                && var(&bed.environ("beta.service"), "KRAKEN_KEY") == Some(&b"kraken-key-2"[..])
+        },
+    );
+    // And then it is settled: a further apply restarts nothing.
+    let again = testbed::lossy(&bed.credloader(&["apply", "--json"]).stdout);
+    assert!(!again.contains("\"action\":\"try-restart\""), "{again}");
+}

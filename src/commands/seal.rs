@@ -86,7 +86,10 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
 pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandError> {
     match ctx.load_config() {
         Ok(c) => Ok(c),
-        Err(CommandError::Config(ConfigError::Missing { .. })) => Ok(Config {
+        Err(CommandError::Config(ConfigError::Missing { main, .. })) => Ok(Config {
+            main,
+            broken: Default::default(),
+            orphan_problems: Vec::new(),
             loader: Loader::default(),
             services: Default::default(),
             sources: None,
