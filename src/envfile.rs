@@ -158,13 +158,22 @@ pub fn parse(input: &[u8]) -> (Vec<Assignment>, Vec<ParseIssue>) {
                 line,
                 problem: "invalid UTF-8 in a key; systemd ignores the file".into(),
             }),
+            // A "key" that is not a valid name may be a line of a multi-line
+            // secret (a PEM body, say): it is described, never quoted.
             Ok(k) if std::str::from_utf8(v).is_err() => issues.push(ParseIssue {
                 line,
-                problem: format!("invalid UTF-8 in the value of {k}; systemd ignores the file"),
+                problem: format!(
+                    "invalid UTF-8 in the value of {}; systemd ignores the file",
+                    if valid_name(&k) { k.clone() } else { format!("a {}-character key", k.chars().count()) }
+                ),
             }),
             Ok(k) if !valid_name(&k) => issues.push(ParseIssue {
                 line,
-                problem: format!("`{k}` is not a valid variable name; systemd ignores it"),
+                problem: format!(
+                    "text of {} characters before `=` is not a valid variable name (not shown: it may be \
+                     part of a multi-line value); systemd ignores it",
+                    k.chars().count()
+                ),
             }),
             Ok(k) => out.push(Assignment {
                 line,

@@ -1,9 +1,11 @@
 //! What a valid name looks like, for every kind of name credloader handles.
 //! Each check returns `Err` with a sentence that says what is wrong.
 
-/// A credential name as `systemd-creds` accepts it: printable ASCII, no `/`
-/// or `:`, not `.` or `..`, at most 255 bytes. credloader also refuses
-/// leading dots (hidden files) and a `.cred` suffix (it is added for you).
+/// A credential name: `systemd-creds` accepts printable ASCII without `/` or
+/// `:`; credloader keeps to `A-Z a-z 0-9 _ . - @ +`, which stand unquoted
+/// and unescaped in a unit file (`%`, `\`, quotes and `$` would not), and
+/// also refuses leading dots (hidden files) and a `.cred` suffix (added for
+/// you).
 pub fn credential(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("a credential name cannot be empty".into());
@@ -16,10 +18,10 @@ pub fn credential(name: &str) -> Result<(), String> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| !c.is_ascii_graphic() || *c == '/' || *c == ':')
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-@+".contains(*c)))
     {
         return Err(format!(
-            "credential name `{}` contains {c:?}; use printable ASCII without `/`, `:` or spaces",
+            "credential name `{}` contains {c:?}; use only A-Z a-z 0-9 _ . - @ +",
             name.escape_default()
         ));
     }
@@ -131,7 +133,10 @@ mod tests {
     fn credential_names() {
         assert!(credential("BINANCE_API_KEY").is_ok());
         assert!(credential("a.b-c").is_ok());
-        for bad in ["", ".", "..", "a/b", "a:b", "a b", ".hidden", "x.cred", "ü"] {
+        for bad in [
+            "", ".", "..", "a/b", "a:b", "a b", ".hidden", "x.cred", "ü", "a%b", "a\\b", "a$b",
+            "a\"b",
+        ] {
             assert!(credential(bad).is_err(), "{bad}");
         }
         assert!(credential(&"a".repeat(256)).is_err());

@@ -351,7 +351,6 @@ impl Dir {
         let mut file = File::from(fd);
         file.write_all(contents)
             .map_err(|e| cleanup(FsError::os("write", &path, io_errno(&e))))?;
-        fsync(&file).map_err(|e| cleanup(FsError::os("fsync", &path, e)))?;
         if owner.uid != 0 || owner.gid != 0 {
             fchown(
                 &file,
@@ -365,6 +364,8 @@ impl Dir {
             fchmod(&file, Mode::from_bits_truncate(owner.mode))
                 .map_err(|e| cleanup(FsError::os("chmod", &path, e)))?;
         }
+        // After chown/chmod, so that owner and mode are durable with the data.
+        fsync(&file).map_err(|e| cleanup(FsError::os("fsync", &path, e)))?;
         drop(file);
         renameat(&self.fd, tmp_name.as_os_str(), &self.fd, name)
             .map_err(|e| cleanup(FsError::os("rename into", &path, e)))?;
