@@ -287,7 +287,7 @@ fn run(
             wanted.insert(name.as_str(), sealed);
         }
     }
-    let decrypter = Decrypter::detect(root, &loader.creds_dir, manager);
+    let decrypter = Decrypter::detect(root, manager);
     let list: Vec<&Sealed> = wanted.values().copied().collect();
     let jobs = if opts.jobs == 0 {
         creds::default_jobs()

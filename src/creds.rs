@@ -144,8 +144,8 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct Decrypter {
     handed: Option<PathBuf>,
-    /// The creds dir as PID 1 sees it, when bulk decryption may be tried.
-    via_pid1: Option<PathBuf>,
+    /// Bulk decryption by PID 1 may be tried (a live system).
+    via_pid1: bool,
 }
 
 /// Below this many credentials a transient unit costs more than it saves.
@@ -153,15 +153,14 @@ const BULK_MIN: usize = 4;
 
 impl Decrypter {
     /// Uses what the running system offers; under `--root` only `systemd-creds`.
-    pub fn detect(root: &Root, creds_dir: &Path, manager: crate::systemd::Manager) -> Decrypter {
+    pub fn detect(root: &Root, manager: crate::systemd::Manager) -> Decrypter {
         let handed = match std::env::var_os("CREDENTIALS_DIRECTORY") {
             Some(d) if !root.is_offline() && !d.is_empty() => Some(PathBuf::from(d)),
             _ => None,
         };
-        let via_pid1 = (manager == crate::systemd::Manager::Live
+        let via_pid1 = manager == crate::systemd::Manager::Live
             && !root.is_offline()
-            && std::env::var_os("CREDLOADER_NO_BULK_DECRYPT").is_none())
-        .then(|| creds_dir.to_path_buf());
+            && std::env::var_os("CREDLOADER_NO_BULK_DECRYPT").is_none();
         Decrypter { handed, via_pid1 }
     }
 
@@ -169,7 +168,7 @@ impl Decrypter {
     pub fn systemd_creds() -> Decrypter {
         Decrypter {
             handed: None,
-            via_pid1: None,
+            via_pid1: false,
         }
     }
 
@@ -230,26 +229,29 @@ impl Decrypter {
                 None => rest.push(s),
             }
         }
-        if let Some(creds_dir) = &self.via_pid1 {
-            if rest.len() >= BULK_MIN {
-                match pid1_bulk(creds_dir, &rest) {
-                    Ok(mut got) => rest.retain(|s| match got.remove(&s.name) {
-                        Some(secret) => {
-                            counts.pid1 += 1;
-                            results.insert(
-                                s.name.clone(),
-                                Ok(Plain {
-                                    secret,
-                                    legacy: false,
-                                }),
-                            );
-                            false
-                        }
-                        None => true,
-                    }),
-                    Err(why) => tracing::info!(
-                        "PID 1 did not decrypt in bulk ({why}); decrypting one by one"
-                    ),
+        let bulk: Vec<&Sealed> = rest
+            .iter()
+            .copied()
+            .filter(|s| s.bytes.len() <= BULK_MAX_SEALED)
+            .collect();
+        if self.via_pid1 && bulk.len() >= BULK_MIN {
+            match pid1_bulk(&bulk) {
+                Ok(mut got) => rest.retain(|s| match got.remove(&s.name) {
+                    Some(secret) => {
+                        counts.pid1 += 1;
+                        results.insert(
+                            s.name.clone(),
+                            Ok(Plain {
+                                secret,
+                                legacy: false,
+                            }),
+                        );
+                        false
+                    }
+                    None => true,
+                }),
+                Err(why) => {
+                    tracing::info!("PID 1 did not decrypt in bulk ({why}); decrypting one by one")
                 }
             }
         }
@@ -282,10 +284,16 @@ pub struct DecryptCounts {
     pub systemd_creds: usize,
 }
 
+/// A sealed credential travels to PID 1 inline, as one argument: the kernel
+/// limits a single argument to 128 KiB, so bigger ones go one by one.
+const BULK_MAX_SEALED: usize = 64 * 1024;
+
 /// The sandbox of the transient unit that hands credentials back: it only
-/// reads its credentials directory and writes to the pipe it was given.
+/// reads its credentials directory and writes to the pipe it was given, as
+/// a user of its own rather than root.
 const BULK_SANDBOX: &[&str] = &[
     "DefaultDependencies=no",
+    "DynamicUser=yes",
     "CapabilityBoundingSet=",
     "NoNewPrivileges=yes",
     "PrivateNetwork=yes",
@@ -300,7 +308,12 @@ const BULK_SANDBOX: &[&str] = &[
 ];
 
 /// Asks PID 1 to decrypt `sealed` in one transient unit; see [`Decrypter`].
-fn pid1_bulk(creds_dir: &Path, sealed: &[&Sealed]) -> Result<BTreeMap<String, Secret>, String> {
+///
+/// PID 1 gets the very bytes that were read (and hashed) from the creds
+/// dir, inline (`SetCredentialEncrypted=`), never a path it would open
+/// again: what it decrypts is what the state records, and no link is
+/// followed.
+fn pid1_bulk(sealed: &[&Sealed]) -> Result<BTreeMap<String, Secret>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
     if !exe.is_file() {
         return Err(format!(
@@ -321,12 +334,11 @@ fn pid1_bulk(creds_dir: &Path, sealed: &[&Sealed]) -> Result<BTreeMap<String, Se
         cmd.args(["-p", p]);
     }
     for s in sealed {
-        let path = creds_dir.join(format!("{}.cred", s.name));
-        cmd.arg("-p").arg(format!(
-            "LoadCredentialEncrypted={}:{}",
-            s.name,
-            path.display()
-        ));
+        let base64 = std::str::from_utf8(&s.bytes)
+            .map_err(|_| format!("credential {} is not a systemd-creds file", s.name))?;
+        let base64: String = base64.split_ascii_whitespace().collect();
+        cmd.arg("-p")
+            .arg(format!("SetCredentialEncrypted={}:{base64}", s.name));
     }
     cmd.arg(&exe)
         .arg("__dump-credentials")
