@@ -41,7 +41,7 @@ bench: deps
 ## The Debian package in target/debian/, checked with lintian (installs
 ## cargo-deb and lintian first if they are missing).
 deb:
-	packaging/build-deb.sh --lintian
+	packaging/build-deb.sh --lintian -- $(FEATURES)
 
 ## docs/cli.md from the CLI definition (tests/docs.rs checks it is current).
 docs: build

@@ -7,6 +7,9 @@
 # cargo-deb assemble the package from [package.metadata.deb] in Cargo.toml.
 # Prints the path of the .deb as the last line on stdout; everything else
 # goes to stderr. With --lintian, also runs packaging/lintian.sh on it.
+# Arguments after `--` go to `cargo build --release` (e.g. `-- --features aws`,
+# as `make deb` passes the Makefile's FEATURES): the package ships the same
+# binary that `make release` builds, and the two never rebuild each other.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,16 +18,19 @@ CARGO=${CARGO:-cargo}
 export CARGO
 
 lintian=false
-for arg in "$@"; do
-  case "$arg" in
+build_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --lintian) lintian=true ;;
-    *) echo "usage: $0 [--lintian]" >&2; exit 2 ;;
+    --) shift; build_args=("$@"); break ;;
+    *) echo "usage: $0 [--lintian] [-- CARGO-BUILD-ARGS...]" >&2; exit 2 ;;
   esac
+  shift
 done
 
 packaging/deps.sh
 
-"$CARGO" build --release >&2
+"$CARGO" build --release ${build_args[@]+"${build_args[@]}"} >&2
 target=$("$CARGO" metadata --format-version 1 --no-deps |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin="$target/release/credloader"

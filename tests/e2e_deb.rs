@@ -23,8 +23,15 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
+        // The same features as this test build (`make test` passes the
+        // Makefile's FEATURES), so the release binary is not rebuilt back and
+        // forth between `make test`, `make release` and `make deb`.
+        let mut args = vec![Path::new(ROOT).join("packaging/build-deb.sh")];
+        if cfg!(feature = "aws") {
+            args.extend(["--".into(), "--features".into(), "aws".into()]);
+        }
         let out = Command::new("bash")
-            .arg(Path::new(ROOT).join("packaging/build-deb.sh"))
+            .args(&args)
             .env(
                 "CARGO",
                 std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
