@@ -43,8 +43,10 @@ bench: deps
 deb:
 	packaging/build-deb.sh --lintian -- $(FEATURES)
 
-## docs/cli.md from the CLI definition (tests/docs.rs checks it is current).
-docs: build
+## docs/cli.md from the CLI definition (tests/docs.rs checks it is current),
+## with the features `make test` builds, so both see the same commands.
+docs:
+	$(CARGO) build $(FEATURES)
 	packaging/cli-reference.sh target/debug/credloader > docs/cli.md
 
 lint:
