@@ -56,6 +56,9 @@ pub enum Command {
     Seal(SealArgs),
     /// Replace a credential's value, verify its consumers, roll back on failure.
     Rotate(RotateArgs),
+    /// Fetch credentials from the configured source (AWS Secrets Manager), seal and
+    /// deliver the changed ones as `rotate` does; unchanged ones cost no write.
+    Sync(SyncArgs),
     /// Restore a previous sealed generation of a credential and apply it.
     Rollback(RollbackArgs),
     /// List the kept sealed generations of a credential.
@@ -126,6 +129,16 @@ pub struct RotateArgs {
     /// Only stage the new generation: no apply, no restart, no verification.
     #[arg(long)]
     pub no_apply: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only these credentials (default: every credential sync manages).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Fetch and compare, then report what would change; write and restart nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

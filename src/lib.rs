@@ -25,6 +25,7 @@ pub mod root;
 pub mod rotation;
 pub mod safefs;
 pub mod secret;
+pub mod sources;
 pub mod state;
 pub mod systemd;
 pub mod systemd_creds;

@@ -21,6 +21,7 @@ mod rotate;
 mod seal;
 mod show;
 mod status;
+mod sync;
 
 /// What a command produced.
 #[derive(Debug)]
@@ -62,6 +63,9 @@ pub enum CommandError {
     /// The command ran but could not do what was asked (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// `sync`: the remote source was unavailable or refused us (exit 5).
+    #[error("{0}")]
+    Source(String),
 }
 
 impl CommandError {
@@ -72,6 +76,7 @@ impl CommandError {
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
             CommandError::Apply(_) | CommandError::Environment(_) => exit::ENVIRONMENT,
             CommandError::Failed(_) => exit::FAILED,
+            CommandError::Source(_) => exit::SOURCE,
         }
     }
 }
@@ -117,6 +122,7 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Seal(args) => seal::run(&ctx, args),
         Command::Rotate(args) => rotate::run(&ctx, args),
+        Command::Sync(args) => sync::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Generations(args) => generations::run(&ctx, args),
         Command::List => list::run(&ctx),

@@ -1,0 +1,170 @@
+//! `[sources.file]`: a JSON (`{"NAME": "value"}`) or TOML (`NAME = "value"`)
+//! file of credential values, for development hosts only (like the older
+//! `MM_FAKE_SECRETS_JSON`). The configuration refuses it under
+//! `environment = "prod"`.
+//!
+//! The file is read into a zeroizing buffer and parsed from there; each
+//! value's `String` buffer is moved (not copied) into a [`Secret`], and any
+//! value not used is zeroized. The parsers' own scratch buffers cannot be.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroize;
+
+use super::{Source, SourceError};
+use crate::secret::{read_secret, Secret};
+
+/// The most a dev secrets file may hold.
+const MAX_FILE: usize = 16 * 1024 * 1024;
+
+pub struct FileSource {
+    path: PathBuf,
+    /// Name → the key read from the file (the name itself when not given).
+    keys: BTreeMap<String, Option<String>>,
+    values: BTreeMap<String, Secret>,
+}
+
+impl FileSource {
+    pub fn open(
+        path: &Path,
+        keys: BTreeMap<String, Option<String>>,
+    ) -> Result<FileSource, SourceError> {
+        let file = std::fs::File::open(path).map_err(|e| {
+            SourceError::Auth(format!("dev source {}: cannot open: {e}", path.display()))
+        })?;
+        let raw = read_secret(file, MAX_FILE).map_err(|e| {
+            SourceError::Auth(format!("dev source {}: cannot read: {e}", path.display()))
+        })?;
+        let toml = path.extension().is_some_and(|x| x == "toml");
+        let values = if toml {
+            parse_toml(&raw)
+        } else {
+            parse_json(&raw)
+        }
+        .map_err(|m| SourceError::Auth(format!("dev source {}: {m}", path.display())))?;
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            keys,
+            values,
+        })
+    }
+
+    fn key<'a>(&'a self, name: &'a str) -> &'a str {
+        self.keys
+            .get(name)
+            .and_then(|k| k.as_deref())
+            .unwrap_or(name)
+    }
+}
+
+impl Source for FileSource {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn locate(&self, name: &str) -> String {
+        format!("key `{}` in {}", self.key(name), self.path.display())
+    }
+
+    fn fetch(&self, name: &str) -> Result<Secret, SourceError> {
+        let key = self.key(name);
+        match self.values.get(key) {
+            Some(v) => Ok(Secret::copy_from(v.expose())),
+            None => Err(SourceError::Permanent(format!(
+                "no key `{key}` in {}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+fn parse_json(raw: &Secret) -> Result<BTreeMap<String, Secret>, String> {
+    let map: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(raw.expose()).map_err(|e| {
+            format!(
+                "not a JSON object of name -> string (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+    let mut out = BTreeMap::new();
+    let mut bad = None;
+    for (k, v) in map {
+        match v {
+            serde_json::Value::String(s) => {
+                out.insert(k, Secret::new(s.into_bytes()));
+            }
+            mut other => {
+                if let serde_json::Value::Array(a) = &mut other {
+                    a.clear();
+                }
+                bad.get_or_insert(k);
+            }
+        }
+    }
+    match bad {
+        Some(k) => Err(format!("the value of `{k}` is not a string")),
+        None => Ok(out),
+    }
+}
+
+fn parse_toml(raw: &Secret) -> Result<BTreeMap<String, Secret>, String> {
+    let text = std::str::from_utf8(raw.expose()).map_err(|_| "not UTF-8".to_string())?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        // toml's Display quotes the offending line: report only where.
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        format!("not a TOML table of name = \"value\" (line {line})")
+    })?;
+    let mut out = BTreeMap::new();
+    let mut bad = None;
+    for (k, v) in table {
+        match v {
+            toml::Value::String(s) => {
+                out.insert(k, Secret::new(s.into_bytes()));
+            }
+            mut other => {
+                if let toml::Value::String(s) = &mut other {
+                    s.zeroize();
+                }
+                bad.get_or_insert(k);
+            }
+        }
+    }
+    match bad {
+        Some(k) => Err(format!("the value of `{k}` is not a string")),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_json_and_toml_with_key_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("s.json");
+        std::fs::write(&j, br#"{"A": "a-1", "B_KEY": "b-2"}"#).unwrap();
+        let keys = BTreeMap::from([("B".to_string(), Some("B_KEY".to_string()))]);
+        let s = FileSource::open(&j, keys).unwrap();
+        assert_eq!(s.fetch("A").unwrap().expose(), b"a-1");
+        assert_eq!(s.fetch("B").unwrap().expose(), b"b-2");
+        assert!(matches!(s.fetch("C"), Err(SourceError::Permanent(_))));
+
+        let t = dir.path().join("s.toml");
+        std::fs::write(&t, "A = \"t-1\"\n").unwrap();
+        let s = FileSource::open(&t, BTreeMap::new()).unwrap();
+        assert_eq!(s.fetch("A").unwrap().expose(), b"t-1");
+
+        std::fs::write(&t, "A = \"t-1\"\nB = hunter2\n").unwrap();
+        let e = FileSource::open(&t, BTreeMap::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("line 2") && !e.contains("hunter2"), "{e}");
+    }
+}
