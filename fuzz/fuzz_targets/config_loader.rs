@@ -1,0 +1,7 @@
+//! cargo-fuzz target: see fuzz/props.rs for the property.
+#![no_main]
+
+#[path = "../props.rs"]
+mod props;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| props::config_loader(data));
