@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release/credloader
 
-.PHONY: all build release demo test test-unit test-e2e lint deps clean deb docs bench
+.PHONY: all build release demo test test-unit test-e2e test-long lint deps clean deb docs bench
 
 all: build
 
@@ -32,6 +32,11 @@ test-unit: deps
 ## Only the tests that boot a real systemd.
 test-e2e: deps
 	$(CARGO) test --test e2e --test testbed_smoke
+
+## The hardening suite at full length (docs/threat-model.md): 1,000 crash
+## kills and ten times the generated inputs. Fuzzing: see fuzz/README.md.
+test-long: deps
+	CREDLOADER_LONG=1 $(CARGO) test --test 'hardening_*'
 
 ## Speed and memory against the manual procedure (see docs/performance.md).
 bench: deps
