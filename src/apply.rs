@@ -83,6 +83,9 @@ pub struct Report {
     pub removed: Vec<String>,
     /// How many credentials were decrypted, and by what.
     pub decrypt: creds::DecryptCounts,
+    /// Configuration problems that concern no single service (a drop-in
+    /// that cannot be trusted or parsed, naming no service).
+    pub config_problems: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -127,9 +130,11 @@ impl Report {
     /// file is broken is still served from its last good definition, but
     /// the run does not count as a success).
     pub fn all_ok(&self) -> bool {
-        self.services
-            .iter()
-            .all(|s| s.outcome != Outcome::Failed && s.error.is_none())
+        self.config_problems.is_empty()
+            && self
+                .services
+                .iter()
+                .all(|s| s.outcome != Outcome::Failed && s.error.is_none())
     }
 }
 
@@ -411,6 +416,11 @@ fn run(
         services: reports,
         removed,
         decrypt,
+        config_problems: config
+            .orphan_problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         warnings,
     };
 

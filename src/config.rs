@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::root::Root;
+use crate::safefs::{Dir, DirPolicy, FsError};
 use crate::{envfile, names};
 
 pub const DEFAULT_CONFIG: &str = "/etc/quantum/credloader.toml";
@@ -62,6 +64,8 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
+    #[error("{}: refusing this configuration: {problem}", path.display())]
+    Unsafe { path: PathBuf, problem: String },
 }
 
 /// How a service receives its secrets.
@@ -522,53 +526,112 @@ pub fn dropin_dir_for(main: &Path) -> PathBuf {
 /// Loads `main` and its drop-in directory. A missing main file is fine when
 /// drop-ins exist, unless `main_must_exist` (an explicit `--config`).
 pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
-    let dropins = dropin_dir_for(main);
+    let main = std::path::absolute(main).map_err(|source| ConfigError::Read {
+        path: main.into(),
+        source,
+    })?;
+    let dropins = dropin_dir_for(&main);
     let mut files = Vec::new();
-    match std::fs::read_to_string(main) {
-        Ok(text) => files.push((main.to_path_buf(), text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !main_must_exist => {}
-        Err(source) => {
+    let mut unsafe_files = Vec::new();
+    match read_trusted(&main) {
+        Ok(Some(text)) => files.push((main.clone(), text)),
+        Ok(None) if !main_must_exist => {}
+        Ok(None) => {
             return Err(ConfigError::Read {
-                path: main.into(),
-                source,
+                path: main.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
             })
         }
+        Err(e) => return Err(e),
     }
-    match std::fs::read_dir(&dropins) {
-        Ok(entries) => {
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.extension().is_some_and(|x| x == "toml")
-                        && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-                        && p.is_file()
-                })
-                .collect();
-            paths.sort();
-            for p in paths {
-                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                files.push((p, text));
+    match Dir::open(&Root::live(), &dropins, DirPolicy::EXISTING) {
+        Ok(dir) => {
+            let names = dir.list().map_err(|e| ConfigError::Unsafe {
+                path: dropins.clone(),
+                problem: e.to_string(),
+            })?;
+            for name in names {
+                let text = name.to_string_lossy();
+                if !text.ends_with(".toml") || text.starts_with('.') {
+                    continue;
+                }
+                let path = dropins.join(&name);
+                match read_trusted(&path) {
+                    Ok(Some(text)) => files.push((path, text)),
+                    Ok(None) => {}
+                    // One unsafe drop-in is refused like a broken one: loudly,
+                    // without stopping the others.
+                    Err(e) => unsafe_files.push(Problem {
+                        origin: Origin {
+                            file: path,
+                            line: 1,
+                        },
+                        message: e.to_string(),
+                    }),
+                }
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ConfigError::Read {
+        Err(FsError::Os {
+            errno: nix::errno::Errno::ENOENT,
+            ..
+        }) => {}
+        Err(e) => {
+            return Err(ConfigError::Unsafe {
                 path: dropins.clone(),
-                source,
+                problem: e.to_string(),
             })
         }
     }
-    if files.is_empty() {
-        return Err(ConfigError::Missing {
-            main: main.into(),
-            dropins,
-        });
+    if files.is_empty() && unsafe_files.is_empty() {
+        return Err(ConfigError::Missing { main, dropins });
     }
-    from_texts_with_main(files, main)
+    let mut config = from_texts_with_main(files, &main)?;
+    config.orphan_problems.extend(unsafe_files);
+    Ok(config)
+}
+
+/// Reads a config file that decides who gets which secret, so only one that
+/// nobody but root (or the caller) could have written: no symlink anywhere
+/// on its path, its directory and the file itself not writable by others.
+/// `None` when it does not exist.
+fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
+    let unsafe_ = |problem: String| ConfigError::Unsafe {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let (dir, name) = crate::safefs::split(path);
+    let dir = match Dir::open(&Root::live(), dir, DirPolicy::EXISTING) {
+        Ok(d) => d,
+        Err(FsError::Os {
+            errno: nix::errno::Errno::ENOENT,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(unsafe_(e.to_string())),
+    };
+    let Some((bytes, st)) = dir
+        .read(name, 1024 * 1024)
+        .map_err(|e| unsafe_(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let me = nix::unistd::Uid::effective().as_raw();
+    if st.st_uid != 0 && st.st_uid != me {
+        return Err(unsafe_(format!(
+            "owned by uid {}, who could hand any secret to any user; fix with `chown root:root {}`",
+            st.st_uid,
+            path.display()
+        )));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(unsafe_(format!(
+            "mode {:04o} lets others change which user gets which secret; fix with `chmod go-w {}`",
+            st.st_mode & 0o7777,
+            path.display()
+        )));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| unsafe_("is not UTF-8 text".into()))
 }
 
 /// Builds a configuration from `(path, contents)` pairs in precedence order.

@@ -496,3 +496,48 @@ fn stale_temp_files_from_a_crash_are_cleaned_up() {
         vec![std::ffi::OsString::from("position-monitor.env")]
     );
 }
+
+#[test]
+fn config_files_others_could_write_are_refused() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("evil.toml", &service("evil", "bot", &["BINANCE_API_KEY"]));
+    // A drop-in anyone may write could hand any secret to any user.
+    std::fs::set_permissions(
+        t.path("/etc/quantum/credloader.d/evil.toml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("evil.toml") && run.stdout.contains("chmod go-w"),
+        "{run:?}"
+    );
+    assert!(!t.exists("/run/credloader/evil.env"));
+    assert!(t.exists(ENV), "the trusted services are served");
+
+    // A symlinked drop-in is not followed.
+    std::fs::remove_file(t.path("/etc/quantum/credloader.d/evil.toml")).unwrap();
+    t.write(
+        "/tmp/elsewhere.toml",
+        service("evil", "bot", &["BINANCE_API_KEY"]).as_bytes(),
+        0o644,
+    );
+    std::os::unix::fs::symlink(
+        t.path("/tmp/elsewhere.toml"),
+        t.path("/etc/quantum/credloader.d/evil.toml"),
+    )
+    .unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("symbolic link"), "{run:?}");
+    assert!(!t.exists("/run/credloader/evil.env"));
+
+    // The main file owned by a service user: nothing is trusted.
+    t.write("/etc/quantum/credloader.toml", b"# main\n", 0o644);
+    std::os::unix::fs::chown(t.path("/etc/quantum/credloader.toml"), Some(QT_UID), None).unwrap();
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("owned by uid 1500"), "{run:?}");
+}

@@ -72,6 +72,9 @@ fn human(r: &Report) -> String {
     if r.daemon_reload && !r.dry_run {
         out.push_str("daemon-reload done\n");
     }
+    for p in &r.config_problems {
+        let _ = writeln!(out, "config error: {p}");
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
