@@ -172,9 +172,14 @@ pub struct ImportArgs {
     /// Service name in the configuration (default: the unit name without `.service`).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
-    /// A key that is secret and gets sealed (repeatable); every other key becomes `static`.
+    /// A key that is secret and gets sealed (repeatable).
     #[arg(long = "secret", value_name = "KEY", required = true)]
     pub secrets: Vec<String>,
+    /// A key that is not secret and is kept, in plain text, as a `static`
+    /// variable of the service's configuration (repeatable). Every key of the
+    /// env file must be named by --secret or --static.
+    #[arg(long = "static", value_name = "KEY")]
+    pub statics: Vec<String>,
     /// The service's user (default: the unit's User=).
     #[arg(long)]
     pub user: Option<String>,

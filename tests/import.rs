@@ -49,6 +49,8 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         "BINANCE_API_KEY",
         "--secret",
         "BINANCE_API_SECRET",
+        "--static",
+        "EXIT_BRAIN_V35_ENABLED",
     ];
     v.extend_from_slice(extra);
     v
@@ -184,6 +186,17 @@ fn import_refuses_and_changes_nothing_on_bad_input() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("NOT_THERE") && run.stderr.contains("BINANCE_API_KEY"));
     no_values(&run);
+
+    // A key nobody said is secret or not: a forgotten --secret must not put
+    // a secret in plain text into the configuration.
+    let run = t.credloader(&args(&[])[..11]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("EXIT_BRAIN_V35_ENABLED") && run.stderr.contains("--static KEY"),
+        "{run:?}"
+    );
+    no_values(&run);
+    assert!(!t.exists(CONF));
 
     // An existing credential with a different value.
     t.seal("BINANCE_API_SECRET", b"something-else");

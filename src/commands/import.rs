@@ -82,6 +82,35 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<Output, CommandError> {
             )));
         }
     }
+    // Every key must be classified: a forgotten --secret would otherwise put
+    // a secret in plain text into a configuration file.
+    for key in &args.statics {
+        if args.secrets.contains(key) {
+            return Err(CommandError::Usage(format!(
+                "{key} is named by both --secret and --static; pick one"
+            )));
+        }
+        if !legacy.vars.iter().any(|(k, _)| k == key) {
+            return Err(CommandError::Usage(format!(
+                "--static {key}: {} has no variable {key}",
+                args.env_file.display()
+            )));
+        }
+    }
+    let unclassified: Vec<&str> = legacy
+        .vars
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !args.secrets.iter().any(|s| s == k) && !args.statics.iter().any(|s| s == k))
+        .collect();
+    if !unclassified.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "{} also has {}: say for each whether it is secret (--secret KEY, sealed) or not \
+             (--static KEY, kept in plain text in the configuration)",
+            args.env_file.display(),
+            unclassified.join(", ")
+        )));
+    }
     let mut statics = Vec::new();
     for (k, v) in &legacy.vars {
         if let Err(e) = envfile::check_value(k, v.expose()) {
@@ -125,6 +154,13 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<Output, CommandError> {
             "the imported service would not be a valid configuration: {e}"
         ))
     })?;
+    if let Some(problems) = new_config.broken.get(&service) {
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(CommandError::Usage(format!(
+            "the imported service would not be a valid configuration: {}",
+            text.join("; ")
+        )));
+    }
 
     // What each secret will become (nothing written yet).
     let creds = creds_dir(&ctx.root, &loader)?;
