@@ -3,6 +3,9 @@
 
 CARGO ?= cargo
 RELEASE_BIN := target/release/credloader
+# `credloader sync` from AWS Secrets Manager (docs/aws.md). The plain
+# `cargo build` stays lean; release builds and the test suite include it.
+FEATURES := --features aws
 
 .PHONY: all build release demo test test-unit test-e2e test-long lint deps clean deb docs bench
 
@@ -12,7 +15,7 @@ build:
 	$(CARGO) build
 
 release:
-	$(CARGO) build --release
+	$(CARGO) build --release $(FEATURES)
 
 deps:
 	@tests/deps.sh
@@ -23,7 +26,7 @@ demo: deps release
 
 ## Everything: formatting, lints, unit, integration and end-to-end tests.
 test: deps lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets $(FEATURES)
 
 ## Only the unit tests and the --root integration tests (no systemd boot).
 test-unit: deps
@@ -56,7 +59,7 @@ docs:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --all-targets --quiet $(FEATURES) -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -39,6 +39,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
 fi
 
+# The sync tests run moto (a local AWS API server) from a venv that
+# tests/moto.sh creates: python3 with the venv module and ensurepip (on
+# Debian, the python3-venv package).
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_root
+  echo "deps.sh: installing python3 python3-venv (for moto, tests/moto.sh)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3 python3-venv
+fi
+
 command -v cargo >/dev/null 2>&1 || {
   echo "deps.sh: cargo is missing; install a Rust toolchain (rustup) first" >&2
   exit 1
