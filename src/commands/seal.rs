@@ -228,10 +228,19 @@ pub(super) fn read_value(input: &ValueInput, name: &str) -> Result<Secret, Comma
         }
         return Ok(first);
     }
-    read_secret(stdin.lock(), limit).map_err(|e| match e.kind() {
+    read_secret(&*raw_stdin(), limit).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidData => too_large(),
         _ => CommandError::Usage(format!("credential {name}: cannot read stdin: {e}")),
     })
+}
+
+/// fd 0 without std's stdin buffer: `Stdin` keeps what it read in a global
+/// 8 KiB buffer that is never zeroized, which would keep a copy of the value.
+/// (`ManuallyDrop`: fd 0 stays open.)
+fn raw_stdin() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 0 is open for the life of the process and never closed here.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) })
 }
 
 /// One line from the terminal with echo off; the terminal is restored on
@@ -256,7 +265,8 @@ fn prompt(text: &str) -> Result<Secret, CommandError> {
     let _ = stderr.write_all(text.as_bytes());
     let _ = stderr.flush();
     let mut buf = SecretBuf::with_capacity(256);
-    let mut lock = stdin.lock();
+    let raw = raw_stdin();
+    let mut lock = &*raw;
     let mut byte = [0u8; 1];
     loop {
         match lock.read(&mut byte) {

@@ -168,7 +168,11 @@ impl Tree {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input).unwrap();
+            // credloader may refuse (and exit) before it reads its input.
+            match child.stdin.take().unwrap().write_all(input) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.unwrap(),
+            }
         }
         let out = child.wait_with_output().unwrap();
         Run {
