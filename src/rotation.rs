@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::apply::{self, Options, Outcome, Report};
-use crate::commands::CommandError;
 use crate::config::{Config, Delivery, Loader, Service, Source};
 use crate::creds::{hex_digest, Store};
 use crate::generations::{History, Info};
@@ -30,6 +29,17 @@ use crate::secret::Secret;
 use crate::systemd::Manager;
 use crate::systemd_creds;
 use crate::users::Accounts;
+
+/// Why a rotation could not run at all (a failed verification is not an
+/// error: it is a rollback, reported in [`Rotation`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// Sealed files or generations could not be read or written.
+    #[error("{0}")]
+    Environment(String),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+}
 
 /// One credential's new value, already sealed.
 pub struct NewValue {
@@ -108,7 +118,7 @@ pub fn rotate(
     batch: Vec<NewValue>,
     stage_only: bool,
     held: &Lock,
-) -> Result<Rotation, CommandError> {
+) -> Result<Rotation, RotationError> {
     let creds = creds_dir(root, &config.loader)?;
     let mut human = String::new();
     let mut installed = Vec::new();
@@ -117,7 +127,7 @@ pub fn rotate(
         let name = &value.name;
         let mut history =
             History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
-                CommandError::Environment(format!("credential {name}: generations: {e}"))
+                RotationError::Environment(format!("credential {name}: generations: {e}"))
             })?;
         let (generation, previous) = match current_sealed(&creds, name)? {
             Some(previous) => {
@@ -126,7 +136,7 @@ pub fn rotate(
                 let generation = history
                     .push(&previous, prev_info.clone(), config.loader.keep_generations)
                     .map_err(|e| {
-                        CommandError::Environment(format!(
+                        RotationError::Environment(format!(
                             "credential {name}: keeping the previous generation: {e}"
                         ))
                     })?;
@@ -222,7 +232,7 @@ pub fn rotate(
             None => {
                 creds
                     .remove(&Store::file_name(name))
-                    .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))?;
+                    .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))?;
             }
         }
     }
@@ -251,29 +261,29 @@ pub fn rotate(
 }
 
 /// The creds dir, created root 0700 if missing.
-pub fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, CommandError> {
+pub fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, RotationError> {
     Dir::open(root, &loader.creds_dir, DirPolicy::create(0o700))
-        .map_err(|e| CommandError::Environment(format!("creds dir: {e}")))
+        .map_err(|e| RotationError::Environment(format!("creds dir: {e}")))
 }
 
 /// Writes `NAME.cred` atomically, root:root 0600.
-pub fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), CommandError> {
+pub fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), RotationError> {
     let file = Store::file_name(name);
     let _ = creds.remove_stale_temps(&file);
     creds
         .write_atomic(&file, sealed, Owner::ROOT_0600)
-        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
+        .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))
 }
 
 /// The sealed bytes of `name` as they are now, if any.
-pub fn current_sealed(creds: &Dir, name: &str) -> Result<Option<Vec<u8>>, CommandError> {
+pub fn current_sealed(creds: &Dir, name: &str) -> Result<Option<Vec<u8>>, RotationError> {
     creds
         .read(
             OsStr::new(&format!("{name}.cred")),
             systemd_creds::MAX_SEALED,
         )
         .map(|o| o.map(|(b, _)| b))
-        .map_err(|e| CommandError::Environment(format!("credential {name}: {e}")))
+        .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))
 }
 
 /// What apply-then-verify found.
@@ -365,7 +375,7 @@ pub fn apply_and_verify(
     manager: Manager,
     only: &[String],
     held: &Lock,
-) -> Result<Verified, CommandError> {
+) -> Result<Verified, RotationError> {
     let before: BTreeMap<String, Option<UnitSnapshot>> = only
         .iter()
         .map(|s| {

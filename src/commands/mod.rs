@@ -68,6 +68,15 @@ pub enum CommandError {
     Source(String),
 }
 
+impl From<crate::rotation::RotationError> for CommandError {
+    fn from(e: crate::rotation::RotationError) -> Self {
+        match e {
+            crate::rotation::RotationError::Environment(m) => CommandError::Environment(m),
+            crate::rotation::RotationError::Apply(a) => CommandError::Apply(a),
+        }
+    }
+}
+
 impl CommandError {
     pub fn exit_code(&self) -> u8 {
         use crate::apply::ApplyError as A;

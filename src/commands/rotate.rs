@@ -92,5 +92,7 @@ pub(super) fn apply_and_verify(
     only: &[String],
     held: &Lock,
 ) -> Result<Verified, CommandError> {
-    rotation::apply_and_verify(&ctx.root, config, manager, only, held)
+    Ok(rotation::apply_and_verify(
+        &ctx.root, config, manager, only, held,
+    )?)
 }
