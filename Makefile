@@ -7,7 +7,7 @@ RELEASE_BIN := target/release/credloader
 # `cargo build` stays lean; release builds and the test suite include it.
 FEATURES := --features aws
 
-.PHONY: all build release demo test test-unit test-e2e test-long lint deps clean deb docs bench
+.PHONY: all build release demo test test-unit test-e2e test-long fuzz-smoke lint deps clean deb docs bench
 
 all: build
 
@@ -25,7 +25,7 @@ demo: deps release
 	tests/testbed/demo.sh $(RELEASE_BIN)
 
 ## Everything: formatting, lints, unit, integration and end-to-end tests.
-test: deps lint
+test: deps lint fuzz-smoke
 	$(CARGO) test --all-targets $(FEATURES)
 
 ## Only the unit tests and the --root integration tests (no systemd boot).
@@ -40,6 +40,16 @@ test-e2e: deps
 ## kills and ten times the generated inputs. Fuzzing: see fuzz/README.md.
 test-long: deps
 	CREDLOADER_LONG=1 $(CARGO) test --test 'hardening_*'
+	$(MAKE) fuzz-smoke FUZZ_SECONDS=300
+
+## A bounded run of each cargo-fuzz target (fuzz/README.md); stable acts as
+## nightly for it with RUSTC_BOOTSTRAP=1. FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 10
+fuzz-smoke: deps
+	cd fuzz && for t in config_loader env_round_trip env_parse; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 ## Speed and memory against the manual procedure (see docs/performance.md).
 bench: deps

@@ -54,3 +54,10 @@ command -v cargo >/dev/null 2>&1 || {
   echo "deps.sh: cargo is missing; install a Rust toolchain (rustup) first" >&2
   exit 1
 }
+
+# The bounded fuzz run of `make test` (fuzz/README.md) uses cargo-fuzz; on a
+# stable toolchain it runs with RUSTC_BOOTSTRAP=1. About a minute to install.
+command -v cargo-fuzz >/dev/null 2>&1 || {
+  echo "deps.sh: installing cargo-fuzz (for the bounded fuzz run)"
+  cargo install --locked cargo-fuzz
+}
