@@ -223,6 +223,8 @@ fn no_value_leaks_from_any_command_at_any_verbosity() {
             "APP_KEY",
             "--secret",
             "APP_SECRET",
+            "--static",
+            "MODE",
             "--dry-run",
         ],
         None,
@@ -289,10 +291,20 @@ fn no_value_leaks_from_any_command_at_any_verbosity() {
             "APP_KEY",
             "--secret",
             "APP_SECRET",
+            "--static",
+            "MODE",
         ],
         None,
         &[0, 2],
     );
+    // (Each command runs twice, plain then --json: the second seal and
+    // import refuse because the first did the job. The first must have.)
+    assert!(t.exists("/etc/quantum/creds/LEAK_N.cred"));
+    assert!(
+        t.exists("/etc/quantum/credloader.d/app.toml"),
+        "import did not run"
+    );
+    assert!(!t.exists(plain), "import left the plaintext file");
     go(&["apply"], None, &[0]);
     let (samples, in_argv) = sampler.finish();
 
