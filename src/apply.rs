@@ -18,7 +18,7 @@ use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
 use crate::envfile;
 use crate::lock::{self, LockError};
 use crate::root::Root;
-use crate::safefs::{self, Dir, DirPolicy, FsError, Owner};
+use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError, Owner};
 use crate::state::{self, FileId, ServiceState, State};
 use crate::systemd::Manager;
 use crate::users::{Account, Accounts, UserError};
@@ -262,6 +262,7 @@ fn run(
 
     let accounts = Accounts::new(root)?;
     let store = Store::open(root, &loader.creds_dir);
+    let dirs = DirCache::new(root);
     if let Ok(dir) = store.dir() {
         if let Ok(st) = dir.stat() {
             if st.st_mode & 0o077 != 0 {
@@ -279,7 +280,7 @@ fn run(
     let mut plans: Vec<Plan> = selected
         .iter()
         .map(|(s, config_error)| {
-            let mut plan = Plan::new(s, root, loader, &accounts, &store, &state);
+            let mut plan = Plan::new(s, &dirs, loader, &accounts, &store, &state);
             plan.config_error = config_error.map(str::to_string);
             plan
         })
@@ -344,7 +345,7 @@ fn run(
     // Render and write, service by service.
     let mut reports = Vec::with_capacity(plans.len());
     for plan in &mut plans {
-        reports.push(plan.execute(root, &plain, opts.dry_run));
+        reports.push(plan.execute(&dirs, &plain, opts.dry_run));
     }
 
     for (name, text) in unservable {
@@ -397,7 +398,7 @@ fn run(
         for name in gone {
             let old = &state.services[&name];
             if !opts.dry_run {
-                if let Err(e) = remove_files(root, old, &claimed) {
+                if let Err(e) = remove_files(&dirs, old, &claimed) {
                     warnings.push(format!(
                         "service {name} left the configuration, but its files stay: {e}"
                     ));
@@ -544,40 +545,51 @@ fn settle(
         .collect();
     let units: Vec<&str> = all.iter().map(String::as_str).collect();
     let states = manager.unit_states(&units);
-    // A unit that does not exist (yet) or is masked runs nothing that could
-    // hold old secrets: nothing to restart, nothing owed.
-    let mut live = Vec::with_capacity(owed.len());
+    // What runs gets its verb; a failed consumer (its credential was bad,
+    // say) is started; what does not run holds no old secret, so nothing is
+    // owed for it, unless its on_change is `restart`, which starts it.
+    let mut by_verb: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut reset: Vec<String> = Vec::new();
     for (&(i, verb), (load, active)) in owed.iter().zip(&states) {
-        if load == "not-found" || load == "masked" {
-            let r = &report.services[i];
-            report.warnings.push(format!(
-                "{}: unit {} is {load}; nothing to restart",
-                r.service, r.unit
-            ));
-            if let Some(rec) = state.services.get_mut(&r.service) {
-                rec.pending_restart = false;
+        let r = &report.services[i];
+        let runs = matches!(
+            active.as_str(),
+            "active" | "activating" | "reloading" | "deactivating"
+        );
+        let chosen = match active.as_str() {
+            _ if load == "not-found" || load == "masked" => {
+                report.warnings.push(format!(
+                    "{}: unit {} is {load}; nothing to restart",
+                    r.service, r.unit
+                ));
+                None
             }
-        } else {
-            live.push((i, verb, active.clone()));
+            "failed" => Some("start"),
+            // systemd could not be asked: do what was configured.
+            "" => Some(verb),
+            _ if runs => Some(verb),
+            _ if verb == "restart" => Some(verb),
+            _ => None,
+        };
+        match chosen {
+            Some(v) => {
+                if runs || active == "failed" {
+                    // Only a unit that has run has a start-rate counter.
+                    reset.push(r.unit.clone());
+                }
+                by_verb.entry(v).or_default().push(i);
+            }
+            None => {
+                let name = r.service.clone();
+                if let Some(rec) = state.services.get_mut(&name) {
+                    rec.pending_restart = false;
+                }
+            }
         }
     }
-    // Only a unit that has run has a start-rate counter (and an inactive
-    // one is not restarted by try-restart anyway).
-    let ran: Vec<String> = live
-        .iter()
-        .filter(|(_, _, a)| !a.is_empty() && a != "inactive")
-        .map(|&(i, _, _)| report.services[i].unit.clone())
-        .collect();
-    let ran: Vec<&str> = ran.iter().map(String::as_str).collect();
-    if let Err(e) = manager.reset_failed(&ran) {
+    let reset: Vec<&str> = reset.iter().map(String::as_str).collect();
+    if let Err(e) = manager.reset_failed(&reset) {
         report.warnings.push(e.to_string());
-    }
-    let mut by_verb: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, verb, active) in live {
-        by_verb
-            .entry(if active == "failed" { "start" } else { verb })
-            .or_default()
-            .push(i);
     }
     for (verb, idx) in by_verb {
         let units: Vec<String> = idx
@@ -604,24 +616,24 @@ fn settle(
 }
 
 fn remove_files(
-    root: &Root,
+    dirs: &DirCache,
     old: &ServiceState,
     claimed: &BTreeSet<PathBuf>,
 ) -> Result<(), FsError> {
     let (dir, name) = safefs::split(&old.dropin);
     if claimed.contains(&old.dropin) {
         // Another service (say, this one renamed) now owns that drop-in.
-    } else if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
+    } else if let Ok(d) = dirs.open(dir, DirPolicy::EXISTING) {
         d.remove(name)?;
         if let (Some(parent), Some(unit_d)) = (dir.parent(), dir.file_name()) {
-            if let Ok(p) = Dir::open(root, parent, DirPolicy::EXISTING) {
+            if let Ok(p) = dirs.open(parent, DirPolicy::EXISTING) {
                 p.remove_dir_if_empty(unit_d);
             }
         }
     }
     if let Some(env) = old.env_file.as_ref().filter(|e| !claimed.contains(*e)) {
         let (dir, name) = safefs::split(env);
-        if let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) {
+        if let Ok(d) = dirs.open(dir, DirPolicy::EXISTING) {
             d.remove(name)?;
         }
     }
@@ -647,7 +659,7 @@ struct Plan<'a> {
 impl<'a> Plan<'a> {
     fn new(
         service: &'a Service,
-        root: &Root,
+        dirs: &DirCache,
         loader: &crate::config::Loader,
         accounts: &Accounts,
         store: &Store,
@@ -688,7 +700,7 @@ impl<'a> Plan<'a> {
             return plan;
         }
         plan.inputs = plan.digest();
-        plan.up_to_date = plan.check_up_to_date(root);
+        plan.up_to_date = plan.check_up_to_date(dirs);
         plan
     }
 
@@ -706,19 +718,19 @@ impl<'a> Plan<'a> {
     }
 
     /// Same inputs as last time, and the files on disk are what we wrote.
-    fn check_up_to_date(&self, root: &Root) -> bool {
+    fn check_up_to_date(&self, dirs: &DirCache) -> bool {
         let Some(prev) = &self.previous else {
             return false;
         };
         if prev.inputs != self.inputs {
             return false;
         }
-        if read_dropin(root, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes()) {
+        if read_dropin(dirs, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes()) {
             return false;
         }
         if self.service.delivery == Delivery::Env {
             let (dir, name) = safefs::split(&self.service.env_file);
-            let Ok(d) = Dir::open(root, dir, DirPolicy::EXISTING) else {
+            let Ok(d) = dirs.open(dir, DirPolicy::EXISTING) else {
                 return false;
             };
             match d.entry(name) {
@@ -776,7 +788,7 @@ impl<'a> Plan<'a> {
 
     fn execute(
         &mut self,
-        root: &Root,
+        dirs: &DirCache,
         plain: &BTreeMap<String, Result<Plain, CredError>>,
         dry_run: bool,
     ) -> ServiceReport {
@@ -810,7 +822,7 @@ impl<'a> Plan<'a> {
         let account = self.account.expect("resolved");
         let mut env_file_id = None;
         match self.service.delivery {
-            Delivery::Env => match self.write_env(root, account, plain, dry_run) {
+            Delivery::Env => match self.write_env(dirs, account, plain, dry_run) {
                 Ok((written, changed, id)) => {
                     report.env_file_written = written;
                     report.secrets_changed = changed;
@@ -830,7 +842,7 @@ impl<'a> Plan<'a> {
             }
         }
 
-        match self.write_dropin(root, dry_run) {
+        match self.write_dropin(dirs, dry_run) {
             Ok(w) => report.dropin_written = w,
             Err(e) => return self.fail(e),
         }
@@ -872,7 +884,7 @@ impl<'a> Plan<'a> {
     /// Returns (written, content changed, identity after writing).
     fn write_env(
         &self,
-        root: &Root,
+        dirs: &DirCache,
         account: Account,
         plain: &BTreeMap<String, Result<Plain, CredError>>,
         dry_run: bool,
@@ -903,7 +915,7 @@ impl<'a> Plan<'a> {
         let rendered = envfile::render(values.iter().copied());
 
         let (dir_path, name) = safefs::split(&self.service.env_file);
-        let dir = open_target_dir(root, dir_path, dry_run).map_err(|e| e.to_string())?;
+        let dir = open_target_dir(dirs, dir_path, dry_run).map_err(|e| e.to_string())?;
         let owner = Owner {
             uid: account.uid,
             gid: account.gid,
@@ -937,15 +949,17 @@ impl<'a> Plan<'a> {
     }
 
     /// Writes the drop-in if its content differs. Returns whether it wrote.
-    fn write_dropin(&self, root: &Root, dry_run: bool) -> Result<bool, String> {
-        if read_dropin(root, &self.dropin_path).as_deref() == Some(self.dropin_text.as_bytes()) {
+    fn write_dropin(&self, dirs: &DirCache, dry_run: bool) -> Result<bool, String> {
+        if read_dropin(dirs, &self.dropin_path).as_deref() == Some(self.dropin_text.as_bytes()) {
             return Ok(false);
         }
         if dry_run {
             return Ok(true);
         }
         let (dir_path, name) = safefs::split(&self.dropin_path);
-        let dir = Dir::open(root, dir_path, DirPolicy::create(0o755)).map_err(|e| e.to_string())?;
+        let dir = dirs
+            .open(dir_path, DirPolicy::create(0o755))
+            .map_err(|e| e.to_string())?;
         dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
         dir.write_atomic(name, self.dropin_text.as_bytes(), Owner::ROOT_0644)
             .map_err(|e| e.to_string())?;
@@ -953,9 +967,13 @@ impl<'a> Plan<'a> {
     }
 }
 
-fn open_target_dir(root: &Root, path: &Path, dry_run: bool) -> Result<Option<Dir>, FsError> {
+fn open_target_dir(
+    dirs: &DirCache,
+    path: &Path,
+    dry_run: bool,
+) -> Result<Option<std::rc::Rc<Dir>>, FsError> {
     if dry_run {
-        match Dir::open(root, path, DirPolicy::EXISTING) {
+        match dirs.open(path, DirPolicy::EXISTING) {
             Ok(d) => Ok(Some(d)),
             Err(FsError::Os {
                 errno: nix::errno::Errno::ENOENT,
@@ -964,13 +982,13 @@ fn open_target_dir(root: &Root, path: &Path, dry_run: bool) -> Result<Option<Dir
             Err(e) => Err(e),
         }
     } else {
-        Dir::open(root, path, DirPolicy::create(0o755)).map(Some)
+        dirs.open(path, DirPolicy::create(0o755)).map(Some)
     }
 }
 
-fn read_dropin(root: &Root, path: &Path) -> Option<Vec<u8>> {
+fn read_dropin(dirs: &DirCache, path: &Path) -> Option<Vec<u8>> {
     let (dir, name) = safefs::split(path);
-    let d = Dir::open(root, dir, DirPolicy::EXISTING).ok()?;
+    let d = dirs.open(dir, DirPolicy::EXISTING).ok()?;
     d.read(name, 64 * 1024).ok().flatten().map(|(b, _)| b)
 }
 

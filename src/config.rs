@@ -556,7 +556,7 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
                     continue;
                 }
                 let path = dropins.join(&name);
-                match read_trusted(&path) {
+                match read_trusted_in(&dir, &name, &path) {
                     Ok(Some(text)) => files.push((path, text)),
                     Ok(None) => {}
                     // One unsafe drop-in is refused like a broken one: loudly,
@@ -607,6 +607,19 @@ fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
             ..
         }) => return Ok(None),
         Err(e) => return Err(unsafe_(e.to_string())),
+    };
+    read_trusted_in(&dir, name, path)
+}
+
+/// [`read_trusted`] of `name` in an already opened (and checked) directory.
+fn read_trusted_in(
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    path: &Path,
+) -> Result<Option<String>, ConfigError> {
+    let unsafe_ = |problem: String| ConfigError::Unsafe {
+        path: path.to_path_buf(),
+        problem,
     };
     let Some((bytes, st)) = dir
         .read(name, 1024 * 1024)

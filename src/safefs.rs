@@ -500,7 +500,16 @@ impl Dir {
                     what: "directory",
                 })
             }
-            Err(Errno::ENOTDIR) => return Err(FsError::NotADirectory { path }),
+            // O_DIRECTORY|O_NOFOLLOW on a symlink gives ENOTDIR: say which.
+            Err(Errno::ENOTDIR) => {
+                return Err(match self.entry(name) {
+                    Ok(Some(st)) if is(&st, SFlag::S_IFLNK) => FsError::Symlink {
+                        path,
+                        what: "directory",
+                    },
+                    _ => FsError::NotADirectory { path },
+                })
+            }
             Err(e) => return Err(FsError::os("open", &path, e)),
         };
         let dir = Dir { fd, path };
@@ -522,6 +531,56 @@ impl Dir {
 
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// Directories opened during one run, each by a single `openat` from its
+/// (cached) parent, so that fifty services under one directory do not walk
+/// the path from `/` fifty times. Every component is still opened with
+/// `O_NOFOLLOW`, and the safety check is made for each request.
+pub struct DirCache<'r> {
+    root: &'r Root,
+    dirs: std::cell::RefCell<std::collections::HashMap<PathBuf, std::rc::Rc<Dir>>>,
+}
+
+impl<'r> DirCache<'r> {
+    pub fn new(root: &'r Root) -> Self {
+        DirCache {
+            root,
+            dirs: Default::default(),
+        }
+    }
+
+    pub fn root(&self) -> &'r Root {
+        self.root
+    }
+
+    /// Like [`Dir::open`], through the cache.
+    pub fn open(&self, path: &Path, policy: DirPolicy) -> Result<std::rc::Rc<Dir>, FsError> {
+        if let Some(d) = self.dirs.borrow().get(path) {
+            if policy.strict {
+                d.check_safe()?;
+            }
+            return Ok(d.clone());
+        }
+        let dir = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => {
+                let up = self.open(
+                    parent,
+                    DirPolicy {
+                        create: policy.create,
+                        strict: false,
+                    },
+                )?;
+                up.subdir(name, policy)?
+            }
+            _ => Dir::open(self.root, path, policy)?,
+        };
+        let dir = std::rc::Rc::new(dir);
+        self.dirs
+            .borrow_mut()
+            .insert(path.to_path_buf(), dir.clone());
+        Ok(dir)
     }
 }
 

@@ -69,35 +69,34 @@ impl Manager {
         self.systemctl(&args).map(drop)
     }
 
-    /// The `(LoadState, ActiveState)` of each unit, in one call; empty
-    /// strings when they cannot be had.
+    /// The `(LoadState, ActiveState)` of each unit, in one call
+    /// (`list-units`: a single D-Bus request, where `show` makes several per
+    /// unit). A unit systemd has not loaded (never started, stopped and
+    /// collected, masked, or not existing) is `("", "inactive")`: nothing of
+    /// it runs. Empty strings when systemd cannot be asked.
     pub fn unit_states(self, units: &[&str]) -> Vec<(String, String)> {
-        let unknown = vec![(String::new(), String::new()); units.len()];
         if units.is_empty() || self == Manager::Absent {
-            return unknown;
+            return vec![(String::new(), String::new()); units.len()];
         }
-        let mut args = vec!["show", "--property=LoadState,ActiveState"];
+        let mut args = vec!["list-units", "--all", "--plain", "--no-legend", "--full"];
         args.extend_from_slice(units);
         let Ok(out) = self.systemctl(&args) else {
-            return unknown;
+            return vec![(String::new(), String::new()); units.len()];
         };
-        // One block per unit, separated by an empty line.
-        let mut states: Vec<(String, String)> = out
-            .split("\n\n")
-            .filter(|b| !b.trim().is_empty())
-            .map(|block| {
-                let get = |k: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                (get("LoadState"), get("ActiveState"))
+        let listed: std::collections::HashMap<&str, (&str, &str)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut cols = l.split_whitespace();
+                Some((cols.next()?, (cols.next()?, cols.next()?)))
             })
             .collect();
-        states.resize(units.len(), (String::new(), String::new()));
-        states
+        units
+            .iter()
+            .map(|u| match listed.get(u) {
+                Some((load, active)) => (load.to_string(), active.to_string()),
+                None => (String::new(), "inactive".to_string()),
+            })
+            .collect()
     }
 
     /// Clears the failed state and the start-rate counter of `units`, so a

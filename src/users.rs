@@ -31,12 +31,17 @@ type Databases = (HashMap<String, (u32, u32)>, HashMap<String, u32>);
 /// Resolves accounts; offline databases are read once.
 pub struct Accounts {
     offline: Option<Databases>,
+    /// Live lookups go through NSS (files, systemd, LDAP...): each once.
+    seen: std::sync::Mutex<HashMap<(String, Option<String>), Result<Account, UserError>>>,
 }
 
 impl Accounts {
     pub fn new(root: &Root) -> Result<Accounts, UserError> {
         if !root.is_offline() {
-            return Ok(Accounts { offline: None });
+            return Ok(Accounts {
+                offline: None,
+                seen: Default::default(),
+            });
         }
         let read = |p: &str| {
             let path = root.host(std::path::Path::new(p));
@@ -66,11 +71,22 @@ impl Accounts {
         }
         Ok(Accounts {
             offline: Some((users, groups)),
+            seen: Default::default(),
         })
     }
 
     /// The uid of `user` and the gid of `group` (default: the user's primary group).
     pub fn lookup(&self, user: &str, group: Option<&str>) -> Result<Account, UserError> {
+        let key = (user.to_string(), group.map(str::to_string));
+        if let Some(hit) = self.seen.lock().unwrap().get(&key) {
+            return hit.clone();
+        }
+        let found = self.resolve(user, group);
+        self.seen.lock().unwrap().insert(key, found.clone());
+        found
+    }
+
+    fn resolve(&self, user: &str, group: Option<&str>) -> Result<Account, UserError> {
         let (uid, primary) = match &self.offline {
             Some((users, _)) => *users
                 .get(user)
