@@ -449,9 +449,12 @@ fn run(
         if let Some(d) = &state_dir {
             if state != loaded {
                 if let Err(e) = state.save(d) {
-                    report
-                        .warnings
-                        .push(format!("could not record the state: {e}"));
+                    let w = format!("could not record the state: {e}");
+                    // The same failure may already have been reported when the
+                    // intent was recorded.
+                    if !report.warnings.contains(&w) {
+                        report.warnings.push(w);
+                    }
                 }
             }
         }

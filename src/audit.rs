@@ -191,6 +191,28 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     let loader = &config.loader;
     let now = crate::state::now();
 
+    // The configuration itself: a broken service definition or an untrusted
+    // file (apply serves such services from their last good definition, if
+    // they have one, but they no longer follow the configuration).
+    for (name, problems) in &config.broken {
+        for p in problems {
+            f.add(
+                Severity::Error,
+                format!("service {name}"),
+                p.to_string(),
+                format!("fix {} and run `credloader apply`", p.origin.file.display()),
+            );
+        }
+    }
+    for p in &config.orphan_problems {
+        f.add(
+            Severity::Error,
+            p.origin.file.display().to_string(),
+            p.to_string(),
+            format!("fix or remove {}", p.origin.file.display()),
+        );
+    }
+
     // Symlinks anywhere on a managed path.
     let mut managed: BTreeSet<PathBuf> = BTreeSet::new();
     managed.insert(loader.creds_dir.clone());

@@ -25,6 +25,8 @@ pub enum CredsError {
     Expired(String),
     #[error("systemd-creds could not decrypt it ({0}); it is damaged, tampered with, or sealed for another host or TPM")]
     Failed(String),
+    #[error("this host's credential key is missing or unreadable ({0}); it lives in /var/lib/systemd/credential.secret (and the TPM): restore it from backup, or reseal every credential on this host")]
+    HostKey(String),
     #[error("cannot run systemd-creds: {0}; install systemd (>= 250)")]
     Spawn(String),
     #[error("the decrypted value is larger than {MAX_PLAINTEXT} bytes")]
@@ -132,6 +134,9 @@ fn decrypt_as(name: &str, sealed: &[u8]) -> Result<Secret, CredsError> {
             expected: name.into(),
             embedded,
         });
+    }
+    if diag.contains("local credential key") || diag.contains("credential.secret") {
+        return Err(CredsError::HostKey(diag));
     }
     if diag.contains("time passed") {
         return Err(CredsError::Expired(name.into()));

@@ -52,7 +52,8 @@ impl Output {
 /// A command that could not do its job at all.
 #[derive(Debug, Error)]
 pub enum CommandError {
-    #[error("{0}")]
+    // transparent: `{:#}` would otherwise print the message twice.
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
     Usage(String),
