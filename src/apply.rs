@@ -286,15 +286,32 @@ fn run(
         })
         .collect();
 
-    // Decrypt what is needed, each credential once.
-    let mut wanted: BTreeMap<&str, &Sealed> = BTreeMap::new();
-    for plan in plans.iter().filter(|p| p.error.is_none() && !p.up_to_date) {
-        for (name, sealed) in &plan.sealed {
-            wanted.insert(name.as_str(), sealed);
+    // Decrypt what is needed, each credential once, from the bytes read
+    // now (should a file have changed since its fingerprint was taken, the
+    // service is recorded with what was actually read).
+    let mut wanted: BTreeMap<String, Sealed> = BTreeMap::new();
+    for plan in plans
+        .iter_mut()
+        .filter(|p| p.error.is_none() && !p.up_to_date)
+    {
+        let mut errors = Vec::new();
+        for name in plan.digests.keys().cloned().collect::<Vec<_>>() {
+            match store.sealed(&name) {
+                Ok(s) => {
+                    plan.digests.insert(name.clone(), s.digest.clone());
+                    wanted.insert(name, s);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            plan.inputs = plan.digest();
+        } else {
+            plan.error = Some(errors.join("; "));
         }
     }
     let decrypter = Decrypter::detect(root, manager);
-    let list: Vec<&Sealed> = wanted.values().copied().collect();
+    let list: Vec<&Sealed> = wanted.values().collect();
     let jobs = if opts.jobs == 0 {
         creds::default_jobs()
     } else {
@@ -437,6 +454,15 @@ fn run(
         if state.config.is_none() {
             state.config = Some(config.main.clone());
         }
+        // Remember the sealed files read in full, forget those no service uses.
+        state.sealed.extend(store.read_records());
+        let used = config.all_credentials();
+        state.sealed.retain(|n, _| {
+            used.contains(n.as_str())
+                || stored
+                    .iter()
+                    .any(|(s, _)| s.credentials().contains(&n.as_str()))
+        });
         let names: BTreeSet<String> = plans.iter().map(|p| p.service.name.clone()).collect();
         settle(
             manager,
@@ -647,7 +673,8 @@ fn remove_files(
 struct Plan<'a> {
     service: &'a Service,
     account: Option<Account>,
-    sealed: BTreeMap<String, Sealed>,
+    /// Digest of each credential's sealed bytes.
+    digests: BTreeMap<String, String>,
     inputs: String,
     dropin_text: String,
     dropin_path: PathBuf,
@@ -672,7 +699,7 @@ impl<'a> Plan<'a> {
         let mut plan = Plan {
             service,
             account: None,
-            sealed: BTreeMap::new(),
+            digests: BTreeMap::new(),
             inputs: String::new(),
             dropin_text: crate::dropin::render(service, loader),
             dropin_path: service.dropin_path(loader),
@@ -691,9 +718,9 @@ impl<'a> Plan<'a> {
         }
         let mut errors = Vec::new();
         for name in service.credentials() {
-            match store.sealed(name) {
-                Ok(s) => {
-                    plan.sealed.insert(name.to_string(), s);
+            match store.fingerprint(name, &state.sealed) {
+                Ok(d) => {
+                    plan.digests.insert(name.to_string(), d);
                 }
                 Err(e) => errors.push(e.to_string()),
             }
@@ -714,8 +741,8 @@ impl<'a> Plan<'a> {
         let a = self.account.expect("resolved");
         h.update(format!("\0{}:{}\0", a.uid, a.gid));
         h.update(self.dropin_text.as_bytes());
-        for (name, s) in &self.sealed {
-            h.update(format!("\0{name}={}", s.digest));
+        for (name, d) in &self.digests {
+            h.update(format!("\0{name}={d}"));
         }
         creds::hex_digest(&h.finalize())
     }
@@ -728,7 +755,18 @@ impl<'a> Plan<'a> {
         if prev.inputs != self.inputs {
             return false;
         }
-        if read_dropin(dirs, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes()) {
+        // The drop-in: untouched since written (one stat), or else the same text.
+        let (dir, name) = safefs::split(&self.dropin_path);
+        let untouched = prev.dropin_id.is_some()
+            && dirs
+                .open(dir, DirPolicy::EXISTING)
+                .ok()
+                .and_then(|d| d.entry(name).ok().flatten())
+                .map(|st| FileId::from(&st))
+                == prev.dropin_id;
+        if !untouched
+            && read_dropin(dirs, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes())
+        {
             return false;
         }
         if self.service.delivery == Delivery::Env {
@@ -757,6 +795,7 @@ impl<'a> Plan<'a> {
                 .then(|| self.service.env_file.clone()),
             env_file_id: None,
             dropin: self.dropin_path.clone(),
+            dropin_id: None,
             applied_at: 0,
             pending_reload: false,
             pending_restart: false,
@@ -803,11 +842,11 @@ impl<'a> Plan<'a> {
             return self.report_base();
         }
         let mut report = self.report_base();
-        report.decrypted = self.sealed.keys().cloned().collect();
+        report.decrypted = self.digests.keys().cloned().collect();
 
         // Every credential must have decrypted.
         let mut errors = Vec::new();
-        for name in self.sealed.keys() {
+        for name in self.digests.keys() {
             match plain.get(name) {
                 Some(Ok(p)) if p.legacy && self.service.delivery == Delivery::Credential => errors.push(format!(
                     "credential {name} was sealed without --name, so PID 1 cannot load it under that name; \
@@ -837,9 +876,9 @@ impl<'a> Plan<'a> {
                 // PID 1 decrypts at the next (re)start; it changed if the sealed bytes did.
                 report.secrets_changed = match &self.previous {
                     Some(prev) => self
-                        .sealed
+                        .digests
                         .iter()
-                        .any(|(n, s)| prev.credentials.get(n) != Some(&s.digest)),
+                        .any(|(n, d)| prev.credentials.get(n) != Some(d)),
                     None => true,
                 };
             }
@@ -849,6 +888,13 @@ impl<'a> Plan<'a> {
             Ok(w) => report.dropin_written = w,
             Err(e) => return self.fail(e),
         }
+        let dropin_id = {
+            let (dir, name) = safefs::split(&self.dropin_path);
+            dirs.open(dir, DirPolicy::EXISTING)
+                .ok()
+                .and_then(|d| d.entry(name).ok().flatten())
+                .map(|st| FileId::from(&st))
+        };
 
         if report.env_file_written || report.dropin_written || report.secrets_changed {
             report.outcome = Outcome::Updated;
@@ -857,15 +903,12 @@ impl<'a> Plan<'a> {
             unit: self.service.unit.clone(),
             delivery: self.service.delivery,
             inputs: self.inputs.clone(),
-            credentials: self
-                .sealed
-                .iter()
-                .map(|(n, s)| (n.clone(), s.digest.clone()))
-                .collect(),
+            credentials: self.digests.clone(),
             env_file: (self.service.delivery == Delivery::Env)
                 .then(|| self.service.env_file.clone()),
             env_file_id,
             dropin: self.dropin_path.clone(),
+            dropin_id,
             applied_at: state::now(),
             pending_reload: report.dropin_written
                 || self.previous.as_ref().is_some_and(|p| p.pending_reload),

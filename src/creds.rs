@@ -38,6 +38,8 @@ pub struct Sealed {
     /// Hex SHA-256 of the sealed bytes.
     pub digest: String,
     pub mtime: i64,
+    /// Identity of the file the bytes were read from.
+    pub id: crate::state::FileId,
 }
 
 /// A decrypted credential.
@@ -49,10 +51,11 @@ pub struct Plain {
 }
 
 pub fn hex_digest(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(64);
-    for b in d.iter() {
-        s.push_str(&format!("{b:02x}"));
+    for b in Sha256::digest(bytes).iter() {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }
@@ -96,6 +99,47 @@ impl Store {
         result
     }
 
+    /// The digest of `name`'s sealed bytes. When its file still has the
+    /// identity recorded in `known` (see [`crate::state::State::sealed`]),
+    /// that costs one stat; otherwise the file is read and hashed.
+    pub fn fingerprint(
+        &self,
+        name: &str,
+        known: &BTreeMap<String, crate::state::SealedRecord>,
+    ) -> Result<String, CredError> {
+        if let (Some(rec), Ok(dir)) = (known.get(name), self.dir.as_ref()) {
+            if let Ok(Some(st)) = dir.entry(&Self::file_name(name)) {
+                if st.st_mode & nix::sys::stat::SFlag::S_IFMT.bits()
+                    == nix::sys::stat::SFlag::S_IFREG.bits()
+                    && crate::state::FileId::from(&st) == rec.id
+                {
+                    return Ok(rec.digest.clone());
+                }
+            }
+        }
+        self.sealed(name).map(|s| s.digest)
+    }
+
+    /// What was read in full during this run, as records for the state.
+    pub fn read_records(&self) -> BTreeMap<String, crate::state::SealedRecord> {
+        self.cache
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(n, r)| {
+                r.as_ref().ok().map(|s| {
+                    (
+                        n.clone(),
+                        crate::state::SealedRecord {
+                            digest: s.digest.clone(),
+                            id: s.id,
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn read_sealed(&self, name: &str) -> Result<Sealed, CredError> {
         let dir = self.dir.as_ref().map_err(|e| CredError::Unreadable {
             name: name.into(),
@@ -118,6 +162,7 @@ impl Store {
                     digest: hex_digest(&bytes),
                     bytes,
                     mtime: st.st_mtime,
+                    id: crate::state::FileId::from(&st),
                 })
             }
             Ok(None) => Err(CredError::Missing {
@@ -258,7 +303,8 @@ impl Decrypter {
         counts.systemd_creds = rest.len();
         let next = AtomicUsize::new(0);
         let found = Mutex::new(results);
-        let workers = jobs.clamp(1, rest.len().max(1));
+        // No thread at all when there is nothing left to decrypt.
+        let workers = jobs.max(1).min(rest.len());
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {

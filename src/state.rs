@@ -60,6 +60,10 @@ pub struct ServiceState {
     /// Likewise its `on_change` restart.
     #[serde(default)]
     pub pending_restart: bool,
+    /// Identity of the drop-in as written, so a re-apply can tell it is
+    /// untouched from one stat.
+    #[serde(default)]
+    pub dropin_id: Option<FileId>,
     /// The definition it was last applied from: if its config file later
     /// fails to load, apply keeps serving it from this (no secrets in it).
     #[serde(default)]
@@ -75,6 +79,19 @@ pub struct State {
     /// another `--config` removes nothing.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// Each sealed credential as last read: its digest and the identity of
+    /// the file that had it. A file with the same identity (device, inode,
+    /// size, ctime: any write, rename-over or chmod moves one of them) has
+    /// the same bytes, so a re-apply need not read and hash it again.
+    #[serde(default)]
+    pub sealed: BTreeMap<String, SealedRecord>,
+}
+
+/// See [`State::sealed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRecord {
+    pub digest: String,
+    pub id: FileId,
 }
 
 impl State {

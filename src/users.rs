@@ -28,11 +28,14 @@ pub struct Account {
 /// user name -> (uid, primary gid), and group name -> gid.
 type Databases = (HashMap<String, (u32, u32)>, HashMap<String, u32>);
 
+/// A user name and an optional group name.
+type Lookup = (String, Option<String>);
+
 /// Resolves accounts; offline databases are read once.
 pub struct Accounts {
     offline: Option<Databases>,
     /// Live lookups go through NSS (files, systemd, LDAP...): each once.
-    seen: std::sync::Mutex<HashMap<(String, Option<String>), Result<Account, UserError>>>,
+    seen: std::sync::Mutex<HashMap<Lookup, Result<Account, UserError>>>,
 }
 
 impl Accounts {
