@@ -2,164 +2,54 @@
 //! docs/testbed.md): units start, drop-ins load, EnvironmentFile= is read by
 //! PID 1, services restart for real. Each test boots its own bed.
 
+#[path = "support/scene.rs"]
+mod scene;
 #[path = "support/testbed.rs"]
 mod testbed;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use testbed::TestBed;
+use scene::Scene;
 
 const CREDLOADER: &str = env!("CARGO_BIN_EXE_credloader");
 
-/// A bed with credloader and its units installed, a throwaway credential
-/// secret, users `qt` and `bot`, and the consumer units of these tests.
-struct Bed {
-    bed: TestBed,
-    _secret_dir: tempfile::TempDir,
+/// A bed as after install, with users `qt` and `bot` and the consumers
+/// `alpha` (qt), `beta` (bot) and `gamma` (qt).
+fn boot() -> Scene {
+    Scene::boot(
+        Path::new(CREDLOADER),
+        &["qt", "bot"],
+        &[("alpha", "qt"), ("beta", "bot"), ("gamma", "qt")],
+    )
 }
 
-impl std::ops::Deref for Bed {
-    type Target = TestBed;
-    fn deref(&self) -> &TestBed {
-        &self.bed
-    }
+/// The standard setup: alpha (qt) gets the Binance pair and a static,
+/// beta (bot) gets the Kraken key.
+fn two_consumers(bed: &Scene) {
+    bed.config(
+        "alpha",
+        "[services.alpha]\nunit = \"alpha.service\"\nuser = \"qt\"\n\
+         credentials = [\"BINANCE_API_KEY\", \"BINANCE_API_SECRET\"]\n\
+         static = { EXIT_BRAIN_V35_ENABLED = \"true\" }\n",
+    );
+    bed.config("beta", "[services.beta]\nunit = \"beta.service\"\nuser = \"bot\"\ncredentials = [\"KRAKEN_KEY\"]\n");
+    bed.seal("BINANCE_API_KEY", b"binance-key-1");
+    bed.seal("BINANCE_API_SECRET", b"binance-secret-1");
+    bed.seal("KRAKEN_KEY", b"kraken-key-1");
+    bed.sh_ok("systemctl enable alpha.service beta.service credloader.service credloader.path");
 }
 
-impl Bed {
-    fn boot() -> Bed {
-        let secret_dir = testbed::tempdir();
-        let secret = secret_dir.path().join("credential.secret");
-        let out = Command::new("systemd-creds")
-            .arg("setup")
-            .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        // With D-Bus, as on every real host: credloader asks PID 1 (systemd-run)
-        // to decrypt in bulk.
-        let bed = TestBed::builder()
-            .credential_secret(&secret)
-            .unmask("dbus.socket")
-            .unmask("dbus.service")
-            .boot();
-        bed.install_credloader(Path::new(CREDLOADER));
-        bed.add_user("qt");
-        bed.add_user("bot");
-        bed.sh_ok(
-            "install -d -m 0700 /etc/quantum/creds && install -d -m 0755 /etc/quantum/credloader.d",
-        );
-        // As the package ships it. Without the main file, systemd 252's path
-        // unit watches /etc/quantum instead and loses a rename into creds/
-        // that comes from /etc/quantum (it re-creates its watches on the event).
-        bed.write(
-            "/etc/quantum/credloader.toml",
-            b"# Services are configured in credloader.d/.\n",
-            0o644,
-        );
-        // The trading services: started together by e2e.target, like at boot.
-        bed.write(
-            "/etc/systemd/system/e2e.target",
-            b"[Unit]\nDescription=e2e services\n",
-            0o644,
-        );
-        for (unit, user) in [("alpha", "qt"), ("beta", "bot"), ("gamma", "qt")] {
-            let text = format!(
-                "[Unit]\nDescription=consumer {unit}\n[Service]\nUser={user}\nExecStart=/bin/sleep infinity\n\
-                 [Install]\nWantedBy=e2e.target\n"
-            );
-            bed.write(
-                &format!("/etc/systemd/system/{unit}.service"),
-                text.as_bytes(),
-                0o644,
-            );
-        }
-        bed.daemon_reload();
-        Bed {
-            bed,
-            _secret_dir: secret_dir,
-        }
-    }
-
-    /// Seals `value` inside the bed with the real systemd-creds and renames it
-    /// into place from a temp name in the creds dir (as `credloader seal` does).
-    fn seal(&self, name: &str, value: &[u8]) {
-        let out = self.exec_with_stdin(
-            &[
-                "systemd-creds",
-                "encrypt",
-                &format!("--name={name}"),
-                "--with-key=host",
-                "-",
-                "-",
-            ],
-            value,
-        );
-        assert!(out.status.success(), "seal {name}: {out:?}");
-        self.write(
-            &format!("/etc/quantum/creds/.{name}.staging"),
-            &out.stdout,
-            0o600,
-        );
-        self.sh_ok(&format!(
-            "mv /etc/quantum/creds/.{name}.staging /etc/quantum/creds/{name}.cred"
-        ));
-    }
-
-    fn config(&self, name: &str, text: &str) {
-        self.write(
-            &format!("/etc/quantum/credloader.d/{name}.toml"),
-            text.as_bytes(),
-            0o644,
-        );
-    }
-
-    fn credloader(&self, args: &[&str]) -> std::process::Output {
-        let mut argv = vec!["credloader"];
-        argv.extend_from_slice(args);
-        self.exec(&argv)
-    }
-
-    fn active(&self, unit: &str) -> bool {
-        self.unit_property(unit, "ActiveState") == "active"
-    }
-
-    fn monotonic(&self, unit: &str, prop: &str) -> u64 {
-        self.unit_property(unit, prop)
-            .parse()
-            .unwrap_or_else(|_| panic!("{unit} {prop}"))
-    }
-
-    /// The standard setup: alpha (qt) gets the Binance pair and a static,
-    /// beta (bot) gets the Kraken key.
-    fn two_consumers(&self) {
-        self.config(
-            "alpha",
-            "[services.alpha]\nunit = \"alpha.service\"\nuser = \"qt\"\n\
-             credentials = [\"BINANCE_API_KEY\", \"BINANCE_API_SECRET\"]\n\
-             static = { EXIT_BRAIN_V35_ENABLED = \"true\" }\n",
-        );
-        self.config("beta", "[services.beta]\nunit = \"beta.service\"\nuser = \"bot\"\ncredentials = [\"KRAKEN_KEY\"]\n");
-        self.seal("BINANCE_API_KEY", b"binance-key-1");
-        self.seal("BINANCE_API_SECRET", b"binance-secret-1");
-        self.seal("KRAKEN_KEY", b"kraken-key-1");
-        self.sh_ok(
-            "systemctl enable alpha.service beta.service credloader.service credloader.path",
-        );
-    }
-
-    /// Like a reboot of the trading services: everything stopped, /run's env
-    /// files gone (it is a tmpfs), then the target started.
-    fn boot_services(&self) {
-        self.sh_ok("systemctl stop e2e.target alpha.service beta.service gamma.service credloader.service; rm -f /run/credloader/*.env");
-        let out = self.systemctl(&["start", "e2e.target"]);
-        assert!(
-            out.status.success(),
-            "start e2e.target: {out:?}\n{}",
-            self.journal("credloader.service")
-        );
-    }
+/// Like a reboot of the trading services: everything stopped, /run's env
+/// files gone (it is a tmpfs), then the target started.
+fn boot_services(bed: &Scene) {
+    bed.sh_ok("systemctl stop e2e.target alpha.service beta.service gamma.service credloader.service; rm -f /run/credloader/*.env");
+    let out = bed.systemctl(&["start", "e2e.target"]);
+    assert!(
+        out.status.success(),
+        "start e2e.target: {out:?}\n{}",
+        bed.journal("credloader.service")
+    );
 }
 
 fn var<'a>(env: &'a std::collections::BTreeMap<String, Vec<u8>>, k: &str) -> Option<&'a [u8]> {
@@ -168,7 +58,7 @@ fn var<'a>(env: &'a std::collections::BTreeMap<String, Vec<u8>>, k: &str) -> Opt
 
 #[test]
 fn units_verify_cleanly_offline() {
-    let bed = Bed::boot();
+    let bed = boot();
     let out = bed.sh(
         "systemd-analyze verify --man=no /etc/systemd/system/credloader.service \
          /etc/systemd/system/credloader-refresh.service /etc/systemd/system/credloader.path 2>&1",
@@ -182,12 +72,12 @@ fn units_verify_cleanly_offline() {
 
 #[test]
 fn boot_path_delivers_each_consumer_exactly_its_own_secrets() {
-    let bed = Bed::boot();
-    bed.two_consumers();
+    let bed = boot();
+    two_consumers(&bed);
     // The operator's first apply writes the drop-ins; then the host "boots".
-    let out = bed.credloader(&["apply"]);
+    let out = bed.credloader(&["apply"], None);
     assert!(out.status.success(), "{out:?}");
-    bed.boot_services();
+    boot_services(&bed);
 
     let alpha = bed.environ("alpha.service");
     assert_eq!(var(&alpha, "BINANCE_API_KEY"), Some(&b"binance-key-1"[..]));
@@ -219,9 +109,9 @@ fn boot_path_delivers_each_consumer_exactly_its_own_secrets() {
 
 #[test]
 fn a_consumer_with_a_bad_credential_does_not_start_the_other_runs_and_a_fix_brings_it_up() {
-    let bed = Bed::boot();
-    bed.two_consumers();
-    assert!(bed.credloader(&["apply"]).status.success());
+    let bed = boot();
+    two_consumers(&bed);
+    assert!(bed.credloader(&["apply"], None).status.success());
     // Tamper with alpha's sealed key.
     bed.sh_ok("sed -i 's/A/B/; s/a/b/' /etc/quantum/creds/BINANCE_API_KEY.cred");
     bed.sh_ok("systemctl stop e2e.target alpha.service beta.service credloader.service; rm -f /run/credloader/*.env");
@@ -249,7 +139,7 @@ fn a_consumer_with_a_bad_credential_does_not_start_the_other_runs_and_a_fix_brin
 
     // Fixing the credential brings the failed consumer up with it.
     bed.seal("BINANCE_API_KEY", b"binance-key-2");
-    let out = bed.credloader(&["apply"]);
+    let out = bed.credloader(&["apply"], None);
     assert!(out.status.success(), "{out:?}");
     bed.wait_until("alpha to start", Duration::from_secs(10), || {
         bed.active("alpha.service")
@@ -261,7 +151,7 @@ fn a_consumer_with_a_bad_credential_does_not_start_the_other_runs_and_a_fix_brin
 
     // A missing credential: the same, named as missing.
     bed.sh_ok("rm /etc/quantum/creds/BINANCE_API_KEY.cred");
-    let out = bed.credloader(&["apply"]);
+    let out = bed.credloader(&["apply"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         testbed::lossy(&out.stdout).contains("credential BINANCE_API_KEY is missing"),
@@ -271,10 +161,10 @@ fn a_consumer_with_a_bad_credential_does_not_start_the_other_runs_and_a_fix_brin
 
 #[test]
 fn rotation_restarts_only_the_consumers_of_the_changed_credential() {
-    let bed = Bed::boot();
-    bed.two_consumers();
-    assert!(bed.credloader(&["apply"]).status.success());
-    bed.boot_services();
+    let bed = boot();
+    two_consumers(&bed);
+    assert!(bed.credloader(&["apply"], None).status.success());
+    boot_services(&bed);
     bed.systemctl_ok(&["start", "credloader.path"]);
     let alpha_pid = bed.main_pid("alpha.service").unwrap();
 
@@ -314,10 +204,10 @@ fn rotation_restarts_only_the_consumers_of_the_changed_credential() {
 
 #[test]
 fn restarting_credloader_with_nothing_changed_restarts_nothing() {
-    let bed = Bed::boot();
-    bed.two_consumers();
-    assert!(bed.credloader(&["apply"]).status.success());
-    bed.boot_services();
+    let bed = boot();
+    two_consumers(&bed);
+    assert!(bed.credloader(&["apply"], None).status.success());
+    boot_services(&bed);
     let pids = (bed.main_pid("alpha.service"), bed.main_pid("beta.service"));
     let inode = bed.sh_ok("stat -c %i /run/credloader/alpha.env /run/credloader/beta.env");
     bed.systemctl_ok(&["restart", "credloader.service"]);
@@ -331,7 +221,7 @@ fn restarting_credloader_with_nothing_changed_restarts_nothing() {
         bed.sh_ok("stat -c %i /run/credloader/alpha.env /run/credloader/beta.env"),
         inode
     );
-    let out = bed.credloader(&["apply", "--json"]);
+    let out = bed.credloader(&["apply", "--json"], None);
     let report = testbed::lossy(&out.stdout);
     assert!(
         report.contains("\"daemon_reload\":false") && !report.contains("\"updated\""),
@@ -341,7 +231,7 @@ fn restarting_credloader_with_nothing_changed_restarts_nothing() {
 
 #[test]
 fn hard_values_reach_the_service_byte_for_byte() {
-    let bed = Bed::boot();
+    let bed = boot();
     let mut values: Vec<(String, Vec<u8>)> = [
         "quote\"double",
         "quote'single",
@@ -382,7 +272,7 @@ fn hard_values_reach_the_service_byte_for_byte() {
     for (n, v) in &values {
         bed.seal(n, v);
     }
-    let out = bed.credloader(&["apply"]);
+    let out = bed.credloader(&["apply"], None);
     assert!(out.status.success(), "{out:?}");
     bed.systemctl_ok(&["start", "gamma.service"]);
     let env = bed.environ("gamma.service");
@@ -397,14 +287,14 @@ fn hard_values_reach_the_service_byte_for_byte() {
 
 #[test]
 fn credential_delivery_hands_the_value_over_without_a_plaintext_file() {
-    let bed = Bed::boot();
+    let bed = boot();
     let value = "gamma-secret-5f1d2c9e";
     bed.config(
         "gamma",
         "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [\"GAMMA_KEY\"]\ndelivery = \"credential\"\n",
     );
     bed.seal("GAMMA_KEY", value.as_bytes());
-    let out = bed.credloader(&["apply"]);
+    let out = bed.credloader(&["apply"], None);
     assert!(out.status.success(), "{out:?}");
     bed.systemctl_ok(&["start", "gamma.service"]);
 
@@ -431,12 +321,12 @@ fn credential_delivery_hands_the_value_over_without_a_plaintext_file() {
 
 #[test]
 fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
-    let bed = Bed::boot();
-    bed.two_consumers();
+    let bed = boot();
+    two_consumers(&bed);
     bed.config("gamma", "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [\"G1\", \"G2\"]\n");
     bed.seal("G1", b"gamma-one");
     bed.seal("G2", b"gamma-two");
-    let out = bed.credloader(&["apply", "--json"]);
+    let out = bed.credloader(&["apply", "--json"], None);
     let report = testbed::lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -463,7 +353,7 @@ fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
     // credential is decrypted one by one and only the bad one fails.
     bed.sh_ok("rm /run/credloader/*.env");
     bed.sh_ok("sed -i 's/A/B/; s/a/b/' /etc/quantum/creds/G1.cred");
-    let out = bed.credloader(&["apply", "--json"]);
+    let out = bed.credloader(&["apply", "--json"], None);
     let report = testbed::lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
@@ -480,10 +370,10 @@ fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
 
 #[test]
 fn a_restart_systemd_refused_is_owed_and_made_by_the_next_apply() {
-    let bed = Bed::boot();
-    bed.two_consumers();
-    assert!(bed.credloader(&["apply"]).status.success());
-    bed.boot_services();
+    let bed = boot();
+    two_consumers(&bed);
+    assert!(bed.credloader(&["apply"], None).status.success());
+    boot_services(&bed);
     let before = bed.main_pid("beta.service").unwrap();
     // For a while, systemctl refuses to restart anything.
     bed.write(
@@ -492,7 +382,7 @@ fn a_restart_systemd_refused_is_owed_and_made_by_the_next_apply() {
         0o755,
     );
     bed.seal("KRAKEN_KEY", b"kraken-key-2");
-    let out = bed.credloader(&["apply"]);
+    let out = bed.credloader(&["apply"], None);
     let text = testbed::lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -508,7 +398,7 @@ fn a_restart_systemd_refused_is_owed_and_made_by_the_next_apply() {
     // systemctl works again; nothing changed on disk since, yet the restart
     // is still owed, so the next apply makes it.
     bed.sh_ok("rm /usr/local/bin/systemctl");
-    let out = bed.credloader(&["apply", "--json"]);
+    let out = bed.credloader(&["apply", "--json"], None);
     let text = testbed::lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("\"action\":\"try-restart\""), "{text}");
@@ -521,6 +411,6 @@ fn a_restart_systemd_refused_is_owed_and_made_by_the_next_apply() {
         },
     );
     // And then it is settled: a further apply restarts nothing.
-    let again = testbed::lossy(&bed.credloader(&["apply", "--json"]).stdout);
+    let again = testbed::lossy(&bed.credloader(&["apply", "--json"], None).stdout);
     assert!(!again.contains("\"action\":\"try-restart\""), "{again}");
 }

@@ -2,85 +2,30 @@
 //! health check restarts only the credential's consumer; a failing one rolls
 //! back, the consumer runs the old value again, and rotate exits 4.
 
+#[path = "support/scene.rs"]
+mod scene;
 #[path = "support/testbed.rs"]
 mod testbed;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use testbed::TestBed;
+use scene::{text, Scene};
 
 const CREDLOADER: &str = env!("CARGO_BIN_EXE_credloader");
 
-struct Bed {
-    bed: TestBed,
-    _secret_dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Bed {
-    type Target = TestBed;
-    fn deref(&self) -> &TestBed {
-        &self.bed
-    }
-}
-
-impl Bed {
-    fn boot() -> Bed {
-        let secret_dir = testbed::tempdir();
-        let secret = secret_dir.path().join("credential.secret");
-        let out = Command::new("systemd-creds")
-            .arg("setup")
-            .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let bed = TestBed::builder().credential_secret(&secret).boot();
-        bed.install_credloader(Path::new(CREDLOADER));
-        bed.add_user("qt");
-        bed.add_user("bot");
-        bed.sh_ok(
-            "install -d -m 0700 /etc/quantum/creds && install -d -m 0755 /etc/quantum/credloader.d",
-        );
-        bed.write(
-            "/etc/quantum/credloader.toml",
-            b"# see credloader.d/\n",
-            0o644,
-        );
-        for (unit, user) in [("alpha", "qt"), ("beta", "bot")] {
-            let text = format!(
-                "[Unit]\nDescription=consumer {unit}\n[Service]\nUser={user}\nExecStart=/bin/sleep infinity\n"
-            );
-            bed.write(
-                &format!("/etc/systemd/system/{unit}.service"),
-                text.as_bytes(),
-                0o644,
-            );
-        }
-        bed.daemon_reload();
-        Bed {
-            bed,
-            _secret_dir: secret_dir,
-        }
-    }
-
-    fn credloader(&self, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
-        let mut argv = vec!["credloader"];
-        argv.extend_from_slice(args);
-        match stdin {
-            Some(s) => self.exec_with_stdin(&argv, s),
-            None => self.exec(&argv),
-        }
-    }
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!("{}{}", testbed::lossy(&o.stdout), testbed::lossy(&o.stderr))
+/// A bed as after install, with consumers `alpha` (qt) and `beta` (bot).
+fn boot() -> Scene {
+    Scene::boot(
+        Path::new(CREDLOADER),
+        &["qt", "bot"],
+        &[("alpha", "qt"), ("beta", "bot")],
+    )
 }
 
 #[test]
 fn rotate_verifies_restarts_only_its_consumer_and_rolls_back_a_bad_value() {
-    let bed = Bed::boot();
+    let bed = boot();
     bed.write(
         "/etc/quantum/credloader.d/alpha.toml",
         br#"[services.alpha]

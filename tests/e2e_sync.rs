@@ -9,67 +9,37 @@
 #![cfg(feature = "aws")]
 
 mod moto;
+#[path = "support/scene.rs"]
+mod scene;
 #[path = "support/testbed.rs"]
 mod testbed;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use testbed::TestBed;
+use scene::{text, Scene};
 
 const CREDLOADER: &str = env!("CARGO_BIN_EXE_credloader");
 const PORT: u16 = 5087;
 
-fn text(o: &std::process::Output) -> String {
-    format!("{}{}", testbed::lossy(&o.stdout), testbed::lossy(&o.stderr))
-}
-
-struct Bed {
-    bed: TestBed,
-    _secret_dir: tempfile::TempDir,
-}
+/// The scene (see support/scene.rs) plus moto inside the bed.
+struct Bed(Scene);
 
 impl std::ops::Deref for Bed {
-    type Target = TestBed;
-    fn deref(&self) -> &TestBed {
-        &self.bed
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.0
     }
 }
 
 impl Bed {
     fn boot() -> Bed {
         let moto_server = moto::moto_server_bin();
-        let secret_dir = testbed::tempdir();
-        let secret = secret_dir.path().join("credential.secret");
-        let out = Command::new("systemd-creds")
-            .arg("setup")
-            .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let bed = TestBed::builder().credential_secret(&secret).boot();
-        bed.install_credloader(Path::new(CREDLOADER));
-        bed.add_user("qt");
-        bed.add_user("bot");
-        bed.sh_ok(
-            "install -d -m 0700 /etc/quantum/creds && install -d -m 0755 /etc/quantum/credloader.d",
+        let bed = Scene::boot(
+            Path::new(CREDLOADER),
+            &["qt", "bot"],
+            &[("alpha", "qt"), ("beta", "bot")],
         );
-        bed.write(
-            "/etc/quantum/credloader.toml",
-            b"# see credloader.d/\n",
-            0o644,
-        );
-        for (unit, user) in [("alpha", "qt"), ("beta", "bot")] {
-            let text = format!(
-                "[Unit]\nDescription=consumer {unit}\n[Service]\nUser={user}\nExecStart=/bin/sleep infinity\n"
-            );
-            bed.write(
-                &format!("/etc/systemd/system/{unit}.service"),
-                text.as_bytes(),
-                0o644,
-            );
-        }
         bed.write(
             "/etc/quantum/credloader.d/services.toml",
             b"[services.alpha]\nunit = \"alpha.service\"\nuser = \"qt\"\ncredentials = [\"A_KEY\"]\n\
@@ -112,10 +82,7 @@ impl Bed {
             &PORT.to_string(),
         ]);
         assert!(out.status.success(), "moto in the bed: {}", text(&out));
-        let b = Bed {
-            bed,
-            _secret_dir: secret_dir,
-        };
+        let b = Bed(bed);
         b.wait_until("moto listening in the bed", Duration::from_secs(30), || {
             b.exec(&["bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{PORT}")])
                 .status
