@@ -324,3 +324,60 @@ fn generations_are_pruned_to_keep_generations() {
     assert_eq!(nums, vec![3, 4]);
     assert!(!t.exists("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"));
 }
+
+/// `seal` on a real terminal (a pty from `script`): it asks twice without
+/// echo, seals what was typed, and refuses two entries that differ.
+#[test]
+fn seal_at_a_terminal_asks_twice_without_echo() {
+    let t = Tree::new();
+    let typed = |name: &str, input: &str| {
+        let command = format!(
+            "{} --root {} seal {name} --key host",
+            env!("CARGO_BIN_EXE_credloader"),
+            t.root().display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux");
+        use std::io::Write;
+        // Line by line, as a person types, each after the prompt is shown.
+        let mut stdin = child.stdin.take().unwrap();
+        for line in input.split_inclusive('\n') {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    let (code, screen) = typed("TYPED_KEY", "typed-secret-4711\ntyped-secret-4711\n");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("Value for TYPED_KEY") && screen.contains("Again"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("typed-secret-4711"),
+        "the value was echoed: {screen}"
+    );
+    assert_eq!(
+        t.owner_mode("/etc/quantum/creds/TYPED_KEY.cred"),
+        (0, 0, 0o600)
+    );
+    let shown = t.credloader(&["show", "TYPED_KEY", "--json"]);
+    assert!(shown.stdout.contains("\"length\":17"), "{shown:?}");
+
+    let (code, screen) = typed("OTHER_KEY", "first-value-1234\nsecond-value-567\n");
+    assert_eq!(code, Some(2), "{screen}");
+    assert!(screen.contains("differ"), "{screen}");
+    assert!(!t.exists("/etc/quantum/creds/OTHER_KEY.cred"));
+}
