@@ -39,12 +39,11 @@ show_env() {
                printf "      %-24s %-12s (%d bytes)\n", $1, m, length(v) }'
 }
 
-# Seal a value with the real systemd-creds inside the bed and rename it into
-# place from a temp file in the creds dir, the way `credloader seal` does.
+# Seal a value with `credloader seal`: it reaches systemd-creds over a pipe,
+# never argv or a temp file. (`printf %s`: no trailing newline in the value.)
 seal() {
   local name=$1 value=$2
-  printf '%s' "$value" | inside sh -c "systemd-creds encrypt --name=$name --with-key=host - - > /etc/quantum/creds/.$name.new 2>/dev/null &&
-    chmod 0600 /etc/quantum/creds/.$name.new && mv /etc/quantum/creds/.$name.new /etc/quantum/creds/$name.cred"
+  printf '%s' "$value" | inside credloader seal "$name" --key host | sed 's/^/    /'
 }
 
 step "Booting a throwaway systemd (PID 1 in its own namespaces, copy-on-write root)"
@@ -83,7 +82,7 @@ EOF
 inside systemctl daemon-reload
 say "config: /etc/quantum/credloader.d/{position-monitor,order-router}.toml"
 
-step "Sealing demo keys with systemd-creds into /etc/quantum/creds (root, 0600)"
+step "Sealing demo keys with credloader seal into /etc/quantum/creds (root, 0600)"
 seal BINANCE_API_KEY "demo-binance-key-0123456789abcdef"
 seal BINANCE_API_SECRET "demo-binance-secret-fedcba9876543210"
 seal KRAKEN_API_KEY "demo-kraken-key-00112233445566778899"
@@ -101,21 +100,17 @@ inside systemctl start credloader.path quantum-position-monitor.service quantum-
 show_env quantum-position-monitor.service
 show_env quantum-order-router.service
 
-step "Rotating BINANCE_API_KEY: seal a new value; credloader.path re-applies on its own"
+step "Rotating BINANCE_API_KEY with credloader rotate: keeps the old generation, restarts and verifies its consumer"
 before_pm=$(inside systemctl show -p MainPID --value quantum-position-monitor.service)
 before_or=$(inside systemctl show -p MainPID --value quantum-order-router.service)
-seal BINANCE_API_KEY "demo-binance-key-ROTATED-99887766"
-for _ in $(seq 100); do
-  now_pm=$(inside systemctl show -p MainPID --value quantum-position-monitor.service)
-  [ "$now_pm" != "$before_pm" ] && [ "$now_pm" != 0 ] && break
-  sleep 0.1
-done
+printf '%s' "demo-binance-key-ROTATED-99887766" | inside credloader rotate BINANCE_API_KEY --key host | sed 's/^/    /'
+now_pm=$(inside systemctl show -p MainPID --value quantum-position-monitor.service)
 now_or=$(inside systemctl show -p MainPID --value quantum-order-router.service)
 say "quantum-position-monitor.service: MainPID $before_pm -> $now_pm (restarted: it uses the key)"
 say "quantum-order-router.service:     MainPID $before_or -> $now_or ($([ "$now_or" = "$before_or" ] && echo 'untouched' || echo 'RESTARTED?!'))"
 show_env quantum-position-monitor.service
-say "journal of the re-apply:"
-inside journalctl -b -u credloader-refresh.service -o cat --no-pager | grep -v '^$' | tail -4 | sed 's/^/      /'
+say "credloader status:"
+inside credloader status | sed 's/^/      /'
 
 step "Tearing down: the bed powers off, the host is as it was"
 "$TESTBED" stop "$STATE" >/dev/null
