@@ -50,6 +50,16 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends python3 python3-venv
 fi
 
+# The EIO test (tests/hardening_eio.rs) serves the creds dir through a tiny
+# FUSE filesystem (tests/eio/eiofs.py) with Debian's python3 and fusepy.
+if ! /usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1; then
+  need_root
+  echo "deps.sh: installing python3-fusepy (for the EIO test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3-fusepy
+fi
+
 command -v cargo >/dev/null 2>&1 || {
   echo "deps.sh: cargo is missing; install a Rust toolchain (rustup) first" >&2
   exit 1

@@ -6,10 +6,8 @@
 //! namespace. The last good files must stay, the error must say what is
 //! wrong, and the other services must be served.
 //!
-//! EIO is not tested: it needs a device-mapper `error` target or a FUSE
-//! file system, neither of which this machine has. A read error takes the
-//! same path as any other errno (`FsError::Os` → that service fails, its
-//! last good file stays), which ENOSPC/EROFS exercise.
+//! EIO on read has a test of its own, with a real EIO from a FUSE
+//! passthrough: tests/hardening_eio.rs.
 
 mod common;
 
