@@ -40,6 +40,22 @@ impl Bed {
             &["qt", "bot"],
             &[("alpha", "qt"), ("beta", "bot")],
         );
+        // The bed has a tmpfs of its own on /tmp: a checkout under /tmp (and
+        // so the moto venv in its target/) is not visible inside. Then copy
+        // the venv in, at the same path so that its scripts still work.
+        let server = moto_server.to_str().unwrap();
+        if !bed.exec(&["test", "-x", server]).status.success() {
+            let venv = moto_server.parent().and_then(Path::parent).unwrap();
+            let dest = bed.path(venv.parent().unwrap().to_str().unwrap());
+            std::fs::create_dir_all(&dest).unwrap();
+            let copied = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(venv)
+                .arg(&dest)
+                .status()
+                .unwrap();
+            assert!(copied.success(), "copying the moto venv into the bed");
+        }
         bed.write(
             "/etc/quantum/credloader.d/services.toml",
             b"[services.alpha]\nunit = \"alpha.service\"\nuser = \"qt\"\ncredentials = [\"A_KEY\"]\n\
