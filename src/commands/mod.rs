@@ -177,19 +177,5 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 serde_json::json!({ "man": text }),
             ))
         }
-        // Kept for commands declared before they are implemented.
-        #[allow(unreachable_patterns)]
-        other => Err(CommandError::Usage(format!(
-            "`{}` is not implemented yet",
-            command_name(&other)
-        ))),
     }
-}
-
-fn command_name(c: &Command) -> String {
-    format!("{c:?}")
-        .split(['(', ' '])
-        .next()
-        .unwrap_or_default()
-        .to_lowercase()
 }
