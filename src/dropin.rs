@@ -61,4 +61,17 @@ mod tests {
         ), "{b}");
         assert!(!b.contains("EnvironmentFile"));
     }
+
+    #[test]
+    fn the_example_in_dropins_is_what_apply_writes() {
+        let c = from_texts(vec![(
+            "/m.toml".into(),
+            "[services.position-monitor]\nunit = \"quantum-position-monitor.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\n".into(),
+        )])
+        .unwrap();
+        assert_eq!(
+            render(&c.services["position-monitor"], &c.loader),
+            include_str!("../dropins/quantum-position-monitor.service.d/50-credloader.conf")
+        );
+    }
 }
