@@ -681,6 +681,9 @@ struct Plan<'a> {
     previous: Option<ServiceState>,
     /// The service's config file is broken; it is served from its record.
     config_error: Option<String>,
+    /// The drop-in's identity, when it was verified by content and differs
+    /// from the recorded one.
+    dropin_id_now: Option<FileId>,
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
@@ -705,6 +708,7 @@ impl<'a> Plan<'a> {
             dropin_path: service.dropin_path(loader),
             previous,
             config_error: None,
+            dropin_id_now: None,
             up_to_date: false,
             error: None,
             record: None,
@@ -748,7 +752,7 @@ impl<'a> Plan<'a> {
     }
 
     /// Same inputs as last time, and the files on disk are what we wrote.
-    fn check_up_to_date(&self, dirs: &DirCache) -> bool {
+    fn check_up_to_date(&mut self, dirs: &DirCache) -> bool {
         let Some(prev) = &self.previous else {
             return false;
         };
@@ -757,17 +761,20 @@ impl<'a> Plan<'a> {
         }
         // The drop-in: untouched since written (one stat), or else the same text.
         let (dir, name) = safefs::split(&self.dropin_path);
-        let untouched = prev.dropin_id.is_some()
-            && dirs
-                .open(dir, DirPolicy::EXISTING)
-                .ok()
-                .and_then(|d| d.entry(name).ok().flatten())
-                .map(|st| FileId::from(&st))
-                == prev.dropin_id;
-        if !untouched
-            && read_dropin(dirs, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes())
-        {
-            return false;
+        let now = dirs
+            .open(dir, DirPolicy::EXISTING)
+            .ok()
+            .and_then(|d| d.entry(name).ok().flatten())
+            .map(|st| FileId::from(&st));
+        let untouched = now.is_some() && now == prev.dropin_id;
+        if !untouched {
+            if read_dropin(dirs, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes())
+            {
+                return false;
+            }
+            // Same text, other identity (first run of this version, or a
+            // touch): remember it, so the next run needs one stat again.
+            self.dropin_id_now = now;
         }
         if self.service.delivery == Delivery::Env {
             let (dir, name) = safefs::split(&self.service.env_file);
@@ -839,6 +846,12 @@ impl<'a> Plan<'a> {
         }
         if self.up_to_date {
             tracing::debug!(service = %self.service.name, "unchanged since the last apply");
+            if let (Some(id), Some(prev)) = (self.dropin_id_now, &self.previous) {
+                self.record = Some(ServiceState {
+                    dropin_id: Some(id),
+                    ..prev.clone()
+                });
+            }
             return self.report_base();
         }
         let mut report = self.report_base();
