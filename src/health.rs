@@ -197,6 +197,117 @@ pub fn run(argv: &[String], who: &RunAs, env: &[(String, Secret)], timeout: Dura
     }
 }
 
+/// How a consumer gets its secrets, for a check run as a unit.
+pub enum UnitEnv<'a> {
+    /// `EnvironmentFile=` the service's own env file.
+    EnvFile(&'a Path),
+    /// `LoadCredentialEncrypted=` lines, so the check has the service's
+    /// `$CREDENTIALS_DIRECTORY`.
+    Credentials(Vec<(String, PathBuf)>),
+}
+
+/// Runs `argv` as a transient unit of PID 1 with the consumer's `User=`
+/// (and `Group=`) and the consumer's own environment source. The new values
+/// then never pass through credloader's memory, and the check sees exactly
+/// what the service sees. Its output goes to /dev/null (not the journal: it
+/// may print its secrets). `None` when systemd cannot be asked (no bus).
+pub fn run_in_unit(
+    argv: &[String],
+    user: &str,
+    group: Option<&str>,
+    env: &UnitEnv,
+    timeout: Duration,
+) -> Option<Outcome> {
+    let mut cmd = Command::new("systemd-run");
+    // Type=simple: the start job is done at fork, so even a check that fails
+    // at once reports its exit as the unit's result. (With Type=exec such a
+    // check can exit before the job completes, and systemd-run then reports
+    // a failed job instead of the result.)
+    cmd.args(["--wait", "--collect", "--service-type=simple"])
+        .arg("--description=credloader: health check")
+        .args(["-p", "DefaultDependencies=no"])
+        .args(["-p", "StandardOutput=null", "-p", "StandardError=null"])
+        .arg("-p")
+        .arg(format!("RuntimeMaxSec={}", timeout.as_secs().max(1)))
+        .arg("-p")
+        .arg(format!("User={user}"));
+    if let Some(g) = group {
+        cmd.arg("-p").arg(format!("Group={g}"));
+    }
+    match env {
+        UnitEnv::EnvFile(path) => {
+            cmd.arg("-p")
+                .arg(format!("EnvironmentFile={}", path.display()));
+        }
+        UnitEnv::Credentials(creds) => {
+            for (name, path) in creds {
+                cmd.arg("-p")
+                    .arg(format!("LoadCredentialEncrypted={name}:{}", path.display()));
+            }
+        }
+    }
+    let out = cmd
+        .arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(_) => return None,
+    };
+    // systemd-run's own report (unit names and results, never a value).
+    let report = String::from_utf8_lossy(&out.stderr);
+    let field = |key: &str| {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    let Some(result) = field("Finished with result:") else {
+        if report.contains("Failed to connect to bus") {
+            return None;
+        }
+        if report.contains("failed because the control process exited") {
+            // The job failed: the check did not pass, whatever its status.
+            return Some(Outcome::Failed {
+                exit_code: None,
+                signal: None,
+            });
+        }
+        let reason = report
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Some(Outcome::NotRun { reason });
+    };
+    let terminated = field("Main processes terminated with:").unwrap_or_default();
+    let number = |key: &str| {
+        terminated
+            .split(['/', ' '])
+            .find_map(|p| p.strip_prefix(key))
+            .map(|v| v.to_string())
+    };
+    Some(match result.as_str() {
+        "success" => Outcome::Passed,
+        "timeout" => Outcome::TimedOut {
+            after_sec: timeout.as_secs(),
+        },
+        _ => Outcome::Failed {
+            exit_code: number("status=").and_then(|v| v.parse().ok()),
+            signal: number("status=").and_then(|v| {
+                // Killed: status=KILL / SEGV etc.
+                nix::sys::signal::Signal::iterator()
+                    .find(|s| s.as_str().trim_start_matches("SIG") == v)
+                    .map(|s| s as i32)
+            }),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -409,7 +409,7 @@ pub fn apply_and_verify(
             service
                 .health_check
                 .as_ref()
-                .map(|argv| run_health(root, config, service, argv))
+                .map(|argv| run_health(root, config, manager, service, argv))
         };
         let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed());
         checks.push(Check {
@@ -490,9 +490,45 @@ fn wait_unit(
     )
 }
 
-/// Runs the service's health check with its new environment, decrypted
-/// again from the sealed files it is built from.
-fn run_health(root: &Root, config: &Config, service: &Service, argv: &[String]) -> health::Outcome {
+/// Runs the service's health check with its new environment. On a running
+/// systemd, as a transient unit with the service's own user and environment
+/// source (the values never pass through credloader); otherwise (an image,
+/// or no bus) in-process, with the values decrypted again from the sealed
+/// files the service is built from.
+fn run_health(
+    root: &Root,
+    config: &Config,
+    manager: Manager,
+    service: &Service,
+    argv: &[String],
+) -> health::Outcome {
+    if manager == Manager::Live {
+        let env = match service.delivery {
+            Delivery::Env => health::UnitEnv::EnvFile(&service.env_file),
+            Delivery::Credential => health::UnitEnv::Credentials(
+                service
+                    .credentials()
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            c.to_string(),
+                            config.loader.creds_dir.join(format!("{c}.cred")),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        let group = service.group.as_deref();
+        if let Some(outcome) =
+            health::run_in_unit(argv, &service.user, group, &env, service.health_timeout)
+        {
+            return outcome;
+        }
+        tracing::info!(
+            "no D-Bus for systemd-run: running the health check of {} in-process",
+            service.name
+        );
+    }
     let accounts = match Accounts::new(root) {
         Ok(a) => a,
         Err(e) => {

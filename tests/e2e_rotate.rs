@@ -107,7 +107,7 @@ health_timeout_sec = 15
     assert!(!text(&out).contains("bad-key-xyz") && !text(&out).contains("good-key-xyz"));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["rolled_back"], true);
-    assert_eq!(j["verification"][0]["health"]["result"], "failed");
+    assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
     assert_eq!(j["rollback"]["verified"], true, "{j}");
     bed.wait_until("alpha active again", Duration::from_secs(10), || {
         bed.unit_property("alpha.service", "ActiveState") == "active"
