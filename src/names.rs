@@ -1,6 +1,13 @@
 //! What a valid name looks like, for every kind of name credloader handles.
 //! Each check returns `Err` with a sentence that says what is wrong.
 
+/// The first character of `text` that is neither an ASCII letter or digit
+/// nor one of `extra`.
+fn outside(text: &str, extra: &str) -> Option<char> {
+    text.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c)))
+}
+
 /// A credential name: `systemd-creds` accepts printable ASCII without `/` or
 /// `:`; credloader keeps to `A-Z a-z 0-9 _ . - @ +`, which stand unquoted
 /// and unescaped in a unit file (`%`, `\`, quotes and `$` would not), and
@@ -16,10 +23,7 @@ pub fn credential(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_.-@+".contains(*c)))
-    {
+    if let Some(c) = outside(name, "_.-@+") {
         return Err(format!(
             "credential name `{}` contains {c:?}; use only A-Z a-z 0-9 _ . - @ +",
             name.escape_default()
@@ -42,9 +46,7 @@ pub fn service(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && outside(name, "_.-").is_none();
     if ok {
         Ok(())
     } else {
@@ -67,9 +69,7 @@ pub fn unit(name: &str) -> Result<(), String> {
     let ok = !stem.is_empty()
         && name.len() <= 255
         && !stem.ends_with('@')
-        && stem
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b));
+        && outside(stem, ":-_.\\@").is_none();
     if ok {
         Ok(())
     } else {
@@ -85,9 +85,7 @@ pub fn account(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && outside(name, "_.-").is_none();
     if ok {
         Ok(())
     } else {
@@ -113,10 +111,7 @@ pub fn managed_path(path: &str) -> Result<(), String> {
             path.escape_default()
         ));
     }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "/._-+@".contains(*c)))
-    {
+    if let Some(c) = outside(path, "/._-+@") {
         return Err(format!(
             "path `{}` contains {c:?}; use only A-Z a-z 0-9 / . _ - + @ so it can stand unquoted in a unit file",
             path.escape_default()

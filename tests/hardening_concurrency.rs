@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::Tree;
 
 const N: usize = 10;
@@ -40,27 +37,6 @@ fn setup() -> Tree {
     }
     t.credloader(&["apply"]).ok();
     t
-}
-
-fn spawn(t: &Tree, args: &[String], stdin: Option<Vec<u8>>) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credloader"))
-        .arg("--root")
-        .arg(t.root())
-        .args(args)
-        .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("CREDLOADER_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(v) = stdin {
-        pipe.write_all(&v).unwrap();
-    }
-    drop(pipe);
-    child
 }
 
 fn env_value(t: &Tree, service: usize, var: &str) -> String {
@@ -115,13 +91,7 @@ fn ten_rotations_at_once_lose_no_update() {
     let children: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            spawn(
-                &t,
-                &["rotate".into(), cred(i), "--key".into(), "host".into()],
-                Some(v.clone().into_bytes()),
-            )
-        })
+        .map(|(i, v)| t.spawn(&["rotate", &cred(i), "--key", "host"], Some(v.as_bytes())))
         .collect();
     for (i, c) in children.into_iter().enumerate() {
         let out = c.wait_with_output().unwrap();
@@ -156,13 +126,9 @@ fn rotations_and_applies_racing_lose_no_update() {
         for (i, v) in values.iter_mut().enumerate() {
             if i % 2 == 1 {
                 *v = format!("rotated-{i}-round-{round}");
-                children.push(spawn(
-                    &t,
-                    &["rotate".into(), cred(i), "--key".into(), "host".into()],
-                    Some(v.clone().into_bytes()),
-                ));
+                children.push(t.spawn(&["rotate", &cred(i), "--key", "host"], Some(v.as_bytes())));
             } else {
-                children.push(spawn(&t, &["apply".into()], None));
+                children.push(t.spawn(&["apply"], None));
             }
         }
         for c in children {

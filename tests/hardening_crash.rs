@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Tree, BOT_UID, QT_UID};
+use common::{Rng, Tree, BOT_UID, QT_UID};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 /// Three services; A1 is shared by two of them, so a rotation of A1 rewrites
@@ -37,20 +37,6 @@ const CONFIG: &[(&str, &str, &[&str])] = &[
 ];
 const CREDS: &[&str] = &["A1", "A2", "B1", "G1"];
 const TEMP_MARK: &str = ".credloader-tmp-";
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("CREDLOADER_SEED")
@@ -330,30 +316,6 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn spawn(t: &Tree, args: &[&str], stdin: Option<&[u8]>) -> std::process::Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_credloader"));
-    cmd.arg("--root")
-        .arg(t.root())
-        .args(args)
-        .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("CREDLOADER_CONFIG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        // The value is tiny: it fits the pipe buffer, so this never blocks.
-        let mut pipe = child.stdin.take().unwrap();
-        let _ = pipe.write_all(input);
-    }
-    child
-}
-
 #[test]
 fn sigkill_at_random_instants_never_leaves_a_partial_or_exposed_file() {
     let iterations = if long_mode() { 1000 } else { 200 };
@@ -434,7 +396,7 @@ fn sigkill_at_random_instants_never_leaves_a_partial_or_exposed_file() {
             values: m.values.clone(),
             beta_required: m.beta_required,
         };
-        let cred = CREDS[rng.below(CREDS.len() as u64) as usize];
+        let cred = *rng.pick(CREDS);
         let value = format!("{cred}-iteration-{i}-{:x}", rng.next()).into_bytes();
         let rotate = rng.below(2) == 0;
         let toggle = !rotate && rng.below(3) == 0;
@@ -454,12 +416,12 @@ fn sigkill_at_random_instants_never_leaves_a_partial_or_exposed_file() {
         after.values.insert(cred, value.clone());
         accept(&after);
 
-        let delay = Duration::from_micros(rng.below(budget_ms[op] * 1000));
+        let delay = Duration::from_micros(rng.below((budget_ms[op] * 1000) as usize) as u64);
         let t0 = Instant::now();
         let mut child = if rotate {
-            spawn(&t, &["rotate", cred, "--key", "host"], Some(&value))
+            t.spawn(&["rotate", cred, "--key", "host"], Some(&value))
         } else {
-            spawn(&t, &["apply"], None)
+            t.spawn(&["apply"], None)
         };
         let exit = loop {
             if let Some(status) = child.try_wait().unwrap() {

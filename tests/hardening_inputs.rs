@@ -20,38 +20,7 @@ mod common;
 #[path = "../fuzz/props.rs"]
 mod props;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use common::Tree;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-    /// Mostly one of the first `typed` items (well-typed, so the loader gets
-    /// past TOML and serde to its own checks), sometimes any.
-    fn pick_typed<'a>(&mut self, items: &'a [&'a str], typed: usize) -> &'a str {
-        if self.chance(8) {
-            items[self.below(items.len())]
-        } else {
-            items[self.below(typed)]
-        }
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
+use common::{Rng, Tree};
 
 fn seed() -> u64 {
     std::env::var("CREDLOADER_SEED")
@@ -352,23 +321,6 @@ fn two_services() -> Tree {
     t
 }
 
-fn encrypt(t: &Tree, args: &[&str], value: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("systemd-creds")
-        .arg("encrypt")
-        .args(args)
-        .args(["-", "-"])
-        .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(value).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    out.stdout
-}
-
 #[test]
 fn hostile_sealed_files_are_refused_and_the_neighbour_is_served() {
     const CRED: &str = "/etc/quantum/creds/VICTIM.cred";
@@ -404,14 +356,13 @@ fn hostile_sealed_files_are_refused_and_the_neighbour_is_served() {
         ),
         (
             "sealed under another name",
-            Box::new(|t: &Tree| encrypt(t, &["--name=OTHER", "--with-key=host"], b"v")),
+            Box::new(|t: &Tree| t.encrypt(&["--name=OTHER", "--with-key=host"], b"v")),
             &["VICTIM", "OTHER", "credloader rotate VICTIM"],
         ),
         (
             "expired",
             Box::new(|t: &Tree| {
-                encrypt(
-                    t,
+                t.encrypt(
                     &[
                         "--name=VICTIM",
                         "--with-key=host",
@@ -430,19 +381,18 @@ fn hostile_sealed_files_are_refused_and_the_neighbour_is_served() {
         ),
         (
             "a value with a NUL byte",
-            Box::new(|t: &Tree| encrypt(t, &["--name=VICTIM", "--with-key=host"], b"a\0b")),
+            Box::new(|t: &Tree| t.encrypt(&["--name=VICTIM", "--with-key=host"], b"a\0b")),
             &["VICTIM", "NUL byte", "credloader rotate VICTIM"],
         ),
         (
             "a value that is not UTF-8",
-            Box::new(|t: &Tree| encrypt(t, &["--name=VICTIM", "--with-key=host"], b"\xff\xfe")),
+            Box::new(|t: &Tree| t.encrypt(&["--name=VICTIM", "--with-key=host"], b"\xff\xfe")),
             &["VICTIM", "not valid UTF-8"],
         ),
         (
             "a value too long for an environment variable",
             Box::new(|t: &Tree| {
-                encrypt(
-                    t,
+                t.encrypt(
                     &["--name=VICTIM", "--with-key=host"],
                     &vec![b'x'; 200 * 1024],
                 )

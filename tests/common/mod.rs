@@ -131,8 +131,19 @@ impl Tree {
 
     fn seal_as(&self, name: &str, name_arg: &str, value: &[u8]) {
         let dest = self.path(&format!("/etc/quantum/creds/{name}.cred"));
+        let sealed = self.encrypt(&[name_arg, "--with-key=host"], value);
+        std::fs::write(&dest, sealed).unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// The sealed bytes of `value`, from the real `systemd-creds encrypt`
+    /// with this tree's throwaway key; `args` are its options
+    /// (`--name=...`, `--with-key=...`).
+    pub fn encrypt(&self, args: &[&str], value: &[u8]) -> Vec<u8> {
         let mut child = Command::new("systemd-creds")
-            .args(["encrypt", name_arg, "--with-key=host", "-", "-"])
+            .arg("encrypt")
+            .args(args)
+            .args(["-", "-"])
             .env("SYSTEMD_CREDENTIAL_SECRET", self.secret())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -141,9 +152,48 @@ impl Tree {
             .unwrap();
         child.stdin.take().unwrap().write_all(value).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "seal {name}: {out:?}");
-        std::fs::write(&dest, &out.stdout).unwrap();
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            out.status.success(),
+            "systemd-creds encrypt {args:?}: {out:?}"
+        );
+        out.stdout
+    }
+
+    /// `credloader --root <tree> ARGS`, not started: this tree's throwaway
+    /// key, no handed-over credentials, no config override. stdio is the
+    /// caller's to set.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_credloader"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("SYSTEMD_CREDENTIAL_SECRET", self.secret())
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("CREDLOADER_CONFIG");
+        cmd
+    }
+
+    /// Starts credloader with `stdin` written and closed (it may refuse and
+    /// exit before reading it), its output piped.
+    pub fn spawn(&self, args: &[&str], stdin: Option<&[u8]>) -> std::process::Child {
+        let mut child = self
+            .command(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            match child.stdin.take().unwrap().write_all(input) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.unwrap(),
+            }
+        }
+        child
     }
 
     /// Runs `credloader --root <tree> ARGS`.
@@ -152,29 +202,7 @@ impl Tree {
     }
 
     pub fn credloader_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_credloader"));
-        cmd.arg("--root")
-            .arg(self.root())
-            .args(args)
-            .env("SYSTEMD_CREDENTIAL_SECRET", self.secret())
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("CREDLOADER_CONFIG")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(input) = stdin {
-            // credloader may refuse (and exit) before it reads its input.
-            match child.stdin.take().unwrap().write_all(input) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                other => other.unwrap(),
-            }
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = self.spawn(args, stdin).wait_with_output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -190,4 +218,39 @@ pub fn service(name: &str, user: &str, creds: &[&str]) -> String {
         "[services.{name}]\nunit = \"{name}.service\"\nuser = \"{user}\"\ncredentials = [{}]\n",
         list.join(", ")
     )
+}
+
+/// A small deterministic generator (xorshift64*) for randomized tests: a
+/// seed replays a run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// Mostly one of the first `typed` items, sometimes any.
+    pub fn pick_typed<'a>(&mut self, items: &'a [&'a str], typed: usize) -> &'a str {
+        if self.chance(8) {
+            items[self.below(items.len())]
+        } else {
+            items[self.below(typed)]
+        }
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
 }
