@@ -19,6 +19,7 @@ use crate::envfile;
 use crate::lock::{self, LockError};
 use crate::root::Root;
 use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError, Owner};
+use crate::secret::Secret;
 use crate::state::{self, FileId, ServiceState, State};
 use crate::systemd::Manager;
 use crate::users::{Account, Accounts, UserError};
@@ -289,13 +290,20 @@ fn run(
     // Decrypt what is needed, each credential once, from the bytes read
     // now (should a file have changed since its fingerprint was taken, the
     // service is recorded with what was actually read).
+    // A credential whose sealed bytes are the ones the service was last
+    // built from is not decrypted again: its value is taken from the
+    // service's own env file, when that file is provably the one written.
     let mut wanted: BTreeMap<String, Sealed> = BTreeMap::new();
     for plan in plans
         .iter_mut()
         .filter(|p| p.error.is_none() && !p.up_to_date)
     {
+        plan.reused = plan.reusable_values(&dirs);
         let mut errors = Vec::new();
         for name in plan.digests.keys().cloned().collect::<Vec<_>>() {
+            if plan.reused.contains_key(&name) {
+                continue;
+            }
             match store.sealed(&name) {
                 Ok(s) => {
                     plan.digests.insert(name.clone(), s.digest.clone());
@@ -669,6 +677,14 @@ fn remove_files(
     Ok(())
 }
 
+/// An unchanged credential that is not decrypted again.
+enum Reused {
+    /// Its value, read back from the env file credloader wrote.
+    Value(Secret),
+    /// Delivered by PID 1 itself; already vetted when it was last applied.
+    Vetted,
+}
+
 /// One service's way through the pipeline.
 struct Plan<'a> {
     service: &'a Service,
@@ -684,6 +700,9 @@ struct Plan<'a> {
     /// The drop-in's identity, when it was verified by content and differs
     /// from the recorded one.
     dropin_id_now: Option<FileId>,
+    /// Values of unchanged credentials, taken back from the env file this
+    /// service was last given (see [`Plan::reusable_values`]).
+    reused: BTreeMap<String, Reused>,
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
@@ -709,6 +728,7 @@ impl<'a> Plan<'a> {
             previous,
             config_error: None,
             dropin_id_now: None,
+            reused: BTreeMap::new(),
             up_to_date: false,
             error: None,
             record: None,
@@ -790,6 +810,78 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// The credentials of this service that need no decryption, because
+    /// their sealed bytes are the ones its files were last built from.
+    ///
+    /// For an env file, the value is read back from the file, but only when
+    /// that file still has the identity recorded right after credloader
+    /// wrote it (nobody changed it since: any write or chmod moves its
+    /// ctime), and the variable held that same credential then. Rendering
+    /// and parsing are exact inverses (fuzzed in `fuzz/props.rs`), so the
+    /// value read back is the value that was decrypted. Anything less
+    /// certain returns nothing, and everything is decrypted as before.
+    fn reusable_values(&self, dirs: &DirCache) -> BTreeMap<String, Reused> {
+        let mut out = BTreeMap::new();
+        let Some(prev) = self.previous.as_ref().filter(|p| !p.inputs.is_empty()) else {
+            return out;
+        };
+        let unchanged = |c: &str| {
+            prev.credentials
+                .get(c)
+                .is_some_and(|d| self.digests.get(c) == Some(d))
+        };
+        if self.service.delivery == Delivery::Credential {
+            // PID 1 decrypts these itself; apply only vets changed ones.
+            if prev.delivery == Delivery::Credential {
+                for c in self
+                    .service
+                    .credentials()
+                    .into_iter()
+                    .filter(|c| unchanged(c))
+                {
+                    out.insert(c.to_string(), Reused::Vetted);
+                }
+            }
+            return out;
+        }
+        let (Some(old_def), Some(old_id)) = (&prev.definition, prev.env_file_id) else {
+            return out;
+        };
+        if prev.env_file.as_ref() != Some(&self.service.env_file) {
+            return out;
+        }
+        let (dir, name) = safefs::split(&self.service.env_file);
+        let Ok(d) = dirs.open(dir, DirPolicy::EXISTING) else {
+            return out;
+        };
+        let Ok(Some((text, st))) = d.read_secret(name, envfile::MAX_ASSIGNMENT * 64) else {
+            return out;
+        };
+        if FileId::from(&st) != old_id {
+            return out;
+        }
+        let (assignments, issues) = envfile::parse(text.expose());
+        if !issues.is_empty() {
+            return out;
+        }
+        for var in &old_def.vars {
+            let Source::Credential(c) = &var.source else {
+                continue;
+            };
+            if out.contains_key(c) || !unchanged(c) {
+                continue;
+            }
+            // The last assignment wins, as in systemd.
+            if let Some(a) = assignments.iter().rev().find(|a| a.key == var.name) {
+                out.insert(
+                    c.clone(),
+                    Reused::Value(Secret::copy_from(a.value.expose())),
+                );
+            }
+        }
+        out
+    }
+
     /// What the state says about a service before its first files exist:
     /// enough to find and remove them, nothing that marks it as applied.
     fn provisional_record(&self) -> ServiceState {
@@ -855,11 +947,19 @@ impl<'a> Plan<'a> {
             return self.report_base();
         }
         let mut report = self.report_base();
-        report.decrypted = self.digests.keys().cloned().collect();
+        report.decrypted = self
+            .digests
+            .keys()
+            .filter(|n| !self.reused.contains_key(*n))
+            .cloned()
+            .collect();
 
-        // Every credential must have decrypted.
+        // Every credential must have decrypted (or be unchanged).
         let mut errors = Vec::new();
         for name in self.digests.keys() {
+            if self.reused.contains_key(name) {
+                continue;
+            }
             match plain.get(name) {
                 Some(Ok(p)) if p.legacy && self.service.delivery == Delivery::Credential => errors.push(format!(
                     "credential {name} was sealed without --name, so PID 1 cannot load it under that name; \
@@ -951,8 +1051,9 @@ impl<'a> Plan<'a> {
         let mut values: Vec<(&str, &[u8])> = Vec::with_capacity(self.service.vars.len());
         for var in &self.service.vars {
             let (value, what): (&[u8], String) = match &var.source {
-                Source::Credential(c) => match plain.get(c) {
-                    Some(Ok(p)) => (p.secret.expose(), format!("credential {c}")),
+                Source::Credential(c) => match (self.reused.get(c), plain.get(c)) {
+                    (Some(Reused::Value(v)), _) => (v.expose(), format!("credential {c}")),
+                    (_, Some(Ok(p))) => (p.secret.expose(), format!("credential {c}")),
                     _ => unreachable!("checked above"),
                 },
                 Source::Static(s) => (s.as_bytes(), format!("static {}", var.name)),

@@ -166,9 +166,9 @@ fn resealing_the_same_value_changes_no_secret() {
     let j = t.credloader(&["apply", "--json"]).json();
     let s = &j["services"][0];
     assert_eq!(
-        s["decrypted"].as_array().unwrap().len(),
-        2,
-        "the sealed bytes changed, so it looks"
+        s["decrypted"],
+        serde_json::json!(["BINANCE_API_KEY"]),
+        "the sealed bytes changed, so it looks; the other is unchanged"
     );
     assert_eq!(s["secrets_changed"], false);
     assert_eq!(s["env_file_written"], false);
@@ -313,6 +313,105 @@ fn a_hardlinked_env_file_is_refused() {
     let run = t.credloader(&["apply"]);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("hard links"), "{run:?}");
+}
+
+#[test]
+fn a_rotation_decrypts_only_the_credential_that_changed() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+
+    t.seal("BINANCE_API_SECRET", b"s-3333333333333333");
+    let j = t.credloader(&["apply", "--json"]).json();
+    assert_eq!(
+        j["services"][0]["decrypted"],
+        serde_json::json!(["BINANCE_API_SECRET"])
+    );
+    assert_eq!(j["decrypt"]["systemd_creds"], 1);
+    assert_eq!(
+        t.read_string(ENV),
+        "# Managed by credloader; changes are overwritten. Do not edit.\n\
+         BINANCE_API_KEY=\"k-1111111111111111\"\n\
+         BINANCE_API_SECRET=\"s-3333333333333333\"\n\
+         EXCHANGE_KEY=\"k-1111111111111111\"\n\
+         EXIT_BRAIN_V35_ENABLED=\"true\"\n"
+    );
+
+    // The other one, which also feeds an alias.
+    t.seal("BINANCE_API_KEY", b"k-4444444444444444");
+    let j = t.credloader(&["apply", "--json"]).json();
+    assert_eq!(
+        j["services"][0]["decrypted"],
+        serde_json::json!(["BINANCE_API_KEY"])
+    );
+    let env = t.read_string(ENV);
+    assert!(
+        env.contains("BINANCE_API_KEY=\"k-4444444444444444\"\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("EXCHANGE_KEY=\"k-4444444444444444\"\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("BINANCE_API_SECRET=\"s-3333333333333333\"\n"),
+        "{env}"
+    );
+}
+
+#[test]
+fn a_config_change_alone_decrypts_nothing() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    // The alias now points at the other credential, and a static is added.
+    t.config(
+        "position-monitor.toml",
+        r#"
+[services.position-monitor]
+unit = "quantum-position-monitor.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+env = { EXCHANGE_KEY = "BINANCE_API_SECRET" }
+static = { EXIT_BRAIN_V35_ENABLED = "true", VENUE = "binance" }
+"#,
+    );
+    let j = t.credloader(&["apply", "--json"]).json();
+    assert_eq!(j["services"][0]["outcome"], "updated");
+    assert_eq!(j["services"][0]["decrypted"], serde_json::json!([]));
+    assert_eq!(j["decrypt"]["systemd_creds"], 0);
+    let env = t.read_string(ENV);
+    assert!(
+        env.contains("EXCHANGE_KEY=\"s-2222222222222222\"\n"),
+        "{env}"
+    );
+    assert!(env.contains("VENUE=\"binance\"\n"), "{env}");
+}
+
+#[test]
+fn values_are_never_taken_back_from_an_env_file_someone_changed() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    // Someone (the service user owns it) plants a value, then a rotation
+    // of the other credential follows.
+    let planted = t
+        .read_string(ENV)
+        .replace("s-2222222222222222", "planted-by-someone");
+    std::fs::write(t.path(ENV), planted).unwrap();
+    t.seal("BINANCE_API_KEY", b"k-5555555555555555");
+    let j = t.credloader(&["apply", "--json"]).json();
+    assert_eq!(
+        j["services"][0]["decrypted"],
+        serde_json::json!(["BINANCE_API_KEY", "BINANCE_API_SECRET"]),
+        "the file is not the one credloader wrote, so nothing comes from it"
+    );
+    let env = t.read_string(ENV);
+    assert!(
+        env.contains("BINANCE_API_SECRET=\"s-2222222222222222\"\n"),
+        "{env}"
+    );
+    assert!(!env.contains("planted"), "{env}");
 }
 
 #[test]
