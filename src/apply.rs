@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -49,7 +49,7 @@ pub struct Options {
     pub jobs: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Unchanged,
@@ -57,7 +57,7 @@ pub enum Outcome {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceReport {
     pub service: String,
     pub unit: String,
@@ -75,7 +75,7 @@ pub struct ServiceReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub dry_run: bool,
     pub services: Vec<ServiceReport>,
@@ -145,6 +145,7 @@ impl Report {
 pub fn lock(config: &Config, root: &Root) -> Result<(Dir, lock::Lock), ApplyError> {
     let dir = Dir::open(root, &config.loader.state_dir, DirPolicy::create(0o700))?;
     let held = lock::acquire(&dir, config.loader.lock_timeout)?;
+    crate::stamp::void(root);
     sweep_stale_temps(config, root, &dir);
     Ok((dir, held))
 }

@@ -320,7 +320,7 @@ impl Decrypter {
 }
 
 /// How many credentials each source decrypted in one run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DecryptCounts {
     /// Read from `$CREDENTIALS_DIRECTORY`.
     pub handed: usize,

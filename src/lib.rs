@@ -26,6 +26,7 @@ pub mod rotation;
 pub mod safefs;
 pub mod secret;
 pub mod sources;
+pub mod stamp;
 pub mod state;
 pub mod systemd;
 pub mod systemd_creds;

@@ -640,3 +640,106 @@ fn config_files_others_could_write_are_refused() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("owned by uid 1500"), "{run:?}");
 }
+
+/// Runs `apply -vv --json` and tells whether it took the no-op fast path.
+fn fast_apply(t: &Tree) -> (bool, serde_json::Value) {
+    let run = t.credloader(&["-vv", "apply", "--json"]);
+    run.ok();
+    (
+        run.stderr.contains("nothing changed since the last apply"),
+        run.json(),
+    )
+}
+
+#[test]
+fn a_no_op_apply_is_remembered_and_repeated_until_an_input_changes() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("bot.toml", &service("bot", "bot", &["KRAKEN_KEY"]));
+    t.seal("KRAKEN_KEY", b"kraken-one");
+    t.credloader(&["apply"]).ok();
+    let (fast, slow_report) = fast_apply(&t);
+    assert!(!fast, "the first no-op runs in full and leaves the stamp");
+    let (fast, report) = fast_apply(&t);
+    assert!(fast, "nothing changed: the stamp answers");
+    assert_eq!(report, slow_report, "and says exactly what a full run said");
+
+    // Each change below must be seen: the run after it is a full one (and
+    // does the right thing), the one after that is fast again.
+    type Change = Box<dyn Fn(&Tree)>;
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "a sealed credential",
+            Box::new(|t| t.seal("KRAKEN_KEY", b"kraken-two")),
+        ),
+        (
+            "an env file",
+            Box::new(|t| std::fs::write(t.path(ENV), b"X=1\n").unwrap()),
+        ),
+        (
+            "a drop-in",
+            Box::new(|t| std::fs::write(t.path(DROPIN), b"[Service]\n").unwrap()),
+        ),
+        (
+            "a config file",
+            Box::new(|t| {
+                t.config(
+                    "bot.toml",
+                    &service("bot", "bot", &["KRAKEN_KEY", "BINANCE_API_KEY"]),
+                )
+            }),
+        ),
+        (
+            "a new config file",
+            Box::new(|t| t.config("zz.toml", "# nothing yet\n")),
+        ),
+        (
+            "the state",
+            Box::new(|t| {
+                let p = t.path("/var/lib/credloader/state.json");
+                let text = std::fs::read(&p).unwrap();
+                std::fs::write(&p, text).unwrap();
+            }),
+        ),
+        (
+            "the account files",
+            Box::new(|t| {
+                let p = t.path("/etc/passwd");
+                let text = std::fs::read(&p).unwrap();
+                std::fs::write(&p, text).unwrap();
+            }),
+        ),
+    ];
+    for (what, change) in changes {
+        change(&t);
+        let (fast, _) = fast_apply(&t);
+        assert!(!fast, "a change to {what} went unnoticed");
+        // A full run that changed something leaves no stamp; the next
+        // (a full no-op) leaves one.
+        fast_apply(&t);
+        let (fast, _) = fast_apply(&t);
+        assert!(fast, "after {what} settled, the fast path is back");
+    }
+    // Everything a full run repairs was repaired on the way.
+    assert!(t
+        .read_string("/run/credloader/bot.env")
+        .contains("KRAKEN_KEY=\"kraken-two\""));
+    assert!(t
+        .read_string(ENV)
+        .contains("BINANCE_API_KEY=\"k-1111111111111111\""));
+    assert!(t.read_string(DROPIN).contains("EnvironmentFile="));
+}
+
+#[test]
+fn a_run_with_a_problem_leaves_no_stamp() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.config("bot.toml", &service("bot", "bot", &["MISSING_KEY"]));
+    t.credloader(&["apply"]);
+    for _ in 0..3 {
+        let run = t.credloader(&["-vv", "apply", "--json"]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(!run.stderr.contains("nothing changed since the last apply"));
+        assert!(run.stdout.contains("MISSING_KEY"), "{run:?}");
+    }
+}

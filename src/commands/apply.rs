@@ -5,17 +5,42 @@ use std::fmt::Write;
 use super::{CommandError, Context, Output};
 use crate::apply::{self, Options, Outcome, Report};
 use crate::cli::ApplyArgs;
-use crate::exit;
+use crate::{exit, stamp};
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
-    let config = ctx.load_config()?;
     let opts = Options {
         dry_run: args.dry_run,
         only: args.services,
         restart: !args.no_restart,
         jobs: args.jobs,
     };
-    let report = apply::apply(&config, &ctx.root, ctx.manager(), &opts)?;
+    // Nothing changed since the last apply that had nothing to do: say so
+    // again without parsing anything (see `stamp`). Only for a full run.
+    let (config_path, _) = ctx.config_path();
+    let key = (!opts.dry_run && opts.only.is_empty())
+        .then(|| stamp::Key::new(&ctx.root, &config_path, opts.restart))
+        .flatten();
+    if let Some(report) = key.as_ref().and_then(stamp::check) {
+        tracing::debug!("nothing changed since the last apply");
+        return Ok(Output::new(exit::OK, human(&report), &report));
+    }
+    let mut inputs = key
+        .as_ref()
+        .map(|_| stamp::Snapshot::of_config(&config_path));
+    let config = ctx.load_config()?;
+    if let Some(i) = inputs.as_mut() {
+        i.add_inputs(&ctx.root, &config);
+    }
+    let report = if opts.dry_run {
+        apply::apply(&config, &ctx.root, ctx.manager(), &opts)?
+    } else {
+        let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
+        let report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
+        if let (Some(key), Some(inputs)) = (&key, inputs) {
+            stamp::record(key, inputs, &config, &report);
+        }
+        report
+    };
     let code = if report.all_ok() {
         exit::OK
     } else {

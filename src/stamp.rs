@@ -1,0 +1,215 @@
+//! The no-op fast path: proof that the last apply is still current.
+//!
+//! An apply with nothing to do still parses every config file and the
+//! state, resolves accounts and renders every drop-in to find that out
+//! (~9 ms for 50 services). When an apply changed nothing and everything
+//! was in order, it leaves a stamp: the identity (device, inode, size,
+//! ctime) of every file its outcome depends on, taken *before* it read
+//! them, and the report it gave. The next apply whose inputs all still
+//! have those identities has, by construction, nothing to do either, and
+//! repeats that report after a few hundred `lstat`s.
+//!
+//! Any change to any input (a config file, the drop-in directory, the
+//! state, a sealed credential, an env file, a drop-in, the account files,
+//! the credloader binary itself) moves an identity, and the apply runs in
+//! full. A change made while the stamped apply ran moved an identity after
+//! the snapshot, so it is never masked. The stamp holds paths and
+//! identities only, never a value; it lives in `/run` (gone at reboot).
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::apply::Report;
+use crate::config::{Config, Delivery};
+use crate::root::Root;
+use crate::safefs::{self, Dir, DirPolicy, Owner};
+use crate::state::FileId;
+
+const VERSION: u32 = 1;
+
+/// Where the stamps live: the default runtime dir, which credloader's units
+/// keep writable (`RuntimeDirectory=credloader`).
+const DIR: &str = "/run/credloader";
+
+/// The identities of a run's inputs, taken before the run read them.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    files: Vec<(PathBuf, Option<FileId>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stamp {
+    version: u32,
+    key: String,
+    inputs: Snapshot,
+    report: Report,
+}
+
+/// What an apply must be the same run as: the binary, the system, the
+/// configuration and the options that change an apply's outcome.
+pub struct Key {
+    text: String,
+    file: PathBuf,
+}
+
+impl Key {
+    /// `None` when there is no usable identity for the running binary.
+    pub fn new(root: &Root, config: &Path, restart: bool) -> Option<Key> {
+        let exe = nix::sys::stat::stat("/proc/self/exe").ok()?;
+        let mut h = Sha256::new();
+        h.update(env!("CARGO_PKG_VERSION"));
+        h.update(serde_json::to_vec(&FileId::from(&exe)).ok()?);
+        h.update([0]);
+        h.update(root.base().as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(config.as_os_str().as_encoded_bytes());
+        h.update([restart as u8]);
+        let text = crate::creds::hex_digest(&h.finalize());
+        // One stamp per configuration and root, so runs for different ones
+        // do not keep invalidating each other.
+        let mut name = Sha256::new();
+        name.update(root.base().as_os_str().as_encoded_bytes());
+        name.update([0]);
+        name.update(config.as_os_str().as_encoded_bytes());
+        let name = crate::creds::hex_digest(&name.finalize());
+        let file = root
+            .host(Path::new(DIR))
+            .join(format!(".noop-{}", &name[..16]));
+        Some(Key { text, file })
+    }
+}
+
+fn identity(path: &Path) -> Option<FileId> {
+    match nix::sys::stat::lstat(path) {
+        Ok(st) => Some(FileId::from(&st)),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => None,
+        // Unknown is never equal to anything recorded: see `Snapshot::holds`.
+        Err(_) => Some(FileId {
+            dev: u64::MAX,
+            ino: u64::MAX,
+            size: -1,
+            ctime_ns: -1,
+        }),
+    }
+}
+
+impl Snapshot {
+    fn add(&mut self, path: PathBuf) {
+        let id = identity(&path);
+        self.files.push((path, id));
+    }
+
+    /// The configuration: the main file, its directory, the drop-in
+    /// directory and everything in it. Taken before the files are read.
+    pub fn of_config(main: &Path) -> Snapshot {
+        let mut s = Snapshot::default();
+        let main = std::path::absolute(main).unwrap_or_else(|_| main.to_path_buf());
+        if let Some(parent) = main.parent() {
+            s.add(parent.to_path_buf());
+        }
+        s.add(main.clone());
+        let dropins = crate::config::dropin_dir_for(&main);
+        s.add(dropins.clone());
+        if let Ok(entries) = std::fs::read_dir(&dropins) {
+            let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            names.sort();
+            for p in names {
+                s.add(p);
+            }
+        }
+        s
+    }
+
+    /// Everything else `config` makes an apply read: the state, the sealed
+    /// credentials and their directory, each service's env file and
+    /// drop-in, and the account files.
+    pub fn add_inputs(&mut self, root: &Root, config: &Config) {
+        let loader = &config.loader;
+        let host = |p: &Path| root.host(p);
+        self.add(host(&loader.state_dir).join("state.json"));
+        let creds = host(&loader.creds_dir);
+        self.add(creds.clone());
+        for name in config.all_credentials() {
+            self.add(creds.join(format!("{name}.cred")));
+        }
+        for s in config.services.values() {
+            if s.delivery == Delivery::Env {
+                self.add(host(&s.env_file));
+            }
+            self.add(host(&s.dropin_path(loader)));
+        }
+        for f in ["/etc/passwd", "/etc/group"] {
+            self.add(host(Path::new(f)));
+        }
+    }
+
+    /// Every file still has the identity recorded.
+    fn holds(&self) -> bool {
+        self.files.iter().all(|(p, id)| identity(p) == *id)
+    }
+}
+
+/// Removes every stamp: whoever takes the apply lock calls this first, so
+/// a command that is killed while it holds the lock (a rotate, say, with a
+/// temp file half written) is always followed by a full apply, which
+/// cleans up after it.
+pub fn void(root: &Root) {
+    let Ok(dir) = Dir::open(
+        &Root::live(),
+        &root.host(Path::new(DIR)),
+        DirPolicy::EXISTING,
+    ) else {
+        return;
+    };
+    for name in dir.list().unwrap_or_default() {
+        if name.to_string_lossy().starts_with(".noop-") {
+            let _ = dir.remove(&name);
+        }
+    }
+}
+
+/// The report of the last no-op apply, if nothing it depended on changed.
+pub fn check(key: &Key) -> Option<Report> {
+    let bytes = std::fs::read(&key.file).ok()?;
+    let stamp: Stamp = serde_json::from_slice(&bytes).ok()?;
+    (stamp.version == VERSION && stamp.key == key.text && stamp.inputs.holds())
+        .then_some(stamp.report)
+}
+
+/// Records `report` for the next run, if this run was a no-op that left
+/// everything in order. Called with the apply lock still held (see
+/// [`void`]).
+pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report) {
+    let no_op = report.all_ok()
+        && config.is_clean()
+        && report.warnings.is_empty()
+        && !report.daemon_reload
+        && report.removed.is_empty()
+        && report.services.iter().all(|s| {
+            s.outcome == crate::apply::Outcome::Unchanged
+                && s.action.is_none()
+                && s.decrypted.is_empty()
+        });
+    if !no_op {
+        return;
+    }
+    let (dir, name) = safefs::split(&key.file);
+    let Ok(dir) = Dir::open(&Root::live(), dir, DirPolicy::EXISTING) else {
+        return;
+    };
+    let stamp = Stamp {
+        version: VERSION,
+        key: key.text.clone(),
+        inputs,
+        report: report.clone(),
+    };
+    let Ok(bytes) = serde_json::to_vec(&stamp) else {
+        return;
+    };
+    if let Err(e) = dir.write_atomic(name, &bytes, Owner::ROOT_0600) {
+        tracing::debug!("could not record the no-op stamp: {e}");
+    }
+}
