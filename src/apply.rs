@@ -464,7 +464,9 @@ fn run(
             state.config = Some(config.main.clone());
         }
         // Remember the sealed files read in full, forget those no service uses.
-        state.sealed.extend(store.read_records());
+        state
+            .sealed
+            .extend(store.read_records(&plain, &state.sealed));
         let used = config.all_credentials();
         state.sealed.retain(|n, _| {
             used.contains(n.as_str())

@@ -121,18 +121,33 @@ impl Store {
     }
 
     /// What was read in full during this run, as records for the state.
-    pub fn read_records(&self) -> BTreeMap<String, crate::state::SealedRecord> {
+    /// `verified`: `plain` (this run's decryption) has it decrypted under its
+    /// own name; bytes read but not decrypted keep what `known` (the last
+    /// state) said about the same digest.
+    pub fn read_records(
+        &self,
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+        known: &BTreeMap<String, crate::state::SealedRecord>,
+    ) -> BTreeMap<String, crate::state::SealedRecord> {
         self.cache
             .lock()
             .unwrap()
             .iter()
             .filter_map(|(n, r)| {
                 r.as_ref().ok().map(|s| {
+                    let verified = match plain.get(n) {
+                        Some(Ok(p)) => !p.legacy,
+                        Some(Err(_)) => false,
+                        None => known
+                            .get(n)
+                            .is_some_and(|k| k.verified && k.digest == s.digest),
+                    };
                     (
                         n.clone(),
                         crate::state::SealedRecord {
                             digest: s.digest.clone(),
                             id: s.id,
+                            verified,
                         },
                     )
                 })
@@ -179,7 +194,10 @@ impl Store {
 
 /// Where plaintext comes from, in order of preference:
 /// 1. `$CREDENTIALS_DIRECTORY/NAME`, when PID 1 already decrypted it for the
-///    unit credloader runs in;
+///    unit credloader runs in (at boot, see [`crate::boot`]), and only if
+///    the manifest handed over with it (`credloader.manifest`) lists NAME
+///    with the identity of the sealed file read now: unchanged since the
+///    generator looked, so PID 1 decrypted these very bytes;
 /// 2. PID 1 in bulk: one transient unit with a `LoadCredentialEncrypted=`
 ///    per credential streams them back over a pipe (~65 ms for 200, where
 ///    200 `systemd-creds` calls take ~2 s). One bad credential fails that
@@ -188,9 +206,38 @@ impl Store {
 ///    isolates the bad one and says what is wrong with it.
 #[derive(Debug, Clone)]
 pub struct Decrypter {
-    handed: Option<PathBuf>,
+    handed: Option<Handed>,
     /// Bulk decryption by PID 1 may be tried (a live system).
     via_pid1: bool,
+}
+
+/// What PID 1 handed to the unit credloader runs in.
+#[derive(Debug, Clone)]
+struct Handed {
+    /// `$CREDENTIALS_DIRECTORY`.
+    dir: PathBuf,
+    /// Name → identity of the sealed file PID 1 was given (the manifest).
+    manifest: BTreeMap<String, crate::state::FileId>,
+}
+
+impl Handed {
+    fn open_dir(path: &Path) -> Option<Dir> {
+        Dir::open(
+            &Root::live(),
+            path,
+            DirPolicy {
+                create: None,
+                strict: false,
+            },
+        )
+        .ok()
+    }
+
+    /// `None` without a (valid) manifest: then nothing handed over is used.
+    fn load(dir: PathBuf) -> Option<Handed> {
+        let manifest = crate::boot::read_manifest(&Self::open_dir(&dir)?)?;
+        Some(Handed { dir, manifest })
+    }
 }
 
 /// Below this many credentials a transient unit costs more than it saves.
@@ -200,7 +247,7 @@ impl Decrypter {
     /// Uses what the running system offers; under `--root` only `systemd-creds`.
     pub fn detect(root: &Root, manager: crate::systemd::Manager) -> Decrypter {
         let handed = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(d) if !root.is_offline() && !d.is_empty() => Some(PathBuf::from(d)),
+            Some(d) if !root.is_offline() && !d.is_empty() => Handed::load(PathBuf::from(d)),
             _ => None,
         };
         let via_pid1 = manager == crate::systemd::Manager::Live
@@ -217,18 +264,21 @@ impl Decrypter {
         }
     }
 
-    fn handed(&self, sealed: &Sealed) -> Option<Plain> {
-        let dir = self.handed.as_ref()?;
-        let d = Dir::open(
-            &Root::live(),
-            dir,
-            DirPolicy {
-                create: None,
-                strict: false,
-            },
-        )
-        .ok()?;
-        let (secret, _) = d
+    /// The value PID 1 handed over for `sealed`, if the manifest binds it to
+    /// exactly the file `sealed` was read from.
+    fn handed(handed: &Handed, dir: &Dir, sealed: &Sealed) -> Option<Plain> {
+        match handed.manifest.get(&sealed.name) {
+            None => return None,
+            Some(id) if *id != sealed.id => {
+                tracing::info!(
+                    "credential {} changed since PID 1 decrypted it; decrypting the bytes read now",
+                    sealed.name
+                );
+                return None;
+            }
+            Some(_) => {}
+        }
+        let (secret, _) = dir
             .read_secret(OsStr::new(&sealed.name), MAX_PLAINTEXT)
             .ok()
             .flatten()?;
@@ -265,8 +315,13 @@ impl Decrypter {
         let mut counts = DecryptCounts::default();
         let mut results = BTreeMap::new();
         let mut rest: Vec<&Sealed> = Vec::new();
+        let handed = self
+            .handed
+            .as_ref()
+            .and_then(|h| Some((h, Handed::open_dir(&h.dir)?)));
         for s in sealed {
-            match self.handed(s) {
+            let got = handed.as_ref().and_then(|(h, dir)| Self::handed(h, dir, s));
+            match got {
                 Some(p) => {
                     counts.handed += 1;
                     results.insert(s.name.clone(), Ok(p));

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod boot;
 pub mod cli;
 pub mod commands;
 pub mod config;

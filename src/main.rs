@@ -5,9 +5,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credloader::cli::Cli;
-use credloader::{commands, exit, harden, logging};
+use credloader::{boot, commands, exit, harden, logging};
 
 fn main() -> ExitCode {
+    // Run by systemd as /…/system-generators/credloader-generator.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv0 = args.first().map(std::path::Path::new);
+    if argv0.and_then(|p| p.file_name()) == Some(boot::GENERATOR_NAME.as_ref()) {
+        return ExitCode::from(boot::generator_main(&args));
+    }
     // Before anything can hold a secret: no core dumps, no ptrace by peers.
     if let Err(e) = harden::no_core_dumps() {
         eprintln!("credloader: error: cannot disable core dumps: {e}");

@@ -8,11 +8,15 @@ fn outside(text: &str, extra: &str) -> Option<char> {
         .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c)))
 }
 
+/// Credential names credloader hands to its own unit (see [`crate::boot`]);
+/// no configured credential may use it, so they can never collide.
+pub const RESERVED_PREFIX: &str = "credloader.";
+
 /// A credential name: `systemd-creds` accepts printable ASCII without `/` or
 /// `:`; credloader keeps to `A-Z a-z 0-9 _ . - @ +`, which stand unquoted
 /// and unescaped in a unit file (`%`, `\`, quotes and `$` would not), and
-/// also refuses leading dots (hidden files) and a `.cred` suffix (added for
-/// you).
+/// also refuses leading dots (hidden files), a `.cred` suffix (added for
+/// you) and the prefix [`RESERVED_PREFIX`].
 pub fn credential(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("a credential name cannot be empty".into());
@@ -31,6 +35,12 @@ pub fn credential(name: &str) -> Result<(), String> {
     }
     if name.starts_with('.') {
         return Err(format!("credential name `{name}` starts with `.`"));
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(format!(
+            "credential name `{name}` starts with `{RESERVED_PREFIX}`, which is reserved for \
+             credloader's own credentials (the boot manifest `credloader.manifest`); choose another name"
+        ));
     }
     if name.ends_with(".cred") {
         return Err(format!(
@@ -128,9 +138,24 @@ mod tests {
     fn credential_names() {
         assert!(credential("BINANCE_API_KEY").is_ok());
         assert!(credential("a.b-c").is_ok());
+        assert!(credential("credloader").is_ok());
+        assert!(credential("credloader_manifest").is_ok());
         for bad in [
-            "", ".", "..", "a/b", "a:b", "a b", ".hidden", "x.cred", "ü", "a%b", "a\\b", "a$b",
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            ".hidden",
+            "x.cred",
+            "ü",
+            "a%b",
+            "a\\b",
+            "a$b",
             "a\"b",
+            "credloader.manifest",
+            "credloader.x",
         ] {
             assert!(credential(bad).is_err(), "{bad}");
         }

@@ -92,6 +92,12 @@ pub struct State {
 pub struct SealedRecord {
     pub digest: String,
     pub id: FileId,
+    /// The last apply that read these bytes decrypted them under their own
+    /// name (not a legacy `NAME.cred`), so PID 1's `LoadCredentialEncrypted=`
+    /// will take them too. Only such credentials are handed to PID 1 at boot
+    /// (see [`crate::boot`]); false in a state written before this existed.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 impl State {

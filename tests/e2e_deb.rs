@@ -132,9 +132,15 @@ fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
         "/usr/share/fish/vendor_completions.d/credloader.fish",
         "/usr/share/doc/credloader/operator-guide.md",
         "/etc/quantum/credloader.toml",
+        "/usr/lib/systemd/system-generators/credloader-generator",
     ] {
         assert!(exists(&bed, path), "{path} not installed");
     }
+    assert_eq!(
+        bed.sh_ok("readlink /usr/lib/systemd/system-generators/credloader-generator"),
+        "../../../bin/credloader\n",
+        "the generator is a link to the binary, owned by the package"
+    );
     assert!(
         bed.sh_ok("dpkg-query -W -f='${Conffiles}' credloader")
             .contains("/etc/quantum/credloader.toml"),
@@ -201,6 +207,16 @@ fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
     ok("credloader apply", bed.exec(&["credloader", "apply"]));
     let dropin = "/etc/systemd/system/app.service.d/50-credloader.conf";
     assert!(exists(&bed, dropin));
+    // The packaged generator hands the verified credential to PID 1.
+    bed.daemon_reload();
+    assert!(
+        testbed::lossy(
+            &bed.read("/run/systemd/generator/credloader.service.d/50-credloader-boot.conf")
+                .unwrap_or_default()
+        )
+        .contains("LoadCredentialEncrypted=APP_API_KEY:/etc/quantum/creds/APP_API_KEY.cred"),
+        "the packaged generator did not run"
+    );
 
     // --- "reboot": everything stopped, /run's env files gone, target started ---
     bed.sh_ok(
@@ -248,6 +264,11 @@ fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
     // --- remove: units stopped and gone, everything delivered stays ---
     ok("dpkg -r", bed.sh("dpkg -r credloader 2>&1"));
     assert!(!exists(&bed, "/usr/bin/credloader"));
+    assert!(bed
+        .sh("test -L /usr/lib/systemd/system-generators/credloader-generator")
+        .status
+        .code()
+        .is_some_and(|c| c != 0));
     assert!(!exists(&bed, "/lib/systemd/system/credloader.service"));
     assert!(
         exists(&bed, "/etc/quantum/credloader.toml"),

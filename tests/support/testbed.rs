@@ -526,10 +526,16 @@ impl TestBed {
     }
 
     /// Install the credloader binary (pass `env!("CARGO_BIN_EXE_credloader")`)
-    /// as /usr/bin/credloader, and everything under the repo's `units/` (if it
-    /// exists) into /etc/systemd/system; then daemon-reload.
+    /// as /usr/bin/credloader, its generator symlink
+    /// /etc/systemd/system-generators/credloader-generator, and everything
+    /// under the repo's `units/` (if it exists) into /etc/systemd/system;
+    /// then daemon-reload.
     pub fn install_credloader(&self, binary: &Path) {
         self.copy_in(binary, "/usr/bin/credloader", 0o755);
+        self.sh_ok(
+            "mkdir -p /etc/systemd/system-generators && \
+             ln -sfn /usr/bin/credloader /etc/systemd/system-generators/credloader-generator",
+        );
         let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
         if units.is_dir() {
             self.install_tree(&units, "/etc/systemd/system");

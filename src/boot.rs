@@ -1,0 +1,543 @@
+//! The fast boot path: `credloader-generator` lets PID 1 decrypt into
+//! `credloader.service` itself, and a manifest binds what it handed over to
+//! the sealed files apply reads.
+//!
+//! At boot (and at every `daemon-reload`) systemd runs the generator, a
+//! symlink to `/usr/bin/credloader` named `credloader-generator`. It writes
+//! `credloader.service.d/50-credloader-boot.conf` into the generator dir with
+//! one `LoadCredentialEncrypted=NAME:CREDS_DIR/NAME.cred` per credential that
+//! is safe to hand to PID 1, and `SetCredential=credloader.manifest:…`
+//! listing the identity (device, inode, size, ctime) each of those files had
+//! when the generator looked. Safe means: the last apply decrypted exactly
+//! these bytes under their own name (`state.sealed[NAME].verified`, same
+//! identity now), so PID 1 will too. A credential that fails anyway (a new
+//! host key, an expired not-after) fails the unit with 243/CREDENTIALS, and
+//! `OnFailure=credloader-refresh.service` applies the normal way.
+//!
+//! apply then takes a handed-over value only when the manifest lists its name
+//! with the identity of the sealed file apply just read (see
+//! [`crate::creds::Decrypter`]): the file did not change from the generator's
+//! look to apply's read, so PID 1 decrypted those very bytes in between.
+//!
+//! The generator never decrypts, never fails boot (any problem: it writes
+//! nothing, says why in one line on stderr, exits 0), and costs a config
+//! parse, a state parse and one `lstat` per credential.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::SFlag;
+
+use crate::config::{self, Config, Delivery};
+use crate::creds::Store;
+use crate::root::Root;
+use crate::safefs::{Dir, DirPolicy};
+use crate::state::{FileId, SealedRecord, State};
+
+/// The name argv[0] carries when systemd runs us as a generator.
+pub const GENERATOR_NAME: &str = "credloader-generator";
+/// The first manifest credential; further ones are `credloader.manifest.1`, …
+pub const MANIFEST: &str = "credloader.manifest";
+/// The drop-in the generator writes, in `<normal-dir>/credloader.service.d/`.
+pub const DROPIN: &str = "50-credloader-boot.conf";
+const UNIT: &str = "credloader.service";
+
+/// At most this many bytes of entries per manifest credential. Each is one
+/// line of the drop-in; systemd 252 reads unit-file lines up to 1 MiB.
+/// ~60 bytes per entry: 1,000 credentials make 2 manifest credentials.
+const MANIFEST_CHUNK: usize = 32 * 1024;
+
+/// PID 1 gives one unit at most 1 MiB of credentials in all
+/// (`CREDENTIALS_TOTAL_SIZE_MAX`), and fails it beyond. The sealed size
+/// bounds the plaintext from above; what does not fit is left to apply.
+const BUDGET: u64 = 1024 * 1024 - 64 * 1024;
+
+/// The `i`-th manifest credential's name.
+pub fn manifest_name(i: usize) -> String {
+    if i == 0 {
+        MANIFEST.to_string()
+    } else {
+        format!("{MANIFEST}.{i}")
+    }
+}
+
+fn entry(name: &str, id: &FileId) -> String {
+    format!("{name}={}:{}:{}:{}", id.dev, id.ino, id.size, id.ctime_ns)
+}
+
+/// The manifest values for `entries`: `NAME=dev:ino:size:ctime_ns`
+/// separated by spaces, split so that none exceeds [`MANIFEST_CHUNK`].
+/// Only characters that stand unquoted and unescaped in a unit file.
+pub fn format_manifest(entries: &[(String, FileId)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for (name, id) in entries {
+        let e = entry(name, id);
+        if !cur.is_empty() && cur.len() + 1 + e.len() > MANIFEST_CHUNK {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&e);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Parses manifest values into `into`. Anything malformed, or a name listed
+/// twice, makes the whole manifest void (`false`): nothing is then trusted.
+pub fn parse_manifest(text: &str, into: &mut BTreeMap<String, FileId>) -> bool {
+    for item in text.split_ascii_whitespace() {
+        let Some((name, id)) = item.split_once('=') else {
+            return false;
+        };
+        if crate::names::credential(name).is_err() {
+            return false;
+        }
+        let mut parts = id.split(':');
+        let (Some(dev), Some(ino), Some(size), Some(ctime), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return false;
+        };
+        let (Ok(dev), Ok(ino), Ok(size), Ok(ctime_ns)) =
+            (dev.parse(), ino.parse(), size.parse(), ctime.parse())
+        else {
+            return false;
+        };
+        let id = FileId {
+            dev,
+            ino,
+            size,
+            ctime_ns,
+        };
+        if into.insert(name.to_string(), id).is_some() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The manifest handed to this unit in `dir` (`$CREDENTIALS_DIRECTORY`):
+/// `credloader.manifest`, then `.1`, `.2`, … up to the first one missing.
+/// `None` without one, or when any part is unreadable or malformed.
+pub fn read_manifest(dir: &Dir) -> Option<BTreeMap<String, FileId>> {
+    let mut out = BTreeMap::new();
+    for i in 0.. {
+        let name = manifest_name(i);
+        match dir.read(OsStr::new(&name), crate::systemd_creds::MAX_SEALED) {
+            Ok(Some((bytes, _))) => {
+                let text = std::str::from_utf8(&bytes).ok()?;
+                if !parse_manifest(text, &mut out) {
+                    tracing::warn!(
+                        "{}/{name} is malformed; ignoring every handed-over credential",
+                        dir.path().display()
+                    );
+                    return None;
+                }
+            }
+            Ok(None) if i == 0 => return None,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("{e}; ignoring every handed-over credential");
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// What the generator hands to PID 1, and what it leaves to apply and why.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub handed: Vec<(String, FileId)>,
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// The credentials env-file services need: credential-delivery services get
+/// theirs from PID 1 at their own start, apply never hands their values on.
+pub fn needed(config: &Config) -> std::collections::BTreeSet<&str> {
+    config
+        .services
+        .values()
+        .filter(|s| s.delivery == Delivery::Env)
+        .flat_map(|s| s.credentials())
+        .collect()
+}
+
+/// Picks, among `needed`, the credentials safe to hand to PID 1: a regular
+/// file with one link whose identity is the one `sealed` (the state)
+/// records, last decrypted under its own name, within PID 1's budget.
+pub fn select<'a>(
+    needed: impl IntoIterator<Item = &'a str>,
+    sealed: &BTreeMap<String, SealedRecord>,
+    creds: &Dir,
+) -> Selection {
+    let mut sel = Selection::default();
+    let mut used: u64 = 0;
+    let mut names: Vec<&str> = needed.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let skip = |why| (name.to_string(), why);
+        if crate::names::credential(name).is_err() {
+            sel.skipped.push(skip("not a valid credential name"));
+            continue;
+        }
+        let Some(rec) = sealed.get(name) else {
+            sel.skipped.push(skip("never read by an apply"));
+            continue;
+        };
+        if !rec.verified {
+            sel.skipped
+                .push(skip("the last apply did not decrypt it under its own name"));
+            continue;
+        }
+        let st = match creds.entry(&Store::file_name(name)) {
+            Ok(Some(st)) => st,
+            Ok(None) => {
+                sel.skipped.push(skip("missing"));
+                continue;
+            }
+            Err(_) => {
+                sel.skipped.push(skip("cannot be examined"));
+                continue;
+            }
+        };
+        if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() || st.st_nlink != 1 {
+            sel.skipped
+                .push(skip("not a regular file with a single link"));
+            continue;
+        }
+        let id = FileId::from(&st);
+        if id != rec.id {
+            sel.skipped.push(skip("changed since the last apply"));
+            continue;
+        }
+        let cost = st.st_size.max(0) as u64 + entry(name, &id).len() as u64 + 1;
+        if used + cost > BUDGET {
+            sel.skipped
+                .push(skip("beyond PID 1's 1 MiB of credentials per unit"));
+            continue;
+        }
+        used += cost;
+        sel.handed.push((name.to_string(), id));
+    }
+    sel
+}
+
+/// The drop-in for `credloader.service`; `None` when nothing is handed.
+pub fn render(sel: &Selection, creds_dir: &Path) -> Option<String> {
+    if sel.handed.is_empty() {
+        return None;
+    }
+    let mut s = String::from(
+        "# Written by credloader-generator: PID 1 decrypts these credentials into\n\
+         # credloader.service; apply uses a value only if the manifest lists the\n\
+         # identity of the sealed file it reads (docs/architecture.md, boot path).\n\
+         [Service]\n",
+    );
+    for (name, _) in &sel.handed {
+        s.push_str(&format!(
+            "LoadCredentialEncrypted={name}:{}/{name}.cred\n",
+            creds_dir.display()
+        ));
+    }
+    for (i, chunk) in format_manifest(&sel.handed).iter().enumerate() {
+        s.push_str(&format!("SetCredential={}:{chunk}\n", manifest_name(i)));
+    }
+    Some(s)
+}
+
+/// What one generator run did, for its one line of log.
+#[derive(Debug)]
+pub struct Generated {
+    pub handed: usize,
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Writes the drop-in for the configuration at `config_path` into
+/// `normal_dir`. `Err` says why nothing was written.
+pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, String> {
+    let fallback = "credloader.service decrypts everything itself";
+    let config = config::load(config_path, false)
+        .map_err(|e| format!("cannot load the configuration ({e}); {fallback}"))?;
+    let needed = needed(&config);
+    if needed.is_empty() {
+        return Ok(Generated {
+            handed: 0,
+            skipped: Vec::new(),
+        });
+    }
+    let loader = &config.loader;
+    let creds_dir = loader.creds_dir.to_str().unwrap_or_default();
+    crate::names::managed_path(creds_dir).map_err(|e| format!("{e}; {fallback}"))?;
+    let live = Root::live();
+    let state_dir = Dir::open(&live, &loader.state_dir, DirPolicy::EXISTING).map_err(|e| {
+        format!("no state ({e}: not applied yet, or /var not mounted yet); {fallback}")
+    })?;
+    let state = match State::load(&state_dir) {
+        Ok((_, Some(warning))) => return Err(format!("{warning}; {fallback}")),
+        Err(e) => return Err(format!("{e}; {fallback}")),
+        Ok((s, None)) if s.sealed.is_empty() => {
+            return Err(format!(
+                "no credential in {}/state.json yet; {fallback}",
+                state_dir.path().display()
+            ))
+        }
+        Ok((s, None)) => s,
+    };
+    let creds = Dir::open(&live, &loader.creds_dir, DirPolicy::EXISTING)
+        .map_err(|e| format!("{e}; {fallback}"))?;
+    let sel = select(needed, &state.sealed, &creds);
+    if let Some(text) = render(&sel, &loader.creds_dir) {
+        write(normal_dir, text.as_bytes())
+            .map_err(|e| format!("cannot write {UNIT}.d/{DROPIN}: {e}; {fallback}"))?;
+    }
+    Ok(Generated {
+        handed: sel.handed.len(),
+        skipped: sel.skipped,
+    })
+}
+
+/// Writes `<dir>/credloader.service.d/50-credloader-boot.conf` whole or not
+/// at all: a cut-off line could name a path that does not exist.
+fn write(normal_dir: &Path, text: &[u8]) -> std::io::Result<()> {
+    let dir = normal_dir.join(format!("{UNIT}.d"));
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{DROPIN}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(DROPIN))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `credloader-generator NORMAL-DIR EARLY-DIR LATE-DIR`, as systemd runs
+/// it. Always 0: a generator must never fail boot.
+pub fn generator_main(args: &[OsString]) -> u8 {
+    let say = |msg: &str| {
+        let _ = writeln!(std::io::stderr(), "{GENERATOR_NAME}: {msg}");
+    };
+    let Some(normal) = args.get(1).filter(|_| args.len() == 4) else {
+        say("usage: credloader-generator NORMAL-DIR EARLY-DIR LATE-DIR (run by systemd); nothing written");
+        return 0;
+    };
+    match generate(&PathBuf::from(normal), Path::new(config::DEFAULT_CONFIG)) {
+        Ok(g) if g.skipped.is_empty() => {}
+        Ok(g) => {
+            let mut names: Vec<String> = g
+                .skipped
+                .iter()
+                .take(5)
+                .map(|(n, why)| format!("{n}: {why}"))
+                .collect();
+            if g.skipped.len() > 5 {
+                names.push(format!("and {} more", g.skipped.len() - 5));
+            }
+            say(&format!(
+                "PID 1 decrypts {} credential(s) for {UNIT}; {} left to apply ({})",
+                g.handed,
+                g.skipped.len(),
+                names.join("; ")
+            ));
+        }
+        Err(e) => say(&e),
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> FileId {
+        FileId {
+            dev: 2049,
+            ino: n,
+            size: 300 + n as i64,
+            ctime_ns: 1_700_000_000_123_456_789 + n as i64,
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let entries: Vec<(String, FileId)> = ["A", "b.c-d@e+f", "Z_9"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), id(i as u64)))
+            .collect();
+        let values = format_manifest(&entries);
+        assert_eq!(values.len(), 1);
+        assert!(values[0].starts_with("A=2049:0:300:1700000000123456789 b.c-d@e+f=2049:1:"));
+        let mut m = BTreeMap::new();
+        assert!(parse_manifest(&values[0], &mut m));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m["b.c-d@e+f"], id(1));
+        // Only what stands unquoted and unescaped in a unit file.
+        assert!(values[0]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=: _.-@+".contains(c)));
+        // A negative ctime (before 1970) survives too.
+        let old = FileId {
+            ctime_ns: -5,
+            ..id(0)
+        };
+        let mut m = BTreeMap::new();
+        assert!(parse_manifest(
+            &format_manifest(&[("X".into(), old)])[0],
+            &mut m
+        ));
+        assert_eq!(m["X"], old);
+    }
+
+    #[test]
+    fn a_big_fleet_is_split_into_short_lines() {
+        let entries: Vec<(String, FileId)> = (0..1000)
+            .map(|i| (format!("{}_{i}", "K".repeat(200)), id(u64::MAX - i)))
+            .collect();
+        let values = format_manifest(&entries);
+        assert!(values.len() > 1);
+        let mut m = BTreeMap::new();
+        for v in &values {
+            assert!(v.len() <= MANIFEST_CHUNK, "{}", v.len());
+            assert!(parse_manifest(v, &mut m));
+        }
+        assert_eq!(m.len(), 1000);
+        assert_eq!(m[&entries[999].0], entries[999].1);
+    }
+
+    #[test]
+    fn a_malformed_manifest_voids_all_of_it() {
+        for bad in [
+            "A",
+            "A=1:2:3",
+            "A=1:2:3:4:5",
+            "A=1:2:x:4",
+            "A=-1:2:3:4",
+            "a/b=1:2:3:4",
+            "A=1:2:3:4 A=1:2:3:4",
+            "credloader.manifest=1:2:3:4",
+        ] {
+            let mut m = BTreeMap::new();
+            assert!(
+                !parse_manifest(&format!("OK=1:2:3:4 {bad}"), &mut m),
+                "{bad}"
+            );
+        }
+        let mut m = BTreeMap::new();
+        assert!(parse_manifest("", &mut m) && m.is_empty());
+    }
+
+    /// A creds dir with `files`, and a state recording each one's identity.
+    fn scene(files: &[&str]) -> (tempfile::TempDir, Dir, BTreeMap<String, SealedRecord>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sealed = BTreeMap::new();
+        for f in files {
+            let p = tmp.path().join(format!("{f}.cred"));
+            std::fs::write(&p, b"sealed-bytes").unwrap();
+            let st = nix::sys::stat::lstat(&p).unwrap();
+            sealed.insert(
+                f.to_string(),
+                SealedRecord {
+                    digest: "d".into(),
+                    id: FileId::from(&st),
+                    verified: true,
+                },
+            );
+        }
+        let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
+        (tmp, dir, sealed)
+    }
+
+    #[test]
+    fn hands_over_only_what_the_last_apply_verified_unchanged() {
+        let (tmp, dir, mut sealed) =
+            scene(&["GOOD", "LEGACY", "ROTATED", "GONE", "LINKED", "LINK"]);
+        sealed.get_mut("LEGACY").unwrap().verified = false;
+        let p = |n: &str| tmp.path().join(format!("{n}.cred"));
+        // Rotated by rename: another inode.
+        std::fs::write(p("next"), b"new").unwrap();
+        std::fs::rename(p("next"), p("ROTATED")).unwrap();
+        std::fs::remove_file(p("GONE")).unwrap();
+        std::fs::hard_link(p("LINKED"), tmp.path().join("elsewhere")).unwrap();
+        std::fs::remove_file(p("LINK")).unwrap();
+        std::os::unix::fs::symlink(p("GOOD"), p("LINK")).unwrap();
+        let needed = [
+            "GOOD", "LEGACY", "ROTATED", "GONE", "LINKED", "LINK", "NEVER", "GOOD",
+        ];
+        let sel = select(needed, &sealed, &dir);
+        assert_eq!(
+            sel.handed
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["GOOD"]
+        );
+        assert_eq!(sel.handed[0].1, sealed["GOOD"].id);
+        let why: BTreeMap<&str, &str> = sel.skipped.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+        assert_eq!(
+            why["LEGACY"],
+            "the last apply did not decrypt it under its own name"
+        );
+        assert_eq!(why["ROTATED"], "changed since the last apply");
+        assert_eq!(why["GONE"], "missing");
+        assert_eq!(why["LINKED"], "not a regular file with a single link");
+        assert_eq!(why["LINK"], "not a regular file with a single link");
+        assert_eq!(why["NEVER"], "never read by an apply");
+        assert_eq!(why.len(), 6);
+
+        let text = render(&sel, Path::new("/etc/quantum/creds")).unwrap();
+        assert!(text.contains("\n[Service]\nLoadCredentialEncrypted=GOOD:/etc/quantum/creds/GOOD.cred\nSetCredential=credloader.manifest:GOOD="));
+        assert!(render(&Selection::default(), Path::new("/x")).is_none());
+    }
+
+    #[test]
+    fn stays_within_pid1s_budget() {
+        let names: Vec<String> = (0..40).map(|i| format!("BIG{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (tmp, _, _) = scene(&[]);
+        let mut sealed = BTreeMap::new();
+        for n in &refs {
+            let p = tmp.path().join(format!("{n}.cred"));
+            std::fs::write(&p, vec![b'A'; 64 * 1024]).unwrap();
+            let st = nix::sys::stat::lstat(&p).unwrap();
+            sealed.insert(
+                n.to_string(),
+                SealedRecord {
+                    digest: "d".into(),
+                    id: FileId::from(&st),
+                    verified: true,
+                },
+            );
+        }
+        let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
+        let sel = select(refs.iter().copied(), &sealed, &dir);
+        assert_eq!(
+            sel.handed.len(),
+            14,
+            "960 KiB of 64 KiB files, with the manifest"
+        );
+        assert_eq!(sel.skipped.len(), 26);
+    }
+}
