@@ -35,17 +35,30 @@ const VERSION: u32 = 1;
 const DIR: &str = "/run/credloader";
 
 /// The identities of a run's inputs, taken before the run read them.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     files: Vec<(PathBuf, Option<FileId>)>,
 }
+
+/// One input, compact: `[path, dev, ino, size, ctime_ns]`, or `[path]`
+/// for a file that did not exist. The stamp is read by every no-op, so it
+/// is kept small and quick to parse.
+#[derive(Serialize, Deserialize)]
+struct Entry(PathBuf, #[serde(default)] Option<(u64, u64, i64, i64)>);
 
 #[derive(Serialize, Deserialize)]
 struct Stamp {
     version: u32,
     key: String,
-    inputs: Snapshot,
-    report: Report,
+    inputs: Vec<Entry>,
+    said: Said,
+}
+
+/// What the stamped run printed, in both forms.
+#[derive(Serialize, Deserialize)]
+pub struct Said {
+    pub human: String,
+    pub json: String,
 }
 
 /// What an apply must be the same run as: the binary, the system, the
@@ -83,7 +96,11 @@ impl Key {
 }
 
 fn identity(path: &Path) -> Option<FileId> {
-    match nix::sys::stat::lstat(path) {
+    id_of(nix::sys::stat::lstat(path))
+}
+
+fn id_of(stat: nix::Result<nix::sys::stat::FileStat>) -> Option<FileId> {
+    match stat {
         Ok(st) => Some(FileId::from(&st)),
         Err(Errno::ENOENT | Errno::ENOTDIR) => None,
         // Unknown is never equal to anything recorded: see `Snapshot::holds`.
@@ -95,6 +112,10 @@ fn identity(path: &Path) -> Option<FileId> {
         }),
     }
 }
+
+/// Below this many files in one directory, a full-path `lstat` each is
+/// cheaper than opening the directory first.
+const SAME_DIR: usize = 4;
 
 impl Snapshot {
     fn add(&mut self, path: PathBuf) {
@@ -146,9 +167,42 @@ impl Snapshot {
         }
     }
 
-    /// Every file still has the identity recorded.
+    /// Every file still has the identity recorded. Files that share a
+    /// directory (the sealed credentials, the env files) are looked up from
+    /// one descriptor of it: the same resolution as a full-path `lstat`,
+    /// without walking the path again for each.
     fn holds(&self) -> bool {
-        self.files.iter().all(|(p, id)| identity(p) == *id)
+        use std::collections::BTreeMap;
+        use std::os::fd::AsFd;
+        let mut dirs: BTreeMap<&Path, Vec<(&std::ffi::OsStr, &Option<FileId>)>> = BTreeMap::new();
+        for (p, id) in &self.files {
+            match (p.parent(), p.file_name()) {
+                (Some(d), Some(n)) => dirs.entry(d).or_default().push((n, id)),
+                _ => {
+                    if identity(p) != *id {
+                        return false;
+                    }
+                }
+            }
+        }
+        dirs.into_iter().all(|(dir, entries)| {
+            if entries.len() < SAME_DIR {
+                return entries.iter().all(|(n, id)| identity(&dir.join(n)) == **id);
+            }
+            let flags = nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC;
+            match nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty()) {
+                Ok(fd) => entries.iter().all(|(n, id)| {
+                    id_of(nix::sys::stat::fstatat(
+                        fd.as_fd(),
+                        *n,
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )) == **id
+                }),
+                Err(e) => entries.iter().all(|(_, id)| id_of(Err(e)) == **id),
+            }
+        })
     }
 }
 
@@ -171,18 +225,36 @@ pub fn void(root: &Root) {
     }
 }
 
-/// The report of the last no-op apply, if nothing it depended on changed.
-pub fn check(key: &Key) -> Option<Report> {
+/// What the last no-op apply printed, if nothing it depended on changed.
+pub fn check(key: &Key) -> Option<Said> {
     let bytes = std::fs::read(&key.file).ok()?;
     let stamp: Stamp = serde_json::from_slice(&bytes).ok()?;
-    (stamp.version == VERSION && stamp.key == key.text && stamp.inputs.holds())
-        .then_some(stamp.report)
+    if stamp.version != VERSION || stamp.key != key.text {
+        return None;
+    }
+    let inputs = Snapshot {
+        files: stamp
+            .inputs
+            .into_iter()
+            .map(|Entry(p, id)| {
+                let id = id.map(|(dev, ino, size, ctime_ns)| FileId {
+                    dev,
+                    ino,
+                    size,
+                    ctime_ns,
+                });
+                (p, id)
+            })
+            .collect(),
+    };
+    inputs.holds().then_some(stamp.said)
 }
 
-/// Records `report` for the next run, if this run was a no-op that left
+/// Records what this run said about `report` (its human and JSON texts)
+/// for the next run, if this run was a no-op that left
 /// everything in order. Called with the apply lock still held (see
 /// [`void`]).
-pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report) {
+pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report, said: Said) {
     let no_op = report.all_ok()
         && config.is_clean()
         && report.warnings.is_empty()
@@ -203,13 +275,78 @@ pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report) {
     let stamp = Stamp {
         version: VERSION,
         key: key.text.clone(),
-        inputs,
-        report: report.clone(),
+        inputs: inputs
+            .files
+            .into_iter()
+            .map(|(p, id)| Entry(p, id.map(|i| (i.dev, i.ino, i.size, i.ctime_ns))))
+            .collect(),
+        said,
     };
     let Ok(bytes) = serde_json::to_vec(&stamp) else {
         return;
     };
     if let Err(e) = dir.write_atomic(name, &bytes, Owner::ROOT_0600) {
         tracing::debug!("could not record the no-op stamp: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(paths: &[PathBuf]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for p in paths {
+            s.add(p.clone());
+        }
+        s
+    }
+
+    #[test]
+    fn any_change_to_any_file_is_seen_alone_or_among_many_in_one_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        // Five in one directory (looked up from its descriptor), one alone,
+        // one that does not exist.
+        let many: Vec<PathBuf> = (0..5).map(|i| dir.path().join(format!("c{i}"))).collect();
+        for p in &many {
+            std::fs::write(p, b"sealed").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let alone = dir.path().join("sub/one");
+        std::fs::write(&alone, b"x").unwrap();
+        let absent = dir.path().join("sub/absent");
+        let mut all = many.clone();
+        all.extend([alone.clone(), absent.clone()]);
+        assert!(snapshot(&all).holds());
+
+        let changes: Vec<Box<dyn Fn()>> = vec![
+            Box::new(|| std::fs::write(&many[3], b"resealed").unwrap()),
+            Box::new(|| std::fs::remove_file(&many[0]).unwrap()),
+            Box::new(|| std::fs::write(&alone, b"yy").unwrap()),
+            Box::new(|| std::fs::write(&absent, b"new").unwrap()),
+        ];
+        for change in changes {
+            let before = snapshot(&all);
+            assert!(before.holds());
+            change();
+            assert!(!before.holds());
+        }
+    }
+
+    #[test]
+    fn the_stamp_round_trips_and_keeps_absent_files_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("p");
+        std::fs::write(&present, b"1").unwrap();
+        let s = snapshot(&[present.clone(), dir.path().join("gone")]);
+        let entries: Vec<Entry> = s
+            .files
+            .iter()
+            .map(|(p, id)| Entry(p.clone(), id.map(|i| (i.dev, i.ino, i.size, i.ctime_ns))))
+            .collect();
+        let text = serde_json::to_string(&entries).unwrap();
+        let back: Vec<Entry> = serde_json::from_str(&text).unwrap();
+        assert!(back[0].1.is_some() && back[1].1.is_none());
+        assert_eq!(back[0].1.unwrap().1, s.files[0].1.unwrap().ino);
     }
 }

@@ -80,6 +80,16 @@ fn value(bed: &Scene, unit: &str, var: &str) -> Option<Vec<u8>> {
     bed.environ(unit).get(var).cloned()
 }
 
+/// `unit`'s running process has `var` = `expected` in its environment.
+#[track_caller]
+fn assert_value(bed: &Scene, unit: &str, var: &str, expected: &[u8]) {
+    assert_eq!(
+        value(bed, unit, var).as_deref(),
+        Some(expected),
+        "{unit}: {var}"
+    );
+}
+
 fn generated(bed: &Scene) -> String {
     testbed::lossy(&bed.read(GENERATED).unwrap_or_default())
 }
@@ -126,22 +136,15 @@ fn pid1_decrypts_the_verified_credentials_into_credloader_service() {
         "every value came from PID 1's decryption into the unit:\n{journal}"
     );
     assert!(!journal.contains("binance-key-1") && !journal.contains("kraken-key-1"));
-    assert_eq!(
-        value(&bed, "alpha.service", "BINANCE_API_KEY").as_deref(),
-        Some(&b"binance-key-1"[..])
+    assert_value(&bed, "alpha.service", "BINANCE_API_KEY", b"binance-key-1");
+    assert_value(
+        &bed,
+        "alpha.service",
+        "BINANCE_API_SECRET",
+        b"binance-secret-1",
     );
-    assert_eq!(
-        value(&bed, "alpha.service", "BINANCE_API_SECRET").as_deref(),
-        Some(&b"binance-secret-1"[..])
-    );
-    assert_eq!(
-        value(&bed, "beta.service", "KRAKEN_KEY").as_deref(),
-        Some(&b"kraken-key-1"[..])
-    );
-    assert_eq!(
-        value(&bed, "beta.service", "KRAKEN_SECRET").as_deref(),
-        Some(&b"kraken-secret-1"[..])
-    );
+    assert_value(&bed, "beta.service", "KRAKEN_KEY", b"kraken-key-1");
+    assert_value(&bed, "beta.service", "KRAKEN_SECRET", b"kraken-secret-1");
     let stat = bed.sh_ok("stat -c '%U %a' /run/credloader/alpha.env /run/credloader/beta.env");
     assert_eq!(stat, "qt 600\nbot 600\n");
     // The manifest holds identities only: no value, no ciphertext.
@@ -194,14 +197,8 @@ fn a_credential_rotated_after_pid1_decrypted_it_is_not_taken_from_the_handed_val
         Some(&b"kraken-key-2"[..]),
         "the consumer must get the new value, not what PID 1 decrypted before the rename"
     );
-    assert_eq!(
-        value(&bed, "beta.service", "KRAKEN_SECRET").as_deref(),
-        Some(&b"kraken-secret-1"[..])
-    );
-    assert_eq!(
-        value(&bed, "alpha.service", "BINANCE_API_KEY").as_deref(),
-        Some(&b"binance-key-1"[..])
-    );
+    assert_value(&bed, "beta.service", "KRAKEN_SECRET", b"kraken-secret-1");
+    assert_value(&bed, "alpha.service", "BINANCE_API_KEY", b"binance-key-1");
 }
 
 #[test]
@@ -227,14 +224,8 @@ fn a_credential_pid1_cannot_decrypt_fails_the_unit_and_the_fallback_serves_every
             && journal.contains("credloader.service: Triggering OnFailure= dependencies."),
         "PID 1 failed credloader.service on the bad credential:\n{journal}"
     );
-    assert_eq!(
-        value(&bed, "beta.service", "KRAKEN_KEY").as_deref(),
-        Some(&b"kraken-key-1"[..])
-    );
-    assert_eq!(
-        value(&bed, "beta.service", "KRAKEN_SECRET").as_deref(),
-        Some(&b"kraken-secret-1"[..])
-    );
+    assert_value(&bed, "beta.service", "KRAKEN_KEY", b"kraken-key-1");
+    assert_value(&bed, "beta.service", "KRAKEN_SECRET", b"kraken-secret-1");
     let refresh = bed.journal("credloader-refresh.service");
     assert!(
         refresh.contains("credential BINANCE_API_KEY"),
@@ -254,10 +245,7 @@ fn a_credential_pid1_cannot_decrypt_fails_the_unit_and_the_fallback_serves_every
     bed.wait_until("alpha to start", Duration::from_secs(10), || {
         bed.active("alpha.service")
     });
-    assert_eq!(
-        value(&bed, "alpha.service", "BINANCE_API_KEY").as_deref(),
-        Some(&b"binance-key-2"[..])
-    );
+    assert_value(&bed, "alpha.service", "BINANCE_API_KEY", b"binance-key-2");
 }
 
 #[test]

@@ -20,9 +20,9 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
     let key = (!opts.dry_run && opts.only.is_empty())
         .then(|| stamp::Key::new(&ctx.root, &config_path, opts.restart))
         .flatten();
-    if let Some(report) = key.as_ref().and_then(stamp::check) {
+    if let Some(said) = key.as_ref().and_then(stamp::check) {
         tracing::debug!("nothing changed since the last apply");
-        return Ok(Output::new(exit::OK, human(&report), &report));
+        return Ok(Output::rendered(exit::OK, said.human, said.json));
     }
     let mut inputs = key
         .as_ref()
@@ -37,7 +37,12 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
         let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
         let report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
         if let (Some(key), Some(inputs)) = (&key, inputs) {
-            stamp::record(key, inputs, &config, &report);
+            let out = Output::new(exit::OK, human(&report), &report);
+            let said = stamp::Said {
+                json: out.json_text(),
+                human: out.human,
+            };
+            stamp::record(key, inputs, &config, &report, said);
         }
         report
     };

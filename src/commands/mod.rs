@@ -28,7 +28,14 @@ mod sync;
 pub struct Output {
     pub code: u8,
     pub human: String,
-    pub json: serde_json::Value,
+    json: Json,
+}
+
+#[derive(Debug)]
+enum Json {
+    Value(serde_json::Value),
+    /// Already in its final form (see [`Output::rendered`]).
+    Text(String),
 }
 
 impl Output {
@@ -36,16 +43,31 @@ impl Output {
         Output {
             code,
             human,
-            json: serde_json::to_value(json).expect("output serializes"),
+            json: Json::Value(serde_json::to_value(json).expect("output serializes")),
+        }
+    }
+
+    /// An output whose JSON form was rendered by [`Output::json_text`]
+    /// before (a no-op apply repeating its report, see `crate::stamp`).
+    pub fn rendered(code: u8, human: String, json_text: String) -> Output {
+        Output {
+            code,
+            human,
+            json: Json::Text(json_text),
         }
     }
 
     /// The JSON form: sorted keys, compact, trailing newline.
     pub fn json_text(&self) -> String {
-        // serde_json's Map is a BTreeMap (no preserve_order): keys come sorted.
-        let mut s = serde_json::to_string(&self.json).expect("value serializes");
-        s.push('\n');
-        s
+        match &self.json {
+            Json::Text(t) => t.clone(),
+            Json::Value(v) => {
+                // serde_json's Map is a BTreeMap (no preserve_order): keys come sorted.
+                let mut s = serde_json::to_string(v).expect("value serializes");
+                s.push('\n');
+                s
+            }
+        }
     }
 }
 
