@@ -207,7 +207,8 @@ impl Fleet {
         // The first no-op after a change runs in full and leaves a stamp;
         // the ones after it are answered by the stamp (see src/stamp.rs).
         let noop_full = self.time_us("rm -f /run/credloader/.noop-*", "credloader apply", 20);
-        b.sh_ok("credloader apply >/dev/null");
+        // Inputs changed in the last 50 ms are not stamped (src/stamp.rs).
+        b.sh_ok("sleep 0.1; credloader apply >/dev/null");
         let noop = self.time_us("true", "credloader apply", 20);
         let noop_report: Value = serde_json::from_str(&b.sh_ok("credloader apply --json")).unwrap();
         let rss_kib: u64 = b

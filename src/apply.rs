@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -49,7 +49,7 @@ pub struct Options {
     pub jobs: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Unchanged,
@@ -57,7 +57,7 @@ pub enum Outcome {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServiceReport {
     pub service: String,
     pub unit: String,
@@ -75,7 +75,7 @@ pub struct ServiceReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub dry_run: bool,
     pub services: Vec<ServiceReport>,
@@ -475,6 +475,19 @@ fn run(
                     .any(|(s, _)| s.credentials().contains(&n.as_str()))
         });
         let names: BTreeSet<String> = plans.iter().map(|p| p.service.name.clone()).collect();
+        // A daemon-reload re-runs credloader-generator, which reads the
+        // state: it must see what this run learnt (a credential that no
+        // longer decrypts is no longer handed to PID 1).
+        let reload_due = report.daemon_reload || state.services.values().any(|r| r.pending_reload);
+        if let (Some(d), true) = (&state_dir, reload_due && manager != Manager::Absent) {
+            if state != loaded {
+                if let Err(e) = state.save(d) {
+                    report
+                        .warnings
+                        .push(format!("could not record the state: {e}"));
+                }
+            }
+        }
         settle(
             manager,
             &mut report,

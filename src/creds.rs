@@ -375,7 +375,7 @@ impl Decrypter {
 }
 
 /// How many credentials each source decrypted in one run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DecryptCounts {
     /// Read from `$CREDENTIALS_DIRECTORY`.
     pub handed: usize,

@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::sys::stat::SFlag;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +31,9 @@ use crate::state::FileId;
 
 const VERSION: u32 = 1;
 
+/// A stamp is a few hundred bytes per input; anything bigger is not one.
+const MAX_STAMP: usize = 16 * 1024 * 1024;
+
 /// Where the stamps live: the default runtime dir, which credloader's units
 /// keep writable (`RuntimeDirectory=credloader`).
 const DIR: &str = "/run/credloader";
@@ -38,10 +42,12 @@ const DIR: &str = "/run/credloader";
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     files: Vec<(PathBuf, Option<FileId>)>,
+    /// When it was taken (ns since the epoch, the clock file times use).
+    taken_at: i64,
 }
 
-/// One input, compact: `[path, dev, ino, size, ctime_ns]`, or `[path]`
-/// for a file that did not exist. The stamp is read by every no-op, so it
+/// One input, compact: `[path, [dev, ino, size, ctime_ns]]`, or
+/// `[path, null]` for a file that did not exist. The stamp is read by every no-op, so it
 /// is kept small and quick to parse.
 #[derive(Serialize, Deserialize)]
 struct Entry(PathBuf, #[serde(default)] Option<(u64, u64, i64, i64)>);
@@ -66,11 +72,17 @@ pub struct Said {
 pub struct Key {
     text: String,
     file: PathBuf,
+    /// The root's base: directories above it are not credloader's to check.
+    base: PathBuf,
 }
 
 impl Key {
-    /// `None` when there is no usable identity for the running binary.
-    pub fn new(root: &Root, config: &Path, restart: bool) -> Option<Key> {
+    /// `config` as given and whether it was given explicitly (`--config`):
+    /// a missing main file is an error only then. `None` when there is no
+    /// usable identity for the running binary.
+    pub fn new(root: &Root, config: &Path, explicit: bool, restart: bool) -> Option<Key> {
+        // The same relative --config from two directories is two configs.
+        let config = std::path::absolute(config).ok()?;
         let exe = nix::sys::stat::stat("/proc/self/exe").ok()?;
         let mut h = Sha256::new();
         h.update(env!("CARGO_PKG_VERSION"));
@@ -79,7 +91,7 @@ impl Key {
         h.update(root.base().as_os_str().as_encoded_bytes());
         h.update([0]);
         h.update(config.as_os_str().as_encoded_bytes());
-        h.update([restart as u8]);
+        h.update([restart as u8, explicit as u8]);
         let text = crate::creds::hex_digest(&h.finalize());
         // One stamp per configuration and root, so runs for different ones
         // do not keep invalidating each other.
@@ -91,7 +103,11 @@ impl Key {
         let file = root
             .host(Path::new(DIR))
             .join(format!(".noop-{}", &name[..16]));
-        Some(Key { text, file })
+        Some(Key {
+            text,
+            file,
+            base: root.base().to_path_buf(),
+        })
     }
 }
 
@@ -99,19 +115,28 @@ fn identity(path: &Path) -> Option<FileId> {
     id_of(nix::sys::stat::lstat(path))
 }
 
+/// What `lstat` could not tell (an error other than "not there"). A
+/// snapshot holding it is never stamped, and a check meeting it fails.
+const UNKNOWN: FileId = FileId {
+    dev: u64::MAX,
+    ino: u64::MAX,
+    size: -1,
+    ctime_ns: -1,
+};
+
 fn id_of(stat: nix::Result<nix::sys::stat::FileStat>) -> Option<FileId> {
     match stat {
         Ok(st) => Some(FileId::from(&st)),
         Err(Errno::ENOENT | Errno::ENOTDIR) => None,
-        // Unknown is never equal to anything recorded: see `Snapshot::holds`.
-        Err(_) => Some(FileId {
-            dev: u64::MAX,
-            ino: u64::MAX,
-            size: -1,
-            ctime_ns: -1,
-        }),
+        Err(_) => Some(UNKNOWN),
     }
 }
+
+/// How recent a change must be for its file not to be stamped. A file's
+/// ctime only moves once per kernel tick (1 to 10 ms): a same-size rewrite
+/// in the tick the snapshot was taken in would leave its identity as it
+/// was. An input changed this recently is re-read by the next run instead.
+const RACY_NS: i64 = 50_000_000;
 
 /// Below this many files in one directory, a full-path `lstat` each is
 /// cheaper than opening the directory first.
@@ -126,7 +151,13 @@ impl Snapshot {
     /// The configuration: the main file, its directory, the drop-in
     /// directory and everything in it. Taken before the files are read.
     pub fn of_config(main: &Path) -> Snapshot {
-        let mut s = Snapshot::default();
+        let mut s = Snapshot {
+            taken_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(i64::MAX),
+            ..Snapshot::default()
+        };
         let main = std::path::absolute(main).unwrap_or_else(|_| main.to_path_buf());
         if let Some(parent) = main.parent() {
             s.add(parent.to_path_buf());
@@ -150,11 +181,11 @@ impl Snapshot {
     pub fn add_inputs(&mut self, root: &Root, config: &Config) {
         let loader = &config.loader;
         let host = |p: &Path| root.host(p);
-        self.add(host(&loader.state_dir).join("state.json"));
+        self.add(host(&loader.state_dir).join(crate::state::FILE));
         let creds = host(&loader.creds_dir);
         self.add(creds.clone());
         for name in config.all_credentials() {
-            self.add(creds.join(format!("{name}.cred")));
+            self.add(creds.join(crate::creds::Store::file_name(name)));
         }
         for s in config.services.values() {
             if s.delivery == Delivery::Env {
@@ -171,7 +202,48 @@ impl Snapshot {
     /// directory (the sealed credentials, the env files) are looked up from
     /// one descriptor of it: the same resolution as a full-path `lstat`,
     /// without walking the path again for each.
-    fn holds(&self) -> bool {
+    fn holds(&self, base: &Path) -> bool {
+        !self.files.iter().any(|(_, id)| *id == Some(UNKNOWN))
+            && self.files_hold()
+            && self.dirs_sound(base)
+    }
+
+    /// The directories the inputs are in still pass what a full run checks
+    /// when it opens them: none on the way is a symlink, and each that
+    /// holds an input is owned by root (or us) and writable by nobody else.
+    /// (A chmod of a directory moves no identity of the files in it.)
+    fn dirs_sound(&self, base: &Path) -> bool {
+        let me = nix::unistd::Uid::effective().as_raw();
+        let is_dir = |st: &nix::sys::stat::FileStat| {
+            st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (p, _) in &self.files {
+            let Some(parent) = p.parent() else { continue };
+            if !seen.insert(parent) {
+                continue;
+            }
+            match nix::sys::stat::lstat(parent) {
+                Ok(st)
+                    if is_dir(&st)
+                        && (st.st_uid == 0 || st.st_uid == me)
+                        && st.st_mode & 0o022 == 0 => {}
+                _ => return false,
+            }
+            for up in parent.ancestors().skip(1) {
+                if up == base || !up.starts_with(base) || !seen.insert(up) {
+                    break;
+                }
+                match nix::sys::stat::lstat(up) {
+                    Ok(st) if is_dir(&st) => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    fn files_hold(&self) -> bool {
         use std::collections::BTreeMap;
         use std::os::fd::AsFd;
         let mut dirs: BTreeMap<&Path, Vec<(&std::ffi::OsStr, &Option<FileId>)>> = BTreeMap::new();
@@ -227,9 +299,18 @@ pub fn void(root: &Root) {
 
 /// What the last no-op apply printed, if nothing it depended on changed.
 pub fn check(key: &Key) -> Option<Said> {
-    let bytes = std::fs::read(&key.file).ok()?;
+    // Read as every file credloader trusts: no symlink on the way, a
+    // regular file with one link, in a directory only root can write to;
+    // and only root's own 0600 stamp counts.
+    let (dir, name) = safefs::split(&key.file);
+    let dir = Dir::open(&Root::live(), dir, DirPolicy::EXISTING).ok()?;
+    dir.check_safe().ok()?;
+    let (bytes, st) = dir.read(name, MAX_STAMP).ok()??;
+    if st.st_uid != 0 || st.st_mode & 0o7777 != 0o600 {
+        return None;
+    }
     let stamp: Stamp = serde_json::from_slice(&bytes).ok()?;
-    if stamp.version != VERSION || stamp.key != key.text {
+    if stamp.version != VERSION || stamp.key != key.text || stamp.inputs.is_empty() {
         return None;
     }
     let inputs = Snapshot {
@@ -246,8 +327,9 @@ pub fn check(key: &Key) -> Option<Said> {
                 (p, id)
             })
             .collect(),
+        taken_at: 0,
     };
-    inputs.holds().then_some(stamp.said)
+    inputs.holds(&key.base).then_some(stamp.said)
 }
 
 /// Records what this run said about `report` (its human and JSON texts)
@@ -265,7 +347,13 @@ pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report, sai
                 && s.action.is_none()
                 && s.decrypted.is_empty()
         });
-    if !no_op {
+    // Nothing unknown, nothing changed so recently that a same-size rewrite
+    // could hide in the same tick (the next run re-reads it and stamps).
+    let settled = inputs.files.iter().all(|(_, id)| match id {
+        Some(id) => *id != UNKNOWN && id.ctime_ns < inputs.taken_at - RACY_NS,
+        None => true,
+    });
+    if !no_op || !settled || !inputs.dirs_sound(&key.base) {
         return;
     }
     let (dir, name) = safefs::split(&key.file);
@@ -317,7 +405,7 @@ mod tests {
         let absent = dir.path().join("sub/absent");
         let mut all = many.clone();
         all.extend([alone.clone(), absent.clone()]);
-        assert!(snapshot(&all).holds());
+        assert!(snapshot(&all).holds(Path::new("/")));
 
         let changes: Vec<Box<dyn Fn()>> = vec![
             Box::new(|| std::fs::write(&many[3], b"resealed").unwrap()),
@@ -327,9 +415,9 @@ mod tests {
         ];
         for change in changes {
             let before = snapshot(&all);
-            assert!(before.holds());
+            assert!(before.holds(Path::new("/")));
             change();
-            assert!(!before.holds());
+            assert!(!before.holds(Path::new("/")));
         }
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Delivery;
 use crate::safefs::{Dir, FsError, Owner};
 
-const FILE: &str = "state.json";
+pub const FILE: &str = "state.json";
 const VERSION: u32 = 1;
 
 /// Identity of a file as written: any later change moves its ctime.

@@ -641,6 +641,12 @@ fn config_files_others_could_write_are_refused() {
     assert!(run.stderr.contains("owned by uid 1500"), "{run:?}");
 }
 
+/// A stamp is not left for inputs changed in the last 50 ms (a same-size
+/// rewrite in the same kernel tick would keep its identity): let them age.
+fn let_changes_age() {
+    std::thread::sleep(std::time::Duration::from_millis(60));
+}
+
 /// Runs `apply -vv --json` and tells whether it took the no-op fast path.
 fn fast_apply(t: &Tree) -> (bool, serde_json::Value) {
     let run = t.credloader(&["-vv", "apply", "--json"]);
@@ -658,6 +664,7 @@ fn a_no_op_apply_is_remembered_and_repeated_until_an_input_changes() {
     t.config("bot.toml", &service("bot", "bot", &["KRAKEN_KEY"]));
     t.seal("KRAKEN_KEY", b"kraken-one");
     t.credloader(&["apply"]).ok();
+    let_changes_age();
     let (fast, slow_report) = fast_apply(&t);
     assert!(!fast, "the first no-op runs in full and leaves the stamp");
     let (fast, report) = fast_apply(&t);
@@ -717,6 +724,8 @@ fn a_no_op_apply_is_remembered_and_repeated_until_an_input_changes() {
         // A full run that changed something leaves no stamp; the next
         // (a full no-op) leaves one.
         fast_apply(&t);
+        let_changes_age();
+        fast_apply(&t);
         let (fast, _) = fast_apply(&t);
         assert!(fast, "after {what} settled, the fast path is back");
     }
@@ -728,6 +737,75 @@ fn a_no_op_apply_is_remembered_and_repeated_until_an_input_changes() {
         .read_string(ENV)
         .contains("BINANCE_API_KEY=\"k-1111111111111111\""));
     assert!(t.read_string(DROPIN).contains("EnvironmentFile="));
+}
+
+#[test]
+fn a_change_in_the_last_tick_is_never_stamped_and_a_directory_opened_up_is_seen() {
+    let t = Tree::new();
+    position_monitor(&t);
+    t.credloader(&["apply"]).ok();
+    // Right after a write, the no-op runs in full and leaves no stamp.
+    let (fast, _) = fast_apply(&t);
+    assert!(!fast);
+    let (fast, _) = fast_apply(&t);
+    assert!(
+        !fast,
+        "a file changed within 50 ms of the snapshot is not stamped"
+    );
+    let_changes_age();
+    fast_apply(&t);
+    assert!(fast_apply(&t).0);
+    // A chmod of the env dir moves no identity of the files in it, but a
+    // full run would refuse the dir: so the stamp must not answer.
+    let dir = t.path("/run/credloader");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let run = t.credloader(&["-vv", "apply", "--json"]);
+    assert!(
+        !run.stderr.contains("nothing changed since the last apply"),
+        "{run:?}"
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_relative_config_path_names_a_different_config_from_each_directory() {
+    let t = Tree::new();
+    position_monitor(&t);
+    // `--config credloader.toml`, run from the tree's /etc/quantum, then
+    // from another directory holding another (empty) configuration.
+    let run_in = |dir: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_credloader"))
+            .current_dir(dir)
+            .arg("--root")
+            .arg(t.root())
+            .args(["--config", "credloader.toml", "-vv", "apply", "--json"])
+            .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let here = t.path("/etc/quantum");
+    std::fs::write(
+        here.join("credloader.toml"),
+        "# services in credloader.d/\n",
+    )
+    .unwrap();
+    run_in(&here);
+    let_changes_age();
+    run_in(&here);
+    let third = run_in(&here);
+    assert!(
+        third.contains("nothing changed since the last apply"),
+        "{third}"
+    );
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("credloader.toml"), "# nothing\n").unwrap();
+    let stderr = run_in(other.path());
+    assert!(
+        !stderr.contains("nothing changed since the last apply"),
+        "{stderr}"
+    );
 }
 
 #[test]

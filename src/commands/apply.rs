@@ -16,9 +16,9 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
     };
     // Nothing changed since the last apply that had nothing to do: say so
     // again without parsing anything (see `stamp`). Only for a full run.
-    let (config_path, _) = ctx.config_path();
+    let (config_path, explicit) = ctx.config_path();
     let key = (!opts.dry_run && opts.only.is_empty())
-        .then(|| stamp::Key::new(&ctx.root, &config_path, opts.restart))
+        .then(|| stamp::Key::new(&ctx.root, &config_path, explicit, opts.restart))
         .flatten();
     if let Some(said) = key.as_ref().and_then(stamp::check) {
         tracing::debug!("nothing changed since the last apply");
