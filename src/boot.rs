@@ -55,6 +55,9 @@ const MANIFEST_CHUNK: usize = 32 * 1024;
 /// bounds the plaintext from above; what does not fit is left to apply.
 const BUDGET: u64 = 1024 * 1024 - 64 * 1024;
 
+/// A credential whose not-after is closer than this is not handed to PID 1.
+pub const EXPIRY_MARGIN_SECS: u64 = 3600;
+
 /// The `i`-th manifest credential's name.
 pub fn manifest_name(i: usize) -> String {
     if i == 0 {
@@ -177,11 +180,15 @@ pub fn needed(config: &Config) -> std::collections::BTreeSet<&str> {
 
 /// Picks, among `needed`, the credentials safe to hand to PID 1: a regular
 /// file with one link whose identity is the one `sealed` (the state)
-/// records, last decrypted under its own name, within PID 1's budget.
+/// records, last decrypted under its own name, not known to expire within
+/// [`EXPIRY_MARGIN_SECS`] of `now` (`not_after` looks it up: credloader
+/// records it when it seals), within PID 1's budget.
 pub fn select<'a>(
     needed: impl IntoIterator<Item = &'a str>,
     sealed: &BTreeMap<String, SealedRecord>,
     creds: &Dir,
+    not_after: impl Fn(&str, &SealedRecord) -> Option<u64>,
+    now: u64,
 ) -> Selection {
     let mut sel = Selection::default();
     let mut used: u64 = 0;
@@ -222,6 +229,14 @@ pub fn select<'a>(
         let id = FileId::from(&st);
         if id != rec.id {
             sel.skipped.push(skip("changed since the last apply"));
+            continue;
+        }
+        // PID 1 would fail the whole unit on it (and every env consumer's
+        // first start with it): let apply find it and fail its services only.
+        if not_after(name, rec).is_some_and(|t| t <= now + EXPIRY_MARGIN_SECS) {
+            sel.skipped.push(skip(
+                "its not-after has passed or is less than an hour away",
+            ));
             continue;
         }
         let cost = st.st_size.max(0) as u64 + entry(name, &id).len() as u64 + 1;
@@ -299,7 +314,23 @@ pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, Stri
     };
     let creds = Dir::open(&live, &loader.creds_dir, DirPolicy::EXISTING)
         .map_err(|e| format!("{e}; {fallback}"))?;
-    let sel = select(needed, &state.sealed, &creds);
+    // The not-after credloader recorded when it sealed these very bytes.
+    let not_after = |name: &str, rec: &SealedRecord| {
+        let history =
+            crate::generations::History::open(&live, &loader.state_dir, name, false).ok()?;
+        history
+            .meta
+            .current
+            .filter(|i| i.digest == rec.digest)
+            .and_then(|i| i.not_after)
+    };
+    let sel = select(
+        needed,
+        &state.sealed,
+        &creds,
+        not_after,
+        crate::state::now(),
+    );
     if let Some(text) = render(&sel, &loader.creds_dir) {
         write(normal_dir, text.as_bytes())
             .map_err(|e| format!("cannot write {UNIT}.d/{DROPIN}: {e}; {fallback}"))?;
@@ -471,6 +502,31 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_about_to_expire_is_left_to_apply() {
+        let (_tmp, dir, sealed) = scene(&["EXPIRED", "SOON", "LATER", "UNKNOWN"]);
+        let now = 1_800_000_000;
+        let not_after = |name: &str, _: &SealedRecord| match name {
+            "EXPIRED" => Some(now - 1),
+            "SOON" => Some(now + EXPIRY_MARGIN_SECS - 1),
+            "LATER" => Some(now + 90 * 86400),
+            _ => None,
+        };
+        let sel = select(
+            ["EXPIRED", "SOON", "LATER", "UNKNOWN"],
+            &sealed,
+            &dir,
+            not_after,
+            now,
+        );
+        let handed: Vec<&str> = sel.handed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(handed, ["LATER", "UNKNOWN"]);
+        assert!(sel
+            .skipped
+            .iter()
+            .all(|(n, why)| (n == "EXPIRED" || n == "SOON") && why.contains("not-after")));
+    }
+
+    #[test]
     fn hands_over_only_what_the_last_apply_verified_unchanged() {
         let (tmp, dir, mut sealed) =
             scene(&["GOOD", "LEGACY", "ROTATED", "GONE", "LINKED", "LINK"]);
@@ -486,7 +542,7 @@ mod tests {
         let needed = [
             "GOOD", "LEGACY", "ROTATED", "GONE", "LINKED", "LINK", "NEVER", "GOOD",
         ];
-        let sel = select(needed, &sealed, &dir);
+        let sel = select(needed, &sealed, &dir, |_, _| None, 0);
         assert_eq!(
             sel.handed
                 .iter()
@@ -532,7 +588,7 @@ mod tests {
             );
         }
         let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
-        let sel = select(refs.iter().copied(), &sealed, &dir);
+        let sel = select(refs.iter().copied(), &sealed, &dir, |_, _| None, 0);
         assert_eq!(
             sel.handed.len(),
             14,
