@@ -127,6 +127,18 @@ impl Report {
             .filter(|s| s.outcome == Outcome::Failed)
     }
 
+    /// Nothing was written, reloaded, removed, decrypted or restarted, and
+    /// nothing is wrong: a run the next one may repeat (see `crate::stamp`).
+    pub fn is_no_op(&self) -> bool {
+        self.all_ok()
+            && self.warnings.is_empty()
+            && !self.daemon_reload
+            && self.removed.is_empty()
+            && self.services.iter().all(|s| {
+                s.outcome == Outcome::Unchanged && s.action.is_none() && s.decrypted.is_empty()
+            })
+    }
+
     /// No service failed and none carries an error (a service whose config
     /// file is broken is still served from its last good definition, but
     /// the run does not count as a success).

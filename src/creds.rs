@@ -235,7 +235,7 @@ impl Handed {
 
     /// `None` without a (valid) manifest: then nothing handed over is used.
     fn load(dir: PathBuf) -> Option<Handed> {
-        let manifest = crate::boot::read_manifest(&Self::open_dir(&dir)?)?;
+        let manifest = crate::manifest::read_manifest(&Self::open_dir(&dir)?)?;
         Some(Handed { dir, manifest })
     }
 }

@@ -21,6 +21,7 @@ pub mod health;
 pub mod import;
 pub mod lock;
 pub mod logging;
+pub mod manifest;
 pub mod names;
 pub mod root;
 pub mod rotation;

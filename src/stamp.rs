@@ -336,17 +336,14 @@ pub fn check(key: &Key) -> Option<Said> {
 /// for the next run, if this run was a no-op that left
 /// everything in order. Called with the apply lock still held (see
 /// [`void`]).
-pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report, said: Said) {
-    let no_op = report.all_ok()
-        && config.is_clean()
-        && report.warnings.is_empty()
-        && !report.daemon_reload
-        && report.removed.is_empty()
-        && report.services.iter().all(|s| {
-            s.outcome == crate::apply::Outcome::Unchanged
-                && s.action.is_none()
-                && s.decrypted.is_empty()
-        });
+pub fn record(
+    key: &Key,
+    inputs: Snapshot,
+    config: &Config,
+    report: &Report,
+    said: impl FnOnce() -> Said,
+) {
+    let no_op = report.is_no_op() && config.is_clean();
     // Nothing unknown, nothing changed so recently that a same-size rewrite
     // could hide in the same tick (the next run re-reads it and stamps).
     let settled = inputs.files.iter().all(|(_, id)| match id {
@@ -368,7 +365,7 @@ pub fn record(key: &Key, inputs: Snapshot, config: &Config, report: &Report, sai
             .into_iter()
             .map(|(p, id)| Entry(p, id.map(|i| (i.dev, i.ino, i.size, i.ctime_ns))))
             .collect(),
-        said,
+        said: said(),
     };
     let Ok(bytes) = serde_json::to_vec(&stamp) else {
         return;

@@ -31,27 +31,31 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
     if let Some(i) = inputs.as_mut() {
         i.add_inputs(&ctx.root, &config);
     }
-    let report = if opts.dry_run {
-        apply::apply(&config, &ctx.root, ctx.manager(), &opts)?
-    } else {
-        let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
-        let report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
-        if let (Some(key), Some(inputs)) = (&key, inputs) {
-            let out = Output::new(exit::OK, human(&report), &report);
-            let said = stamp::Said {
-                json: out.json_text(),
-                human: out.human,
-            };
-            stamp::record(key, inputs, &config, &report, said);
-        }
-        report
-    };
+    if opts.dry_run {
+        let report = apply::apply(&config, &ctx.root, ctx.manager(), &opts)?;
+        return Ok(output(&report));
+    }
+    let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
+    let report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
+    let out = output(&report);
+    // Recorded while the lock is held (see `stamp::void`).
+    if let (Some(key), Some(inputs)) = (&key, inputs) {
+        let said = || stamp::Said {
+            human: out.human.clone(),
+            json: out.json_text(),
+        };
+        stamp::record(key, inputs, &config, &report, said);
+    }
+    Ok(out)
+}
+
+fn output(report: &Report) -> Output {
     let code = if report.all_ok() {
         exit::OK
     } else {
         exit::FAILED
     };
-    Ok(Output::new(code, human(&report), &report))
+    Output::new(code, human(report), report)
 }
 
 fn human(r: &Report) -> String {
