@@ -126,7 +126,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-const HEALTH: &str = r#"case "$LEAK_A" in FAILME*) exit 1;; esac; test "$(id -u)" = 1500"#;
+// The health check lingers so that every rotation and rollback keeps its
+// credloader process alive long enough for the argv sampler to catch it,
+// however fast the other commands are (a stamped no-op apply takes ~4 ms).
+const HEALTH: &str =
+    r#"sleep 0.3; case "$LEAK_A" in FAILME*) exit 1;; esac; test "$(id -u)" = 1500"#;
 
 #[test]
 fn no_value_leaks_from_any_command_at_any_verbosity() {
