@@ -62,6 +62,7 @@ struct ArgvSampler {
     stop: Arc<AtomicBool>,
     found: Arc<Mutex<Vec<String>>>,
     samples: Arc<Mutex<usize>>,
+    passes: Arc<Mutex<usize>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -70,6 +71,8 @@ impl ArgvSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let found = Arc::new(Mutex::new(Vec::new()));
         let samples = Arc::new(Mutex::new(0));
+        let passes = Arc::new(Mutex::new(0));
+        let p = passes.clone();
         let seen: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
         let (s, f, n, seen2) = (stop.clone(), found.clone(), samples.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
@@ -95,21 +98,25 @@ impl ArgvSampler {
                     }
                 }
                 *n.lock().unwrap() = seen2.lock().unwrap().len();
+                *p.lock().unwrap() += 1;
             }
         });
         ArgvSampler {
             stop,
             found,
             samples,
+            passes,
             thread: Some(thread),
         }
     }
 
-    fn finish(mut self) -> (usize, Vec<String>) {
+    /// (credloader processes caught, passes over /proc, values found in argv)
+    fn finish(mut self) -> (usize, usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
         let n = *self.samples.lock().unwrap();
-        (n, self.found.lock().unwrap().clone())
+        let p = *self.passes.lock().unwrap();
+        (n, p, self.found.lock().unwrap().clone())
     }
 }
 
@@ -310,7 +317,7 @@ fn no_value_leaks_from_any_command_at_any_verbosity() {
     );
     assert!(!t.exists(plain), "import left the plaintext file");
     go(&["apply"], None, &[0]);
-    let (samples, in_argv) = sampler.finish();
+    let (samples, passes, in_argv) = sampler.finish();
 
     for (argv, r) in &runs {
         if let Some(hit) = needles.find(r.all().as_bytes()) {
@@ -320,8 +327,11 @@ fn no_value_leaks_from_any_command_at_any_verbosity() {
     assert!(in_argv.is_empty(), "values in argv: {in_argv:#?}");
     // `samples` counts the credloader processes caught running: the
     // sampler really watched them (not just the time between them).
-    eprintln!("argv sampler caught {samples} credloader processes running");
-    assert!(samples >= 3, "only {samples} credloader runs were sampled");
+    eprintln!("argv sampler caught {samples} credloader processes running in {passes} passes");
+    assert!(
+        samples >= 3,
+        "only {samples} credloader runs were sampled in {passes} passes over /proc"
+    );
 
     // The values are where they belong...
     let alpha = t.read_string("/run/credloader/alpha.env");
