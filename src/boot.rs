@@ -33,7 +33,7 @@ use nix::sys::stat::SFlag;
 
 use crate::config::{self, Config, Delivery};
 use crate::creds::Store;
-use crate::manifest::{entry, format_manifest, manifest_name};
+use crate::manifest::{entry, format_manifest, manifest_name, MISSING_ESCAPED};
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy};
 use crate::state::{FileId, SealedRecord, State};
@@ -155,8 +155,12 @@ pub fn render(sel: &Selection, creds_dir: &Path) -> Option<String> {
          [Service]\n",
     );
     for (name, _) in &sel.handed {
+        // The `SetCredential=` is a default (see [`MISSING`]): a file
+        // deleted after the generator looked (a credential retired, then
+        // this unit restarted by hand) is skipped by PID 1 instead of
+        // failing the unit with 243.
         s.push_str(&format!(
-            "LoadCredentialEncrypted={name}:{}/{name}.cred\n",
+            "LoadCredentialEncrypted={name}:{}/{name}.cred\nSetCredential={name}:{MISSING_ESCAPED}\n",
             creds_dir.display()
         ));
     }
@@ -378,7 +382,10 @@ mod tests {
         assert_eq!(why.len(), 6);
 
         let text = render(&sel, Path::new("/etc/quantum/creds")).unwrap();
-        assert!(text.contains("\n[Service]\nLoadCredentialEncrypted=GOOD:/etc/quantum/creds/GOOD.cred\nSetCredential=credloader.manifest:GOOD="));
+        assert!(text.contains(
+            "\n[Service]\nLoadCredentialEncrypted=GOOD:/etc/quantum/creds/GOOD.cred\n\
+             SetCredential=GOOD:\\x00\nSetCredential=credloader.manifest:GOOD="
+        ));
         assert!(render(&Selection::default(), Path::new("/x")).is_none());
     }
 

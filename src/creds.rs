@@ -282,6 +282,11 @@ impl Decrypter {
             .read_secret(OsStr::new(&sealed.name), MAX_PLAINTEXT)
             .ok()
             .flatten()?;
+        if secret.expose() == crate::manifest::MISSING {
+            // The file was missing when the unit started (and is back, the
+            // same identity: it cannot be, but this costs nothing).
+            return None;
+        }
         Some(Plain {
             secret,
             legacy: false,
@@ -546,5 +551,39 @@ mod tests {
         assert_eq!(m["B_2"].expose(), b"");
         assert_eq!(m["C"].len(), 300);
         assert!(parse_frames(&buf[..buf.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn a_handed_value_counts_only_when_the_manifest_binds_it_and_it_is_real() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = |ino| crate::state::FileId {
+            dev: 1,
+            ino,
+            size: 10,
+            ctime_ns: 7,
+        };
+        std::fs::write(tmp.path().join("BOUND"), b"value").unwrap();
+        std::fs::write(tmp.path().join("MOVED"), b"value").unwrap();
+        std::fs::write(tmp.path().join("GONE"), crate::manifest::MISSING).unwrap();
+        let handed = Handed {
+            dir: tmp.path().to_path_buf(),
+            manifest: [("BOUND", 1), ("MOVED", 2), ("GONE", 3)]
+                .into_iter()
+                .map(|(n, i)| (n.to_string(), id(i)))
+                .collect(),
+        };
+        let dir = Handed::open_dir(tmp.path()).unwrap();
+        let sealed = |name: &str, ino| Sealed {
+            name: name.into(),
+            bytes: Vec::new(),
+            digest: String::new(),
+            mtime: 0,
+            id: id(ino),
+        };
+        let got = |s: Sealed| Decrypter::handed(&handed, &dir, &s).map(|p| p.secret);
+        assert_eq!(got(sealed("BOUND", 1)).unwrap().expose(), b"value");
+        assert!(got(sealed("MOVED", 9)).is_none(), "another file now");
+        assert!(got(sealed("GONE", 3)).is_none(), "PID 1's default");
+        assert!(got(sealed("UNLISTED", 1)).is_none());
     }
 }

@@ -17,6 +17,15 @@ pub const MANIFEST: &str = "credloader.manifest";
 /// ~60 bytes per entry: 1,000 credentials make 2 manifest credentials.
 const MANIFEST_CHUNK: usize = 32 * 1024;
 
+/// What PID 1 hands over for a listed credential whose file is gone when
+/// the unit starts: the generator writes `SetCredential=NAME:\x00` beside
+/// each `LoadCredentialEncrypted=NAME:…`, a default systemd uses instead of
+/// failing the unit. One NUL byte: no env value can hold one, and the
+/// [`crate::creds::Decrypter`] never takes it for a value.
+pub const MISSING: &[u8] = b"\0";
+/// [`MISSING`] as a unit file spells it.
+pub const MISSING_ESCAPED: &str = "\\x00";
+
 /// The `i`-th manifest credential's name.
 pub fn manifest_name(i: usize) -> String {
     if i == 0 {

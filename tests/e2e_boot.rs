@@ -3,7 +3,8 @@
 //! verified, PID 1 decrypts them into credloader.service, apply uses a
 //! handed-over value only when the manifest binds it to the sealed file it
 //! reads, and a credential PID 1 cannot decrypt fails the unit (243) and
-//! `OnFailure=credloader-refresh.service` still serves everyone else.
+//! `OnFailure=credloader-refresh.service` still serves everyone else, while
+//! a credential retired after the generator ran does not fail the unit.
 
 #[path = "support/scene.rs"]
 mod scene;
@@ -246,6 +247,48 @@ fn a_credential_pid1_cannot_decrypt_fails_the_unit_and_the_fallback_serves_every
         bed.active("alpha.service")
     });
     assert_value(&bed, "alpha.service", "BINANCE_API_KEY", b"binance-key-2");
+}
+
+#[test]
+fn a_credential_retired_after_the_generator_ran_does_not_fail_the_unit() {
+    let bed = fleet();
+    reboot(&bed);
+    bed.wait_until("beta to run", Duration::from_secs(15), || {
+        bed.active("beta.service")
+    });
+    // beta no longer needs KRAKEN_SECRET, and its file is gone; no
+    // daemon-reload since, so PID 1 is still told to load it.
+    bed.config(
+        "beta",
+        "[services.beta]\nunit = \"beta.service\"\nuser = \"bot\"\n\
+         credentials = [\"KRAKEN_KEY\"]\n",
+    );
+    bed.sh_ok("rm /etc/quantum/creds/KRAKEN_SECRET.cred");
+    let dropin = generated(&bed);
+    assert!(
+        dropin.contains("LoadCredentialEncrypted=KRAKEN_SECRET:")
+            && dropin.contains("\nSetCredential=KRAKEN_SECRET:\\x00\n"),
+        "{dropin}"
+    );
+    let before = bed.monotonic("beta.service", "ExecMainStartTimestampMonotonic");
+
+    let out = bed.systemctl(&["restart", "credloader.service"]);
+    assert!(out.status.success(), "{}", scene::text(&out));
+    assert_eq!(bed.unit_property("credloader.service", "Result"), "success");
+    let journal = bed.journal("credloader.service");
+    assert!(!journal.contains("243/CREDENTIALS"), "{journal}");
+    assert_eq!(
+        bed.unit_property("credloader-refresh.service", "ActiveState"),
+        "inactive",
+        "no fallback was needed"
+    );
+    bed.wait_until("beta to restart", Duration::from_secs(10), || {
+        bed.active("beta.service")
+            && bed.monotonic("beta.service", "ExecMainStartTimestampMonotonic") > before
+    });
+    assert_value(&bed, "beta.service", "KRAKEN_KEY", b"kraken-key-1");
+    assert_eq!(value(&bed, "beta.service", "KRAKEN_SECRET"), None);
+    assert_value(&bed, "alpha.service", "BINANCE_API_KEY", b"binance-key-1");
 }
 
 #[test]
