@@ -159,6 +159,7 @@ pub fn lock(config: &Config, root: &Root) -> Result<(Dir, lock::Lock), ApplyErro
     let held = lock::acquire(&dir, config.loader.lock_timeout)?;
     crate::stamp::void(root);
     sweep_stale_temps(config, root, &dir);
+    creds::sweep_scratch(&dir);
     Ok((dir, held))
 }
 
@@ -338,7 +339,7 @@ fn run(
     } else {
         opts.jobs
     };
-    let (plain, decrypt) = decrypter.decrypt_all_counted(&list, jobs);
+    let (plain, decrypt) = decrypter.decrypt_all(&list, jobs, state_dir.as_ref());
     if !list.is_empty() {
         tracing::info!(
             "decrypted {} credentials: {} handed over, {} by PID 1, {} by systemd-creds",

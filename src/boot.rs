@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::SFlag;
 
 use crate::config::{self, Config, Delivery};
-use crate::creds::Store;
+use crate::creds::{Store, PID1_BUDGET};
 use crate::manifest::{entry, format_manifest, manifest_name, MISSING_ESCAPED};
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy};
@@ -43,11 +43,6 @@ pub const GENERATOR_NAME: &str = "credloader-generator";
 /// The drop-in the generator writes, in `<normal-dir>/credloader.service.d/`.
 pub const DROPIN: &str = "50-credloader-boot.conf";
 const UNIT: &str = "credloader.service";
-
-/// PID 1 gives one unit at most 1 MiB of credentials in all
-/// (`CREDENTIALS_TOTAL_SIZE_MAX`), and fails it beyond. The sealed size
-/// bounds the plaintext from above; what does not fit is left to apply.
-const BUDGET: u64 = 1024 * 1024 - 64 * 1024;
 
 /// A credential whose not-after is closer than this is not handed to PID 1.
 pub const EXPIRY_MARGIN_SECS: u64 = 3600;
@@ -132,7 +127,7 @@ pub fn select<'a>(
             continue;
         }
         let cost = st.st_size.max(0) as u64 + entry(name, &id).len() as u64 + 1;
-        if used + cost > BUDGET {
+        if used + cost > PID1_BUDGET {
             sel.skipped
                 .push(skip("beyond PID 1's 1 MiB of credentials per unit"));
             continue;

@@ -200,8 +200,10 @@ impl Store {
 ///    generator looked, so PID 1 decrypted these very bytes;
 /// 2. PID 1 in bulk: one transient unit with a `LoadCredentialEncrypted=`
 ///    per credential streams them back over a pipe (~65 ms for 200, where
-///    200 `systemd-creds` calls take ~2 s). One bad credential fails that
-///    unit as a whole (243/CREDENTIALS), so any failure falls through to:
+///    200 `systemd-creds` calls take ~2 s). It needs the state directory,
+///    which holds the copies PID 1 reads (see [`pid1_bulk`]). One bad
+///    credential fails that unit as a whole (243/CREDENTIALS), so any
+///    failure falls through to:
 /// 3. `systemd-creds decrypt` per credential, several at a time, which
 ///    isolates the bad one and says what is wrong with it.
 #[derive(Debug, Clone)]
@@ -302,20 +304,14 @@ impl Decrypter {
             })
     }
 
-    /// Decrypts every credential in `sealed` (see the type's docs).
+    /// Decrypts every credential in `sealed` (see the type's docs), and
+    /// tells which source decrypted how many. `state` is the state
+    /// directory (root's, 0700); without it PID 1 does not decrypt in bulk.
     pub fn decrypt_all(
         &self,
         sealed: &[&Sealed],
         jobs: usize,
-    ) -> BTreeMap<String, Result<Plain, CredError>> {
-        self.decrypt_all_counted(sealed, jobs).0
-    }
-
-    /// [`Self::decrypt_all`], also telling which source decrypted how many.
-    pub fn decrypt_all_counted(
-        &self,
-        sealed: &[&Sealed],
-        jobs: usize,
+        state: Option<&Dir>,
     ) -> (BTreeMap<String, Result<Plain, CredError>>, DecryptCounts) {
         let mut counts = DecryptCounts::default();
         let mut results = BTreeMap::new();
@@ -334,13 +330,9 @@ impl Decrypter {
                 None => rest.push(s),
             }
         }
-        let bulk: Vec<&Sealed> = rest
-            .iter()
-            .copied()
-            .filter(|s| s.bytes.len() <= BULK_MAX_SEALED)
-            .collect();
-        if self.via_pid1 && bulk.len() >= BULK_MIN {
-            match pid1_bulk(&bulk) {
+        let bulk = within_budget(&rest);
+        if let (true, Some(state)) = (self.via_pid1 && bulk.len() >= BULK_MIN, state) {
+            match pid1_bulk(&bulk, state) {
                 Ok(mut got) => rest.retain(|s| match got.remove(&s.name) {
                     Some(secret) => {
                         counts.pid1 += 1;
@@ -390,9 +382,25 @@ pub struct DecryptCounts {
     pub systemd_creds: usize,
 }
 
-/// A sealed credential travels to PID 1 inline, as one argument: the kernel
-/// limits a single argument to 128 KiB, so bigger ones go one by one.
-const BULK_MAX_SEALED: usize = 64 * 1024;
+/// PID 1 gives one unit at most 1 MiB of credentials in all
+/// (`CREDENTIALS_TOTAL_SIZE_MAX`) and fails it beyond. A sealed file's size
+/// bounds its plaintext from above; what does not fit goes one by one.
+pub const PID1_BUDGET: u64 = 1024 * 1024 - 64 * 1024;
+
+/// The credentials of `sealed`, in order, while their sealed sizes fit in
+/// [`PID1_BUDGET`].
+fn within_budget<'a>(sealed: &[&'a Sealed]) -> Vec<&'a Sealed> {
+    let mut used = 0u64;
+    let mut out = Vec::new();
+    for s in sealed {
+        let cost = s.bytes.len() as u64;
+        if used + cost <= PID1_BUDGET {
+            used += cost;
+            out.push(*s);
+        }
+    }
+    out
+}
 
 /// The sandbox of the transient unit that hands credentials back: it only
 /// reads its credentials directory and writes to the pipe it was given, as
@@ -413,18 +421,89 @@ const BULK_SANDBOX: &[&str] = &[
     "UMask=0077",
 ];
 
+/// Where [`pid1_bulk`] puts the copies PID 1 reads: `decrypt.<pid>` in
+/// the state directory.
+const SCRATCH_PREFIX: &str = "decrypt.";
+
+/// A directory of its own in the state directory (root's, 0700) holding
+/// copies of the sealed bytes for one bulk decrypt; removed when dropped.
+struct Scratch<'a> {
+    state: &'a Dir,
+    name: OsString,
+    dir: Dir,
+}
+
+impl<'a> Scratch<'a> {
+    fn create(state: &'a Dir) -> Result<Scratch<'a>, FsError> {
+        let name = OsString::from(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        // One a crashed run with our pid left (the state dir outlives boots).
+        state.remove_subdir(&name)?;
+        let dir = state.subdir(&name, DirPolicy::create(0o700))?;
+        Ok(Scratch { state, name, dir })
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.state.remove_subdir(&self.name) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// Removes the scratch directories of runs that died before removing
+/// their own (their pid is gone). The copies are ciphertext that the creds
+/// dir holds anyway, but they must not pile up.
+pub fn sweep_scratch(state: &Dir) {
+    for name in state.list().unwrap_or_default() {
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        let alive = pid as u32 == std::process::id()
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            if let Err(e) = state.remove_subdir(&name) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// Whether PID 1 takes `path` as written in a `LoadCredentialEncrypted=`:
+/// absolute, and nothing it would expand or split on.
+fn plain_path(path: &Path) -> bool {
+    path.is_absolute()
+        && path.to_str().is_some_and(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        })
+}
+
 /// Asks PID 1 to decrypt `sealed` in one transient unit; see [`Decrypter`].
 ///
 /// PID 1 gets the very bytes that were read (and hashed) from the creds
-/// dir, inline (`SetCredentialEncrypted=`), never a path it would open
-/// again: what it decrypts is what the state records, and no link is
-/// followed.
-fn pid1_bulk(sealed: &[&Sealed]) -> Result<BTreeMap<String, Secret>, String> {
+/// dir, never the creds dir's own paths, which it would open again: what it
+/// decrypts is what the state records, and no link is followed. They go as
+/// copies in a directory only root can enter ([`Scratch`]), not inline
+/// (`SetCredentialEncrypted=`): an inline credential is in systemd-run's
+/// argv and in the unit's properties, both readable by every local user,
+/// and a credential sealed to the TPM alone is one `systemd-creds decrypt`
+/// away from plaintext for anyone who may use the TPM.
+fn pid1_bulk(sealed: &[&Sealed], state: &Dir) -> Result<BTreeMap<String, Secret>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
     if !exe.is_file() {
         return Err(format!(
             "{} is gone (upgraded while running?)",
             exe.display()
+        ));
+    }
+    let scratch = Scratch::create(state).map_err(|e| e.to_string())?;
+    if !plain_path(scratch.dir.path()) {
+        return Err(format!(
+            "{}: not a path a unit file can carry as is",
+            scratch.dir.path().display()
         ));
     }
     let mut cmd = Command::new("systemd-run");
@@ -440,11 +519,15 @@ fn pid1_bulk(sealed: &[&Sealed]) -> Result<BTreeMap<String, Secret>, String> {
         cmd.args(["-p", p]);
     }
     for s in sealed {
-        let base64 = std::str::from_utf8(&s.bytes)
-            .map_err(|_| format!("credential {} is not a systemd-creds file", s.name))?;
-        let base64: String = base64.split_ascii_whitespace().collect();
-        cmd.arg("-p")
-            .arg(format!("SetCredentialEncrypted={}:{base64}", s.name));
+        scratch
+            .dir
+            .create_new(OsStr::new(&s.name), &s.bytes)
+            .map_err(|e| e.to_string())?;
+        cmd.arg("-p").arg(format!(
+            "LoadCredentialEncrypted={}:{}",
+            s.name,
+            scratch.dir.path().join(&s.name).display()
+        ));
     }
     cmd.arg(&exe)
         .arg("__dump-credentials")
@@ -551,6 +634,83 @@ mod tests {
         assert_eq!(m["B_2"].expose(), b"");
         assert_eq!(m["C"].len(), 300);
         assert!(parse_frames(&buf[..buf.len() - 1]).is_none());
+    }
+
+    fn sealed_of(name: &str, size: usize) -> Sealed {
+        Sealed {
+            name: name.into(),
+            bytes: vec![b'A'; size],
+            digest: String::new(),
+            mtime: 0,
+            id: crate::state::FileId {
+                dev: 0,
+                ino: 0,
+                size: size as i64,
+                ctime_ns: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_bulk_stays_within_pid1s_budget() {
+        let big = PID1_BUDGET as usize / 2;
+        let all = [
+            sealed_of("A", big),
+            sealed_of("B", big),
+            sealed_of("C", big),
+            sealed_of("D", 100),
+        ];
+        let refs: Vec<&Sealed> = all.iter().collect();
+        let names: Vec<&str> = within_budget(&refs)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["A", "B"],
+            "C and D would exceed the budget by 100 bytes"
+        );
+        let names: Vec<&str> = within_budget(&refs[2..])
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["C", "D"]);
+    }
+
+    #[test]
+    fn scratch_copies_are_private_and_gone_after_use_or_after_a_crash() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let state = Dir::open(&Root::live(), tmp.path(), DirPolicy::create(0o700)).unwrap();
+        let mine = tmp
+            .path()
+            .join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        {
+            let scratch = Scratch::create(&state).unwrap();
+            scratch.dir.create_new(OsStr::new("K"), b"sealed").unwrap();
+            assert!(
+                scratch.dir.create_new(OsStr::new("K"), b"x").is_err(),
+                "never reuses a file"
+            );
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&mine), 0o700);
+            assert_eq!(mode(&mine.join("K")), 0o600);
+        }
+        assert!(!mine.exists(), "removed when dropped");
+
+        // What runs killed mid-decrypt left: a dead pid's is swept, a live
+        // one's (a concurrent dry run) is not.
+        let dead = tmp.path().join(format!("{SCRATCH_PREFIX}{}", i32::MAX));
+        let live = tmp.path().join(format!("{SCRATCH_PREFIX}1"));
+        for d in [&dead, &live, &mine] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("K"), b"sealed").unwrap();
+        }
+        sweep_scratch(&state);
+        assert!(!dead.exists() && live.exists() && mine.exists());
+        // A stale one carrying our own pid is cleared before use.
+        drop(Scratch::create(&state).unwrap());
+        assert!(!mine.exists());
     }
 
     #[test]

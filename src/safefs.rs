@@ -519,6 +519,40 @@ impl Dir {
         Ok(dir)
     }
 
+    /// Creates `name`, which must not exist yet, holding `contents`: mode
+    /// 0600, root's, not synced. For scratch copies that never outlive the
+    /// run (a crash leaves them for the next run to sweep).
+    pub fn create_new(&self, name: &OsStr, contents: &[u8]) -> Result<(), FsError> {
+        let path = self.path.join(name);
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600))
+            .map_err(|e| FsError::os("create", &path, e))?;
+        let mut file = File::from(fd);
+        file.write_all(contents)
+            .map_err(|e| FsError::os("write", &path, io_errno(&e)))
+    }
+
+    /// Removes the subdirectory `name` and the files in it (one level
+    /// only; a directory inside stops it). Absent is fine.
+    pub fn remove_subdir(&self, name: &OsStr) -> Result<(), FsError> {
+        let sub = match self.subdir(name, DirPolicy::EXISTING) {
+            Ok(d) => d,
+            Err(FsError::Os {
+                errno: Errno::ENOENT,
+                ..
+            }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in sub.list()? {
+            sub.remove(&entry)?;
+        }
+        match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(FsError::os("remove", &self.path.join(name), e)),
+        }
+    }
+
     /// Removes an empty subdirectory; absent or not empty is fine.
     pub fn remove_dir_if_empty(&self, name: &OsStr) {
         let _ = unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir);

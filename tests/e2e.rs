@@ -326,6 +326,12 @@ fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
     bed.config("gamma", "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [\"G1\", \"G2\"]\n");
     bed.seal("G1", b"gamma-one");
     bed.seal("G2", b"gamma-two");
+    // Every systemd-run credloader starts leaves its argv behind.
+    bed.write(
+        "/usr/local/bin/systemd-run",
+        b"#!/bin/sh\nprintf '%s\\n' \"$@\" >> /tmp/systemd-run.argv\nexec /usr/bin/systemd-run \"$@\"\n",
+        0o755,
+    );
     let out = bed.credloader(&["apply", "--json"], None);
     let report = testbed::lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
@@ -333,6 +339,27 @@ fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
         report.contains("\"decrypt\":{\"handed\":0,\"pid1\":5,\"systemd_creds\":0}"),
         "{report}"
     );
+    // PID 1 read copies from a directory only root can enter, removed
+    // since; the ciphertext itself was in no argv (every local user can
+    // read argv, and a TPM-only credential is one decrypt from plaintext
+    // for whoever may use the TPM).
+    let argv = testbed::lossy(&bed.read("/tmp/systemd-run.argv").unwrap_or_default());
+    assert!(
+        argv.contains("LoadCredentialEncrypted=G1:/var/lib/credloader/decrypt."),
+        "{argv}"
+    );
+    let sealed = testbed::lossy(&bed.read("/etc/quantum/creds/G1.cred").unwrap());
+    let sealed: String = sealed.split_ascii_whitespace().collect();
+    for piece in sealed.as_bytes().chunks(32).filter(|c| c.len() == 32) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(!argv.contains(piece), "ciphertext in argv: {piece}");
+    }
+    assert_eq!(
+        bed.sh_ok("ls -a /var/lib/credloader | grep -c '^decrypt' || true")
+            .trim(),
+        "0"
+    );
+    bed.sh_ok("rm /usr/local/bin/systemd-run");
     bed.systemctl_ok(&["start", "alpha.service", "gamma.service"]);
     assert_eq!(
         var(&bed.environ("gamma.service"), "G2"),
