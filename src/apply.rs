@@ -363,7 +363,11 @@ fn run(
     // systemctl call from here on is made good by the next run.
     if let (false, Some(d)) = (opts.dry_run, &state_dir) {
         let mut intent = false;
-        for plan in plans.iter().filter(|p| p.error.is_none() && !p.up_to_date) {
+        // Only services this run will write: one whose credential did not
+        // decrypt writes nothing and owes nothing (nor gets a record).
+        for plan in plans.iter().filter(|p| {
+            p.error.is_none() && !p.up_to_date && p.credential_errors(&plain).is_empty()
+        }) {
             let rec = state
                 .services
                 .entry(plan.service.name.clone())
@@ -931,6 +935,27 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// Why the credentials this run needs cannot be used: a credential
+    /// that did not decrypt, or one PID 1 could not load under its name.
+    fn credential_errors(&self, plain: &BTreeMap<String, Result<Plain, CredError>>) -> Vec<String> {
+        let mut errors = Vec::new();
+        for name in self.digests.keys() {
+            if self.reused.contains_key(name) {
+                continue;
+            }
+            match plain.get(name) {
+                Some(Ok(p)) if p.legacy && self.service.delivery == Delivery::Credential => errors.push(format!(
+                    "credential {name} was sealed without --name, so PID 1 cannot load it under that name; \
+                     reseal it with `credloader rotate {name}`"
+                )),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => errors.push(e.to_string()),
+                None => errors.push(format!("credential {name} was not decrypted")),
+            }
+        }
+        errors
+    }
+
     fn fail(&self, message: String) -> ServiceReport {
         tracing::error!(service = %self.service.name, unit = %self.service.unit, "{message}");
         let mut report = self.report_base();
@@ -984,21 +1009,7 @@ impl<'a> Plan<'a> {
             .collect();
 
         // Every credential must have decrypted (or be unchanged).
-        let mut errors = Vec::new();
-        for name in self.digests.keys() {
-            if self.reused.contains_key(name) {
-                continue;
-            }
-            match plain.get(name) {
-                Some(Ok(p)) if p.legacy && self.service.delivery == Delivery::Credential => errors.push(format!(
-                    "credential {name} was sealed without --name, so PID 1 cannot load it under that name; \
-                     reseal it with `credloader rotate {name}`"
-                )),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => errors.push(e.to_string()),
-                None => errors.push(format!("credential {name} was not decrypted")),
-            }
-        }
+        let errors = self.credential_errors(plain);
         if !errors.is_empty() {
             return self.fail(errors.join("; "));
         }

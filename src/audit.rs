@@ -446,7 +446,9 @@ fn service_checks(
 ) {
     let loader = &config.loader;
     let subject = format!("service {}", s.name);
-    let rec = state.services.get(&s.name);
+    // A record with applied_at 0 was made before a first write that has
+    // not completed: the service was never applied.
+    let rec = state.services.get(&s.name).filter(|r| r.applied_at != 0);
 
     if s.delivery == Delivery::Env {
         let (dir, name) = safefs::split(&s.env_file);

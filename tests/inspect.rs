@@ -289,3 +289,42 @@ fn check_reports_expired_credentials_as_errors() {
         "{run:?}"
     );
 }
+
+#[test]
+fn a_first_apply_that_could_not_decrypt_leaves_the_service_never_applied() {
+    let t = Tree::new();
+    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
+    t.write(
+        "/etc/quantum/creds/ALPHA_KEY.cred",
+        b"not a credential\n",
+        0o600,
+    );
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.all().contains("credential ALPHA_KEY"), "{run:#?}");
+
+    // Nothing was written, so nothing is owed and nothing claims otherwise.
+    let state = t.read_string("/var/lib/credloader/state.json");
+    assert!(!state.contains("\"alpha\""), "{state}");
+    let status = t.credloader(&["status", "--json"]);
+    assert!(
+        status.json()["services"][0]["last_apply"].is_null(),
+        "{status:#?}"
+    );
+    let check = t.credloader(&["check", "--json"]);
+    let fs = findings(&check);
+    assert!(
+        !has(&fs, "error", "alpha.env", "although it was applied"),
+        "{fs:#?}"
+    );
+    assert!(
+        has(&fs, "warning", "alpha.env", "has not been written yet"),
+        "{fs:#?}"
+    );
+
+    // Fixed, it is applied as any new service.
+    t.seal("ALPHA_KEY", SECRET);
+    t.credloader(&["apply"]).ok();
+    let status = t.credloader(&["status", "--json"]);
+    assert!(status.json()["services"][0]["last_apply"].as_u64().unwrap() > 0);
+}

@@ -97,7 +97,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .map(|s| s.to_string())
                 .collect(),
             env_file,
-            last_apply: rec.map(|r| r.applied_at),
+            // 0: recorded before its first write, which has not completed.
+            last_apply: rec.map(|r| r.applied_at).filter(|&t| t != 0),
             env_file_matches,
             dropin,
             dropin_present,
