@@ -425,11 +425,16 @@ fn run(
             });
         }
     }
+    // The paths configured services still use: every drop-in, and the env
+    // file of each service delivered by env file.
     let claimed: BTreeSet<PathBuf> = config
         .services
         .values()
         .chain(stored.iter().map(|(s, _)| s))
-        .flat_map(|s| [s.dropin_path(loader), s.env_file.clone()])
+        .flat_map(|s| {
+            std::iter::once(s.dropin_path(loader))
+                .chain((s.delivery == Delivery::Env).then(|| s.env_file.clone()))
+        })
         .collect();
     if opts.only.is_empty() && config.is_clean() && same_config {
         let gone: Vec<String> = state
@@ -513,6 +518,7 @@ fn run(
             &names,
             &mut state,
         );
+        remove_left_env_files(&dirs, &plans, &claimed, &state, &mut report);
         if let Some(d) = &state_dir {
             if state != loaded {
                 if let Err(e) = state.save(d) {
@@ -681,6 +687,52 @@ fn settle(
                     "{e}; it still runs with its old secrets (the next apply retries)"
                 )),
             }
+        }
+    }
+}
+
+/// A service that moved its env file, or now gets its credentials from
+/// PID 1 (`delivery = "credential"`), leaves plaintext behind in its old env
+/// file, and no later run would know that path. It is removed once systemd
+/// has loaded the drop-in that no longer names it (settle's daemon-reload);
+/// until then a restart would still read it.
+fn remove_left_env_files(
+    dirs: &DirCache,
+    plans: &[Plan],
+    claimed: &BTreeSet<PathBuf>,
+    state: &State,
+    report: &mut Report,
+) {
+    for plan in plans {
+        let (Some(rec), Some(prev)) = (&plan.record, &plan.previous) else {
+            continue;
+        };
+        let Some(old) = prev.env_file.as_ref() else {
+            continue;
+        };
+        if rec.env_file.as_ref() == Some(old) || claimed.contains(old) {
+            continue;
+        }
+        let name = &plan.service.name;
+        let reloaded = state.services.get(name).is_some_and(|r| !r.pending_reload);
+        let (dir, file) = safefs::split(old);
+        let removed = match dirs.open(dir, DirPolicy::EXISTING) {
+            Ok(d) if reloaded => d.remove(file).map_err(|e| e.to_string()),
+            Ok(_) => Err("systemd has not loaded its new drop-in yet".to_string()),
+            // Gone with its directory: nothing left to remove.
+            Err(FsError::Os {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        match removed {
+            Ok(()) => tracing::info!(service = %name, "removed its old env file {}", old.display()),
+            Err(e) => report.warnings.push(format!(
+                "service {name} no longer uses {}, which still holds its old secrets ({e}); \
+                 remove it once `systemctl daemon-reload` has run",
+                old.display()
+            )),
         }
     }
 }

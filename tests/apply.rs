@@ -543,6 +543,75 @@ fn optional_services_get_a_dash_and_credential_delivery_writes_no_plaintext() {
 }
 
 #[test]
+fn a_service_that_stops_using_its_env_file_leaves_no_plaintext_behind() {
+    let t = Tree::new();
+    t.config("a.toml", &service("a", "qt", &["K"]));
+    t.seal("K", b"value-one");
+    t.credloader(&["apply"]).ok();
+    assert!(t.exists("/run/credloader/a.env"));
+
+    // Moved elsewhere: the new file holds the values, the old one is gone.
+    t.mkdir("/run/secrets", 0o755);
+    t.config(
+        "a.toml",
+        &format!(
+            "{}env_file = \"/run/secrets/a.env\"\n",
+            service("a", "qt", &["K"])
+        ),
+    );
+    t.credloader(&["apply"]).ok();
+    assert!(
+        !t.exists("/run/credloader/a.env"),
+        "the old env file stayed"
+    );
+    assert!(t.read_string("/run/secrets/a.env").contains("value-one"));
+
+    // Now PID 1 delivers it: no plaintext file at all.
+    t.config(
+        "a.toml",
+        &format!("{}delivery = \"credential\"\n", service("a", "qt", &["K"])),
+    );
+    let run = t.credloader(&["apply", "--json"]);
+    run.ok();
+    assert!(!t.exists("/run/secrets/a.env"), "the old env file stayed");
+    assert!(
+        run.json()["warnings"].as_array().unwrap().is_empty(),
+        "{run:#?}"
+    );
+    let dropin = t.read_string("/etc/systemd/system/a.service.d/50-credloader.conf");
+    assert!(dropin.contains("LoadCredentialEncrypted=K:"), "{dropin}");
+
+    // A path another service takes over is never removed.
+    t.config("a.toml", &service("a", "qt", &["K"]));
+    t.config(
+        "b.toml",
+        &format!(
+            "{}env_file = \"/run/secrets/b.env\"\n",
+            service("b", "qt", &["K"])
+        ),
+    );
+    t.credloader(&["apply"]).ok();
+    t.config(
+        "a.toml",
+        &format!(
+            "{}env_file = \"/run/secrets/a2.env\"\n",
+            service("a", "qt", &["K"])
+        ),
+    );
+    t.config(
+        "b.toml",
+        &format!(
+            "{}env_file = \"/run/credloader/a.env\"\n",
+            service("b", "qt", &["K"])
+        ),
+    );
+    t.credloader(&["apply"]).ok();
+    assert!(t.exists("/run/credloader/a.env"), "b's file now");
+    assert!(t.exists("/run/secrets/a2.env"));
+    assert!(!t.exists("/run/secrets/b.env"));
+}
+
+#[test]
 fn a_service_removed_from_the_config_loses_its_files() {
     let t = Tree::new();
     position_monitor(&t);
