@@ -497,6 +497,18 @@ fn run(
                     .any(|(s, _)| s.credentials().contains(&n.as_str()))
         });
         let names: BTreeSet<String> = plans.iter().map(|p| p.service.name.clone()).collect();
+        // A credential credloader-generator hands to PID 1 (see `boot`) that
+        // no longer decrypts would fail the next start of credloader.service
+        // (243): the generator must run again, at a daemon-reload, to leave
+        // it out.
+        if manager != Manager::Absent
+            && state
+                .sealed
+                .iter()
+                .any(|(n, r)| !r.verified && loaded.sealed.get(n).is_some_and(|o| o.verified))
+        {
+            report.daemon_reload = true;
+        }
         // A daemon-reload re-runs credloader-generator, which reads the
         // state: it must see what this run learnt (a credential that no
         // longer decrypts is no longer handed to PID 1).
