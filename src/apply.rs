@@ -18,6 +18,7 @@ use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
 use crate::envfile;
 use crate::lock::{self, LockError};
 use crate::root::Root;
+use crate::runas;
 use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError, Owner};
 use crate::secret::Secret;
 use crate::state::{self, FileId, ServiceState, State};
@@ -300,6 +301,27 @@ fn run(
             plan
         })
         .collect();
+
+    // Whoever owns an env file can add variables to it: it must be the user
+    // the unit runs as (see `runas`). Checked for new and changed
+    // definitions (one `systemctl show` for all); `check` audits them all.
+    let owner_check: Vec<usize> = (0..plans.len())
+        .filter(|&i| plans[i].needs_owner_check())
+        .collect();
+    if !owner_check.is_empty() {
+        let units: Vec<&str> = owner_check
+            .iter()
+            .map(|&i| plans[i].service.unit.as_str())
+            .collect();
+        let runs_as = runas::units(manager, root, &loader.dropin_dir, &units);
+        for (&i, r) in owner_check.iter().zip(&runs_as) {
+            let plan = &mut plans[i];
+            let owner = plan.account.expect("checked");
+            if let Some((why, fix)) = runas::mismatch(plan.service, owner, r, &accounts) {
+                plan.error = Some(format!("refusing to write its env file: {why}; {fix}"));
+            }
+        }
+    }
 
     // Decrypt what is needed, each credential once, from the bytes read
     // now (should a file have changed since its fingerprint was taken, the
@@ -997,6 +1019,16 @@ impl<'a> Plan<'a> {
             pending_restart: false,
             definition: None,
         }
+    }
+
+    /// A service to be written whose env file goes to a user other than
+    /// root, and whose definition is new or changed since the last apply.
+    fn needs_owner_check(&self) -> bool {
+        self.error.is_none()
+            && !self.up_to_date
+            && self.service.delivery == Delivery::Env
+            && self.account.is_some_and(|a| a.uid != 0)
+            && self.previous.as_ref().and_then(|p| p.definition.as_ref()) != Some(self.service)
     }
 
     /// Why the credentials this run needs cannot be used: a credential

@@ -13,6 +13,7 @@ use crate::config::{Config, Delivery, Service};
 use crate::creds::Store;
 use crate::generations::{format_utc, History};
 use crate::root::Root;
+use crate::runas;
 use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{FileId, State};
 use crate::systemd::Manager;
@@ -581,6 +582,14 @@ fn service_checks(
                     path.display()
                 ),
             );
+        }
+    }
+    if let (Delivery::Env, Some(accounts)) = (s.delivery, accounts) {
+        if let Ok(owner) = accounts.lookup(&s.user, s.group.as_deref()) {
+            let runs_as = runas::units(manager, root, &loader.dropin_dir, &[&s.unit]);
+            if let Some((problem, fix)) = runas::mismatch(s, owner, &runs_as[0], accounts) {
+                f.add(Severity::Error, subject.clone(), problem, fix);
+            }
         }
     }
     if s.delivery == Delivery::Env && !privileged.is_empty() && s.user != "root" {

@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod names;
 pub mod root;
 pub mod rotation;
+pub mod runas;
 pub mod safefs;
 pub mod secret;
 pub mod sources;

@@ -121,6 +121,19 @@ impl Manager {
         self.systemctl(&args).map(drop)
     }
 
+    /// `systemctl show -p PROPS UNITS...`: one block of `PROP=value` lines
+    /// per unit, in the order given, separated by blank lines; `None` when
+    /// there is no manager or it cannot be asked.
+    pub fn show(self, props: &[&str], units: &[&str]) -> Option<String> {
+        if units.is_empty() || self == Manager::Absent {
+            return None;
+        }
+        let props = props.join(",");
+        let mut args = vec!["show", "-p", props.as_str()];
+        args.extend_from_slice(units);
+        self.systemctl(&args).ok()
+    }
+
     /// `systemctl show -p PROP --value UNIT`; `None` when there is no manager.
     pub fn property(self, unit: &str, prop: &str) -> Option<String> {
         match self {

@@ -612,6 +612,90 @@ fn a_service_that_stops_using_its_env_file_leaves_no_plaintext_behind() {
 }
 
 #[test]
+fn an_env_file_is_never_handed_to_a_user_the_unit_does_not_run_as() {
+    let t = Tree::new();
+    let unit = |name: &str, body: &str| {
+        t.write(
+            &format!("/usr/lib/systemd/system/{name}.service"),
+            format!("[Service]\n{body}ExecStart=/bin/sleep infinity\n").as_bytes(),
+            0o644,
+        )
+    };
+    unit("rootish", "");
+    unit("other", "User=bot\n");
+    unit("fine", "User=qt\n");
+    unit("byid", "User=1500\n");
+    unit("overridden", "User=bot\n");
+    t.write(
+        "/etc/systemd/system/overridden.service.d/10-user.conf",
+        b"[Service]\nUser=qt\n",
+        0o644,
+    );
+    for name in ["rootish", "other", "fine", "byid", "overridden"] {
+        t.config(&format!("{name}.toml"), &service(name, "qt", &["K"]));
+    }
+    t.seal("K", b"value-k");
+
+    let run = t.credloader(&["apply", "--json"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let j = run.json();
+    let outcome = |name: &str| {
+        j["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap()
+            .clone()
+    };
+    let root = outcome("rootish");
+    assert_eq!(root["outcome"], "failed");
+    let why = root["error"].as_str().unwrap();
+    assert!(
+        why.contains("rootish.service runs as root (it has no User=)")
+            && why.contains("LD_PRELOAD")
+            && why.contains("set `user = \"root\"` for service rootish (")
+            && why.contains("rootish.toml:1"),
+        "{why}"
+    );
+    let other = outcome("other")["error"].as_str().unwrap().to_string();
+    assert!(other.contains("other.service runs as bot"), "{other}");
+    for ok in ["fine", "byid", "overridden"] {
+        assert_eq!(outcome(ok)["outcome"], "updated", "{ok}");
+    }
+    assert!(!t.exists("/run/credloader/rootish.env") && !t.exists("/run/credloader/other.env"));
+
+    // `check` says the same; the fix the message names brings it up.
+    let check = t.credloader(&["check", "--json"]);
+    assert!(
+        check.json()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "error"
+                && f["problem"]
+                    .as_str()
+                    .unwrap()
+                    .contains("rootish.service runs as root")),
+        "{check:#?}"
+    );
+    unit("rootish", "User=qt\n");
+    t.config("other.toml", &service("other", "bot", &["K"]));
+    t.credloader(&["apply"]).ok();
+    assert_eq!(t.owner_mode("/run/credloader/rootish.env").0, 1500);
+
+    // A unit changed afterwards is caught by `check` (apply only looks
+    // when a definition is new or changed).
+    unit("fine", "");
+    let check = t.credloader(&["check", "--json"]);
+    assert_eq!(check.code, 1, "{check:#?}");
+    assert!(
+        check.all().contains("fine.service runs as root"),
+        "{check:#?}"
+    );
+}
+
+#[test]
 fn a_service_removed_from_the_config_loses_its_files() {
     let t = Tree::new();
     position_monitor(&t);

@@ -320,6 +320,39 @@ fn credential_delivery_hands_the_value_over_without_a_plaintext_file() {
 }
 
 #[test]
+fn an_env_file_is_refused_to_a_user_the_running_unit_does_not_run_as() {
+    let bed = boot();
+    two_consumers(&bed);
+    // gamma runs as qt in its unit file, but a drop-in (as systemd sees it
+    // after a reload) makes it run as root.
+    bed.write(
+        "/etc/systemd/system/gamma.service.d/10-root.conf",
+        b"[Service]\nUser=\n",
+        0o644,
+    );
+    bed.daemon_reload();
+    bed.config("gamma", "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [\"KRAKEN_KEY\"]\n");
+    let out = bed.credloader(&["apply"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", scene::text(&out));
+    let text = scene::text(&out);
+    assert!(
+        text.contains("gamma.service runs as root (it has no User=)"),
+        "{text}"
+    );
+    assert!(bed.read("/run/credloader/gamma.env").is_none());
+    assert!(
+        bed.read("/run/credloader/alpha.env").is_some(),
+        "the others are served"
+    );
+
+    bed.sh_ok("rm /etc/systemd/system/gamma.service.d/10-root.conf");
+    bed.daemon_reload();
+    let out = bed.credloader(&["apply"], None);
+    assert!(out.status.success(), "{}", scene::text(&out));
+    assert!(bed.read("/run/credloader/gamma.env").is_some());
+}
+
+#[test]
 fn pid1_decrypts_in_bulk_and_a_bad_credential_falls_back_to_one_by_one() {
     let bed = boot();
     two_consumers(&bed);

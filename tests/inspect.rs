@@ -15,10 +15,10 @@ fn setup(t: &Tree) {
     t.seal("ALPHA_KEY", SECRET);
     t.seal("BETA_KEY", b"beta-value-271828");
     t.seal("ORPHAN_KEY", b"orphan-value-161803");
-    for unit in ["alpha", "beta"] {
+    for (unit, user) in [("alpha", "qt"), ("beta", "bot")] {
         t.write(
             &format!("/usr/lib/systemd/system/{unit}.service"),
-            b"[Service]\nExecStart=/bin/sleep infinity\n",
+            format!("[Service]\nUser={user}\nExecStart=/bin/sleep infinity\n").as_bytes(),
             0o644,
         );
     }
@@ -142,7 +142,7 @@ fn check_passes_on_a_clean_tree() {
     t.seal("ALPHA_KEY", SECRET);
     t.write(
         "/usr/lib/systemd/system/alpha.service",
-        b"[Service]\nExecStart=/bin/sleep infinity\n",
+        b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n",
         0o644,
     );
     t.credloader(&["apply"]).ok();
@@ -160,7 +160,7 @@ fn check_finds_every_kind_of_problem() {
     t.config("d.toml", &service("delta", "qt", &["ALPHA_KEY"]));
     t.write(
         "/etc/systemd/system/delta.service",
-        b"[Service]\nExecStartPre=+/bin/true\nExecStart=/bin/sleep infinity\n",
+        b"[Service]\nUser=qt\nExecStartPre=+/bin/true\nExecStart=/bin/sleep infinity\n",
         0o644,
     );
     t.seal("GONE_KEY", b"gone-value-11111");
@@ -272,7 +272,7 @@ fn check_reports_expired_credentials_as_errors() {
     t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
     t.write(
         "/usr/lib/systemd/system/alpha.service",
-        b"[Service]\nExecStart=/bin/true\n",
+        b"[Service]\nUser=qt\nExecStart=/bin/true\n",
         0o644,
     );
     t.credloader_with_stdin(&["seal", "ALPHA_KEY", "--not-after", "+1d"], Some(SECRET))
