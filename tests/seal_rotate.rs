@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Tree, QT_UID};
+use common::{service, Tree, QT_UID};
 
 const ENV: &str = "/run/credloader/position-monitor.env";
 const CRED: &str = "/etc/quantum/creds/BINANCE_API_KEY.cred";
@@ -380,4 +380,55 @@ fn seal_at_a_terminal_asks_twice_without_echo() {
     assert_eq!(code, Some(2), "{screen}");
     assert!(screen.contains("differ"), "{screen}");
     assert!(!t.exists("/etc/quantum/creds/OTHER_KEY.cred"));
+}
+
+#[test]
+fn an_image_is_never_sealed_or_decrypted_with_this_hosts_key() {
+    let t = Tree::new();
+    t.config("a.toml", &service("alpha", "qt", &["K"]));
+    // A systemd-creds that only says it was called (the real one would use,
+    // or even create, /var/lib/systemd/credential.secret of this host).
+    let bin = tempfile::tempdir().unwrap();
+    let called = bin.path().join("called");
+    let fake = bin.path().join("systemd-creds");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", called.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    for args in [
+        &["seal", "K"][..],
+        &["apply"],
+        &["apply", "--dry-run"],
+        &["rotate", "K"],
+        &["show", "K"],
+    ] {
+        let out = t
+            .command(args)
+            .env_remove("SYSTEMD_CREDENTIAL_SECRET")
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("set SYSTEMD_CREDENTIAL_SECRET"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!called.exists(), "systemd-creds was run");
+    // Commands that neither seal nor decrypt work as before.
+    let out = t
+        .command(&["list"])
+        .env_remove("SYSTEMD_CREDENTIAL_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }

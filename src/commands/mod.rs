@@ -71,6 +71,20 @@ impl Output {
     }
 }
 
+/// Whether `command` calls `systemd-creds` to seal or decrypt.
+fn uses_credential_key(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Apply(_)
+            | Command::Seal(_)
+            | Command::Rotate(_)
+            | Command::Sync(_)
+            | Command::Rollback(_)
+            | Command::Show(_)
+            | Command::Import(_)
+    )
+}
+
 /// A command that could not do its job at all.
 #[derive(Debug, Error)]
 pub enum CommandError {
@@ -150,6 +164,19 @@ impl Context {
 /// Runs `command`.
 pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
     let ctx = Context::new(global);
+    if ctx.root.is_offline()
+        && uses_credential_key(&command)
+        && std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_none()
+    {
+        // systemd-creds has no --root: it would use this host's key, and
+        // create one if there is none.
+        return Err(CommandError::Usage(
+            "--root: this host's credential key is never used for an image, and this command \
+             seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
+             this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
+                .to_string(),
+        ));
+    }
     match command {
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Seal(args) => seal::run(&ctx, args),
