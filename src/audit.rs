@@ -17,6 +17,7 @@ use crate::runas;
 use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{FileId, State};
 use crate::systemd::Manager;
+use crate::systemd_creds;
 use crate::users::Accounts;
 
 /// Expiry closer than this is a warning.
@@ -307,6 +308,21 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     format!("chown root:root {0} && chmod 0600 {0}", sys.display()),
                 );
             }
+            if let Ok(sealed) = store.sealed(name) {
+                if systemd_creds::sealed_key(&sealed.bytes).is_none() {
+                    f.add(
+                        Severity::Error,
+                        sys.display().to_string(),
+                        format!(
+                            "credential {name} is not a credential systemd-creds can read \
+                             (damaged, or not made by `systemd-creds encrypt`)"
+                        ),
+                        format!(
+                            "seal a new value with `credloader rotate {name}`, or restore the file from a backup"
+                        ),
+                    );
+                }
+            }
         }
         for entry in dir.list().unwrap_or_default() {
             if let Ok(Some(st)) = dir.entry(&entry) {
@@ -323,10 +339,13 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         }
     }
 
-    // References: missing credentials and ones nobody uses.
+    // References: missing credentials and ones nobody uses (not when the
+    // creds dir cannot be read: that is reported above, and every
+    // credential would look missing).
     let on_disk = sealed_names(&store);
+    let readable = store.dir().is_ok();
     let referenced: BTreeSet<&str> = config.all_credentials();
-    for name in &referenced {
+    for name in referenced.iter().filter(|_| readable) {
         if !on_disk.contains(*name) {
             let users: Vec<String> = config.consumers(name).map(|s| s.name.clone()).collect();
             f.add(

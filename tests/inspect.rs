@@ -328,3 +328,55 @@ fn a_first_apply_that_could_not_decrypt_leaves_the_service_never_applied() {
     let status = t.credloader(&["status", "--json"]);
     assert!(status.json()["services"][0]["last_apply"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn list_and_check_call_a_file_that_is_no_credential_damaged() {
+    let t = Tree::new();
+    setup(&t);
+    t.write(
+        "/etc/quantum/creds/BETA_KEY.cred",
+        b"garbage, not sealed\n",
+        0o600,
+    );
+    let list = t.credloader(&["list", "--json"]);
+    let beta = list.json()["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "BETA_KEY")
+        .unwrap()
+        .clone();
+    assert_eq!(beta["status"], "damaged", "{beta}");
+    assert!(beta["error"]
+        .as_str()
+        .unwrap()
+        .contains("credloader rotate BETA_KEY"));
+    let check = t.credloader(&["check", "--json"]);
+    assert_eq!(check.code, 1);
+    assert!(
+        has(
+            &findings(&check),
+            "error",
+            "BETA_KEY.cred",
+            "not a credential systemd-creds can read"
+        ),
+        "{check:#?}"
+    );
+
+    // A creds dir others can write to is reported once, not as every
+    // credential missing.
+    std::fs::set_permissions(
+        t.path("/etc/quantum/creds"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let fs = findings(&t.credloader(&["check", "--json"]));
+    assert!(
+        has(&fs, "error", "/etc/quantum/creds", "not root:root 0700"),
+        "{fs:#?}"
+    );
+    assert!(
+        !has(&fs, "error", "credential ALPHA_KEY", "does not exist"),
+        "{fs:#?}"
+    );
+}

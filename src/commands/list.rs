@@ -62,11 +62,18 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
                 e.size = Some(s.bytes.len());
                 e.mtime = Some(s.mtime);
                 e.key = systemd_creds::sealed_key(&s.bytes);
+                if e.key.is_none() {
+                    e.status = "damaged";
+                    e.error = Some(format!(
+                        "not a credential systemd-creds can read; seal a new value with \
+                         `credloader rotate {name}`"
+                    ));
+                }
                 e.not_after = history
                     .as_ref()
                     .and_then(|h| h.info_for(&s.digest))
                     .and_then(|i| i.not_after);
-                if e.consumers.is_empty() {
+                if e.consumers.is_empty() && e.status == "ok" {
                     e.status = "orphan";
                 }
             }
