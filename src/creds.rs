@@ -258,14 +258,6 @@ impl Decrypter {
         Decrypter { handed, via_pid1 }
     }
 
-    /// Only `systemd-creds decrypt`, one call per credential.
-    pub fn systemd_creds() -> Decrypter {
-        Decrypter {
-            handed: None,
-            via_pid1: false,
-        }
-    }
-
     /// The value PID 1 handed over for `sealed`, if the manifest binds it to
     /// exactly the file `sealed` was read from.
     fn handed(handed: &Handed, dir: &Dir, sealed: &Sealed) -> Option<Plain> {

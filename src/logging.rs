@@ -32,7 +32,13 @@ pub fn init(verbosity: u8, quiet: bool) {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_target(false)
-                .without_time(),
+                .without_time()
+                // Colour only for a person at a terminal: not in cron mail,
+                // redirected logs or pipes, nor with NO_COLOR set.
+                .with_ansi(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr())
+                        && std::env::var_os("NO_COLOR").is_none(),
+                ),
         )
         .with(filter)
         .try_init();

@@ -110,17 +110,6 @@ impl Manager {
         self.systemctl(&args).map(drop)
     }
 
-    /// Runs `verb` for `units` and waits for the jobs (operator commands only,
-    /// never from inside credloader.service).
-    pub fn run_and_wait(self, verb: &str, units: &[&str]) -> Result<(), SystemdError> {
-        if units.is_empty() || self == Manager::Absent {
-            return Ok(());
-        }
-        let mut args = vec![verb];
-        args.extend_from_slice(units);
-        self.systemctl(&args).map(drop)
-    }
-
     /// `systemctl show -p PROPS UNITS...`: one block of `PROP=value` lines
     /// per unit, in the order given, separated by blank lines; `None` when
     /// there is no manager or it cannot be asked.
