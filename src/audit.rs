@@ -215,6 +215,20 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         );
     }
 
+    // credloader.path watches the main file; without it systemd 252 watches
+    // its parent instead, and can miss a credential renamed into place.
+    let default_main = root.host(Path::new(crate::config::DEFAULT_CONFIG));
+    if config.main == default_main && !default_main.exists() {
+        f.add(
+            Severity::Warning,
+            crate::config::DEFAULT_CONFIG,
+            "does not exist, so credloader.path watches /etc/quantum instead and can miss a credential \
+             renamed into the creds dir (systemd 252)",
+            "put it back: `apt-get install --reinstall credloader` restores the commented default \
+             (or create it empty)",
+        );
+    }
+
     // Symlinks anywhere on a managed path.
     let mut managed: BTreeSet<PathBuf> = BTreeSet::new();
     managed.insert(loader.creds_dir.clone());
@@ -420,6 +434,15 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         env_dirs.insert(safefs::split(&s.env_file).0.to_path_buf());
     }
     for d in &env_dirs {
+        // An image's /run is a tmpfs once it boots; only a live one is told.
+        if !root.is_offline() && !on_tmpfs(d) {
+            f.add(
+                Severity::Warning,
+                d.display().to_string(),
+                "env dir is not on a tmpfs: plaintext env files are written to a disk and outlive a power-off",
+                "keep env files under /run (the default `env_dir`), or mount a tmpfs there",
+            );
+        }
         if let Ok(m) = std::fs::symlink_metadata(root.host(d)) {
             if m.file_type().is_dir() && (m.uid() != 0 || m.mode() & 0o022 != 0) {
                 f.add(
@@ -449,6 +472,16 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
 
     f.0.sort_by(|a, b| (a.severity, &a.subject).cmp(&(b.severity, &b.subject)));
     f.0
+}
+
+/// Whether `dir` (or, if it does not exist yet, its nearest existing
+/// parent) is on a tmpfs or ramfs.
+fn on_tmpfs(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    // linux/magic.h; nix does not name it.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
+    statfs(existing).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
 }
 
 fn libc_ifmt() -> u32 {
@@ -624,5 +657,16 @@ fn service_checks(
             ),
             "drop the `+`/`!` prefixes from those Exec lines, or use delivery = \"credential\"",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_is_told_from_a_disk_even_for_a_dir_not_made_yet() {
+        assert!(on_tmpfs(Path::new("/dev/shm/credloader-not-there/env")));
+        assert!(!on_tmpfs(Path::new("/proc/credloader-not-there")));
     }
 }

@@ -486,6 +486,7 @@ fn a_broken_dropin_fails_loudly_but_every_other_service_is_served() {
     assert!(run.stderr.contains("credloader.toml"), "{run:?}");
 
     let t = Tree::new();
+    std::fs::remove_file(t.path("/etc/quantum/credloader.toml")).unwrap();
     let run = t.credloader(&["apply"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no configuration"), "{run:?}");

@@ -380,3 +380,28 @@ fn list_and_check_call_a_file_that_is_no_credential_damaged() {
         "{fs:#?}"
     );
 }
+
+#[test]
+fn check_warns_when_the_main_file_the_path_unit_watches_is_gone() {
+    let t = Tree::new();
+    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
+    t.seal("ALPHA_KEY", SECRET);
+    t.write(
+        "/usr/lib/systemd/system/alpha.service",
+        b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    t.credloader(&["apply"]).ok();
+    std::fs::remove_file(t.path("/etc/quantum/credloader.toml")).unwrap();
+    let run = t.credloader(&["check", "--json"]);
+    assert_eq!(run.code, 0, "a warning: {run:#?}");
+    assert!(
+        has(
+            &findings(&run),
+            "warning",
+            "/etc/quantum/credloader.toml",
+            "can miss a credential"
+        ),
+        "{run:#?}"
+    );
+}

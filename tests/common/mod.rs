@@ -54,6 +54,12 @@ impl Tree {
         );
         t.mkdir("/etc/quantum/creds", 0o700);
         t.mkdir("/etc/quantum/credloader.d", 0o755);
+        // As the package ships it.
+        t.write(
+            "/etc/quantum/credloader.toml",
+            b"# credloader main configuration (all defaults)\n",
+            0o644,
+        );
         let out = Command::new("systemd-creds")
             .arg("setup")
             .env("SYSTEMD_CREDENTIAL_SECRET", t.secret())
