@@ -2,7 +2,8 @@
 # `make test`; both install what they need first (Debian, as root).
 
 CARGO ?= cargo
-RELEASE_BIN := target/release/credloader
+# Honours CARGO_TARGET_DIR, like cargo itself.
+RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/credloader
 # `credloader sync` from AWS Secrets Manager (docs/aws.md). The plain
 # `cargo build` stays lean; release builds and the test suite include it.
 FEATURES := --features aws

@@ -114,5 +114,10 @@ inside credloader status | sed 's/^/      /'
 
 step "Tearing down: the bed powers off, the host is as it was"
 "$TESTBED" stop "$STATE" >/dev/null
-say "done."
-[ "$now_pm" != "$before_pm" ] && [ "$now_or" = "$before_or" ]
+if [ "$now_pm" != "$before_pm" ] && [ "$now_or" = "$before_or" ]; then
+  say "done: two services got their keys from sealed credentials (env files 0600, owned by"
+  say "qt, on tmpfs), and a rotation restarted and verified only the service that uses the key."
+else
+  say "FAILED: the rotation did not restart exactly the consumer of the key (see above)."
+  exit 1
+fi
