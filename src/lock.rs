@@ -13,7 +13,7 @@ use crate::safefs::Dir;
 
 #[derive(Debug, Error)]
 pub enum LockError {
-    #[error("another credloader has held {path} for {waited:?}; wait for it to finish, or find it with `fuser {path}`")]
+    #[error("another credloader has held {path} for {} s; wait for it to finish, or find it with `fuser {path}`", waited.as_secs_f32().round())]
     Timeout { path: String, waited: Duration },
     #[error(
         "{path} is a {kind}, not a regular file; remove it so credloader can create its lock file"

@@ -975,3 +975,17 @@ fn a_run_with_a_problem_leaves_no_stamp() {
         assert!(run.stdout.contains("MISSING_KEY"), "{run:?}");
     }
 }
+
+#[test]
+fn an_image_is_not_told_systemd_was_reloaded() {
+    let t = Tree::new();
+    position_monitor(&t);
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("drop-ins changed: the image's systemd loads them at its boot")
+            && !run.stdout.contains("daemon-reload done"),
+        "{run:#?}"
+    );
+}

@@ -33,11 +33,11 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
     }
     if opts.dry_run {
         let report = apply::apply(&config, &ctx.root, ctx.manager(), &opts)?;
-        return Ok(output(&report));
+        return Ok(output(&report, ctx.root.is_offline()));
     }
     let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
     let report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
-    let out = output(&report);
+    let out = output(&report, ctx.root.is_offline());
     // Recorded while the lock is held (see `stamp::void`).
     if let (Some(key), Some(inputs)) = (&key, inputs) {
         let said = || stamp::Said {
@@ -49,16 +49,17 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
     Ok(out)
 }
 
-fn output(report: &Report) -> Output {
+/// `offline`: an image (`--root`), whose systemd is not running.
+fn output(report: &Report, offline: bool) -> Output {
     let code = if report.all_ok() {
         exit::OK
     } else {
         exit::FAILED
     };
-    Output::new(code, human(report), report)
+    Output::new(code, human(report, offline), report)
 }
 
-fn human(r: &Report) -> String {
+fn human(r: &Report, offline: bool) -> String {
     let mut out = String::new();
     if r.dry_run {
         out.push_str("dry run: nothing is written or restarted\n");
@@ -104,7 +105,11 @@ fn human(r: &Report) -> String {
         );
     }
     if r.daemon_reload && !r.dry_run {
-        out.push_str("daemon-reload done\n");
+        out.push_str(if offline {
+            "drop-ins changed: the image's systemd loads them at its boot\n"
+        } else {
+            "daemon-reload done\n"
+        });
     }
     for p in &r.config_problems {
         let _ = writeln!(out, "config error: {p}");

@@ -34,7 +34,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     let (sealed, info) = seal::seal(&name, &value, args.input.key, not_after)?;
     let masked = value.masked();
     let length = value.len();
-    let note = seal::newline_note(&value);
+    let note = seal::newline_note(&name, &value);
     drop(value);
 
     let manager = ctx.manager();

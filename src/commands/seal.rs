@@ -65,7 +65,7 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             consumers.join(", ")
         );
     }
-    human.push_str(&newline_note(&value));
+    human.push_str(&newline_note(&name, &value));
     Ok(Output::new(
         exit::OK,
         human,
@@ -149,12 +149,14 @@ pub(super) fn not_after(input: &ValueInput) -> Result<Option<u64>, CommandError>
         .map_err(CommandError::Usage)
 }
 
-/// A hint when the value ends in a newline (as `echo` adds): it is kept.
-pub(super) fn newline_note(value: &Secret) -> String {
+/// A hint when the value of `name` ends in a newline (as `echo` adds): it
+/// is kept.
+pub(super) fn newline_note(name: &str, value: &Secret) -> String {
     if value.expose().ends_with(b"\n") {
-        "note: the value ends with a newline, which is kept as part of it; \
-         if that is not meant, seal it again from `printf %s`\n"
-            .into()
+        format!(
+            "note: the value ends with a newline, which is kept as part of it; if that is not \
+             meant, replace it without one (`printf %s ... | credloader rotate {name}`)\n"
+        )
     } else {
         String::new()
     }
