@@ -58,8 +58,13 @@ pub struct Installed {
     pub name: String,
     pub value: Masked,
     /// The generation the replaced value is kept as; `None` when the
-    /// credential did not exist before (a first `sync`).
+    /// credential did not exist before (a first `sync`), or when the
+    /// rotation was rolled back (that value is current again, and its
+    /// generation was dropped rather than kept as a duplicate).
     pub previous_generation: Option<u32>,
+    /// After a rollback: the generation the rejected new value is kept as,
+    /// marked rejected, for a deliberate retry (`rollback --to N`).
+    pub rejected_generation: Option<u32>,
     /// Its consumers, sorted.
     pub consumers: Vec<String>,
 }
@@ -70,10 +75,18 @@ pub struct Masked {
     pub length: usize,
 }
 
-/// What to put back on failure: the name, the previous sealed bytes and
-/// what was recorded about them (`None`: it did not exist, remove it), and
-/// the generation they are kept as.
-type Undo = (String, Option<(Vec<u8>, Info)>, Option<u32>);
+/// What to put back on failure.
+struct Undo {
+    name: String,
+    /// The previous sealed bytes and what was recorded about them (`None`:
+    /// it did not exist, remove it).
+    previous: Option<(Vec<u8>, Info)>,
+    /// The generation the previous value is kept as.
+    generation: Option<u32>,
+    /// The new sealed bytes and what is recorded about them: kept as a
+    /// rejected generation when verification fails.
+    new: (Vec<u8>, Info),
+}
 
 /// How a batch went; serializable, never holds a value.
 #[derive(Debug, Clone, Serialize)]
@@ -149,7 +162,7 @@ pub fn rotate(
             None => (None, None),
         };
         install(&creds, name, &value.sealed)?;
-        if let Err(e) = history.set_current(value.info) {
+        if let Err(e) = history.set_current(value.info.clone()) {
             tracing::warn!("credential {name}: could not record its metadata: {e}");
         }
         let _ = writeln!(
@@ -162,7 +175,12 @@ pub fn rotate(
                 None => "it did not exist before".into(),
             }
         );
-        undo.push((name.clone(), previous, generation));
+        undo.push(Undo {
+            name: name.clone(),
+            previous,
+            generation,
+            new: (value.sealed, value.info),
+        });
         installed.push(Installed {
             name: name.clone(),
             value: Masked {
@@ -170,6 +188,7 @@ pub fn rotate(
                 length: value.length,
             },
             previous_generation: generation,
+            rejected_generation: None,
             consumers: config.consumers(name).map(|s| s.name.clone()).collect(),
         });
     }
@@ -210,9 +229,9 @@ pub fn rotate(
     // Put every previous value back and deliver them again.
     let what: Vec<String> = undo
         .iter()
-        .map(|(name, _, generation)| match generation {
-            Some(g) => format!("{name} (generation {g})"),
-            None => format!("{name} (new: removed again)"),
+        .map(|u| match u.generation {
+            Some(g) => format!("{} (generation {g})", u.name),
+            None => format!("{} (new: removed again)", u.name),
         })
         .collect();
     let _ = writeln!(
@@ -220,9 +239,10 @@ pub fn rotate(
         "verification failed: restoring the previous value of {}",
         what.join(", ")
     );
-    for (name, previous, _) in undo.iter().rev() {
+    for u in undo.iter().rev() {
+        let name = &u.name;
         let mut history = History::open(root, &config.loader.state_dir, name, true).ok();
-        match previous {
+        match &u.previous {
             Some((bytes, info)) => {
                 install(&creds, name, bytes)?;
                 if let Some(Err(e)) = history.as_mut().map(|h| h.set_current(info.clone())) {
@@ -236,11 +256,48 @@ pub fn rotate(
             }
         }
     }
+    // The rejected values are kept (marked) for a deliberate retry; the
+    // generations of the values that are current again are dropped.
+    let now = crate::state::now();
+    for (u, i) in undo.iter().zip(rotation.credentials.iter_mut()) {
+        let name = &u.name;
+        let kept = History::open(root, &config.loader.state_dir, name, true).and_then(|mut h| {
+            h.keep_rejected(
+                &u.new.0,
+                u.new.1.clone(),
+                u.generation,
+                now,
+                config.loader.keep_generations,
+            )
+        });
+        match kept {
+            Ok(n) => {
+                i.previous_generation = None;
+                i.rejected_generation = Some(n);
+                let _ = writeln!(
+                    rotation.human,
+                    "credential {name}: the rejected value is kept as generation {n}{}; \
+                     retry it once the cause is fixed with `credloader rollback {name} --to {n}`",
+                    match u.generation {
+                        Some(g) =>
+                            format!(" (generation {g} is the current value again and was dropped)"),
+                        None => String::new(),
+                    }
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    rotation.human,
+                    "warning: credential {name}: could not keep the rejected value as a generation: {e}"
+                );
+            }
+        }
+    }
     let again = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
     rotation
         .human
         .push_str(&again.human("re-apply of the previous value"));
-    let names: Vec<&str> = undo.iter().map(|(n, _, _)| n.as_str()).collect();
+    let names: Vec<&str> = undo.iter().map(|u| u.name.as_str()).collect();
     let _ = writeln!(
         rotation.human,
         "rotation of {} rolled back{}",

@@ -230,6 +230,81 @@ fn rotate_with_a_failing_health_check_rolls_back_and_exits_4() {
     assert!(run.stdout.contains("failed with exit status 1"), "{run:?}");
 }
 
+/// A rejected value is kept as a generation, marked rejected, and is no
+/// duplicate of the current value: a plain `rollback` does not pick it, but
+/// `rollback --to N` retries it once the cause is fixed (here: the exchange
+/// whitelists the host, a marker file the check looks for).
+#[test]
+fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
+    let t = Tree::new();
+    let exchange = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        exchange.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let whitelisted = exchange.path().join("whitelisted");
+    monitor(
+        &t,
+        &format!(
+            r#"test "$BINANCE_API_KEY" != new-key-0123456789 || test -e {}"#,
+            whitelisted.display()
+        ),
+        10,
+    );
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    let gens = "/var/lib/credloader/generations/BINANCE_API_KEY";
+
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["rolled_back"], true, "{j}");
+    assert_eq!(j["previous_generation"], serde_json::Value::Null, "{j}");
+    assert_eq!(j["rejected_generation"], 2, "{j}");
+    assert_eq!(t.read(CRED), old);
+    assert!(env_has(&t, "old-key-0123456789"));
+    // Generation 1 (the old value, current again) is gone; 2 is the new one.
+    assert!(!t.exists(&format!("{gens}/1.cred")));
+    assert_ne!(t.read(&format!("{gens}/2.cred")), old);
+    assert_eq!(t.owner_mode(&format!("{gens}/2.cred")), (0, 0, 0o600));
+    let g = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+    g.ok();
+    let gj = g.json();
+    let kept = gj["generations"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{gj}");
+    assert_eq!(kept[0]["number"], 2);
+    assert!(kept[0]["rejected_at"].is_u64(), "{gj}");
+    assert_ne!(kept[0]["digest"], gj["current"]["digest"], "{gj}");
+    let g = t.credloader(&["generations", "BINANCE_API_KEY"]);
+    assert!(g.stdout.contains("REJECTED"), "{g:?}");
+    assert!(!g.stdout.contains("same as current"), "{g:?}");
+
+    // A plain rollback does not bring a rejected value back.
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY"]);
+    assert_eq!(rb.code, 2, "{rb:?}");
+    assert!(rb.stderr.contains("--to N"), "{rb:?}");
+    assert_eq!(t.read(CRED), old);
+
+    // The exchange whitelists the host: retry the rejected value on purpose.
+    std::fs::write(&whitelisted, b"").unwrap();
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY", "--to", "2", "--json"]);
+    assert_eq!(rb.code, 0, "{rb:?}");
+    let rj = rb.json();
+    assert_eq!(rj["restored_was_rejected"], true, "{rj}");
+    assert_eq!(rj["verified"], true, "{rj}");
+    assert_eq!(rj["replaced_kept_as"], 3, "{rj}");
+    assert!(env_has(&t, "new-key-0123456789"));
+    assert_eq!(t.read(&format!("{gens}/3.cred")), old);
+    for r in [&run, &g, &rb] {
+        assert!(!r.all().contains("0123456789"), "{r:?}");
+    }
+}
+
 #[test]
 fn a_health_check_that_hangs_is_killed_at_its_timeout_and_rolled_back() {
     let t = Tree::new();

@@ -34,12 +34,27 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
                 if numbers.is_empty() { "none".into() } else { numbers.join(", ") }
             ))
         })?,
-        None => kept.last().ok_or_else(|| {
-            CommandError::Usage(format!(
-                "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
-            ))
-        })?,
+        // The newest one a rotation did not reject: a rejected value comes
+        // back only when asked for by number.
+        None => kept
+            .iter()
+            .rev()
+            .find(|g| g.rejected_at.is_none())
+            .ok_or_else(|| {
+                CommandError::Usage(if kept.is_empty() {
+                    format!(
+                        "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
+                    )
+                } else {
+                    format!(
+                        "credential {name} has only rejected generations ({}): a rotation installed them and \
+                         they failed verification; restore one on purpose with `credloader rollback {name} --to N`",
+                        numbers.join(", ")
+                    )
+                })
+            })?,
     };
+    let rejected_at = target.rejected_at;
     let number = target.number;
     let bytes = history
         .read(number)
@@ -87,12 +102,19 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     }));
     let _ = writeln!(
         human,
-        "credential {name}: generation {number} restored ({masked}, {length} bytes)"
+        "credential {name}: generation {number} restored ({masked}, {length} bytes){}",
+        rejected_at
+            .map(|t| format!(
+                "; note: it failed verification when a rotation installed it at {}",
+                crate::generations::format_utc(t)
+            ))
+            .unwrap_or_default()
     );
     let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
     let mut doc = json!({
         "name": name,
         "restored_generation": number,
+        "restored_was_rejected": rejected_at.is_some(),
         "replaced_kept_as": replaced,
         "value": { "masked": masked, "length": length },
         "consumers": consumers,

@@ -48,6 +48,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     let r = rotation::rotate(&ctx.root, &config, manager, vec![new], args.no_apply, &held)?;
     let consumers = &r.credentials[0].consumers;
     let generation = r.credentials[0].previous_generation;
+    let rejected = r.credentials[0].rejected_generation;
 
     // The rotation's account, with the note after its first line.
     let mut human = String::new();
@@ -81,6 +82,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
         return Ok(Output::new(exit::OK, human, doc));
     }
     doc["rollback"] = json!(r.rollback);
+    doc["rejected_generation"] = json!(rejected);
     Ok(Output::new(exit::ROLLED_BACK, human, doc))
 }
 
