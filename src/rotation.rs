@@ -39,6 +39,13 @@ pub enum RotationError {
     Environment(String),
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// It failed after new values were installed; `undo` says how putting
+    /// the previous values back went.
+    #[error("{error}; {undo}")]
+    Undone {
+        error: Box<RotationError>,
+        undo: String,
+    },
 }
 
 /// One credential's new value, already sealed.
@@ -122,6 +129,11 @@ pub struct Rollback {
 /// of the batch gets its previous value back (a credential that did not
 /// exist before is removed again) and is applied again.
 ///
+/// An error once a new value is installed (an apply that cannot run, a
+/// previous value that cannot be put back...) is never left half done:
+/// every previous value is put back first, as far as it can be, and the
+/// error says how that went ([`RotationError::Undone`]).
+///
 /// The caller holds the apply lock (`held`) from before it read the current
 /// values until this returns.
 pub fn rotate(
@@ -133,188 +145,284 @@ pub fn rotate(
     held: &Lock,
 ) -> Result<Rotation, RotationError> {
     let creds = creds_dir(root, &config.loader)?;
-    let mut human = String::new();
-    let mut installed = Vec::new();
-    let mut undo: Vec<Undo> = Vec::new();
-    for value in batch {
-        let name = &value.name;
-        let mut history =
-            History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
-                RotationError::Environment(format!("credential {name}: generations: {e}"))
-            })?;
-        let (generation, previous) = match current_sealed(&creds, name)? {
-            Some(previous) => {
-                let prev_digest = hex_digest(&previous);
-                let prev_info = history.info_for(&prev_digest).cloned();
-                let generation = history
-                    .push(&previous, prev_info.clone(), config.loader.keep_generations)
-                    .map_err(|e| {
-                        RotationError::Environment(format!(
-                            "credential {name}: keeping the previous generation: {e}"
-                        ))
-                    })?;
-                let info = prev_info.unwrap_or(Info {
-                    digest: prev_digest,
-                    ..Info::default()
-                });
-                (Some(generation), Some((previous, info)))
-            }
-            None => (None, None),
-        };
-        install(&creds, name, &value.sealed)?;
-        if let Err(e) = history.set_current(value.info.clone()) {
-            tracing::warn!("credential {name}: could not record its metadata: {e}");
-        }
-        let _ = writeln!(
-            human,
-            "credential {name}: new value {} ({} bytes) installed; {}",
-            value.masked,
-            value.length,
-            match generation {
-                Some(g) => format!("previous value kept as generation {g}"),
-                None => "it did not exist before".into(),
-            }
-        );
-        undo.push(Undo {
-            name: name.clone(),
-            previous,
-            generation,
-            new: (value.sealed, value.info),
-        });
-        installed.push(Installed {
-            name: name.clone(),
-            value: Masked {
-                masked: value.masked,
-                length: value.length,
-            },
-            previous_generation: generation,
-            rejected_generation: None,
-            consumers: config.consumers(name).map(|s| s.name.clone()).collect(),
-        });
-    }
-    let consumers: Vec<String> = installed
-        .iter()
-        .flat_map(|i| i.consumers.iter().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut rotation = Rotation {
-        credentials: installed,
-        consumers,
-        applied: false,
-        units_checked: manager != Manager::Absent,
-        apply: None,
-        verification: Vec::new(),
-        verified: None,
-        rolled_back: false,
-        rollback: None,
-        human,
+    let mut job = Job {
+        root,
+        config,
+        manager,
+        held,
+        creds,
+        undo: Vec::new(),
+        restored: None,
     };
-    if stage_only || rotation.consumers.is_empty() {
-        return Ok(rotation);
+    match job.run(batch, stage_only) {
+        Err(error) if !job.undo.is_empty() => {
+            let failures = match job.restored.take() {
+                Some(f) => f,
+                None => job.restore(),
+            };
+            Err(RotationError::Undone {
+                error: Box::new(error),
+                undo: describe_undo(&job.undo, &failures),
+            })
+        }
+        other => other,
     }
+}
 
-    let outcome = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
-    rotation.human.push_str(&outcome.human("apply"));
-    rotation.applied = true;
-    rotation.verified = Some(outcome.ok());
-    let ok = outcome.ok();
-    rotation.apply = Some(outcome.report);
-    rotation.verification = outcome.checks;
-    if ok {
-        rotation.human.push_str("every consumer verified\n");
-        return Ok(rotation);
-    }
+/// One rotation under way.
+struct Job<'a> {
+    root: &'a Root,
+    config: &'a Config,
+    manager: Manager,
+    held: &'a Lock,
+    creds: Dir,
+    /// What is installed so far, in order.
+    undo: Vec<Undo>,
+    /// Once the previous values were put back: what failed, per entry of
+    /// `undo`.
+    restored: Option<Vec<Option<String>>>,
+}
 
-    // Put every previous value back and deliver them again.
-    let what: Vec<String> = undo
-        .iter()
-        .map(|u| match u.generation {
-            Some(g) => format!("{} (generation {g})", u.name),
-            None => format!("{} (new: removed again)", u.name),
-        })
-        .collect();
-    let _ = writeln!(
-        rotation.human,
-        "verification failed: restoring the previous value of {}",
-        what.join(", ")
-    );
-    for u in undo.iter().rev() {
-        let name = &u.name;
-        let mut history = History::open(root, &config.loader.state_dir, name, true).ok();
-        match &u.previous {
-            Some((bytes, info)) => {
-                install(&creds, name, bytes)?;
-                if let Some(Err(e)) = history.as_mut().map(|h| h.set_current(info.clone())) {
-                    tracing::warn!("credential {name}: could not record its metadata: {e}");
+impl Job<'_> {
+    fn run(&mut self, batch: Vec<NewValue>, stage_only: bool) -> Result<Rotation, RotationError> {
+        let (root, config, manager, held) = (self.root, self.config, self.manager, self.held);
+        let creds = &self.creds;
+        let mut human = String::new();
+        let mut installed = Vec::new();
+        for value in batch {
+            let name = &value.name;
+            let mut history =
+                History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
+                    RotationError::Environment(format!("credential {name}: generations: {e}"))
+                })?;
+            let (generation, previous) = match current_sealed(creds, name)? {
+                Some(previous) => {
+                    let prev_digest = hex_digest(&previous);
+                    let prev_info = history.info_for(&prev_digest).cloned();
+                    let generation = history
+                        .push(&previous, prev_info.clone(), config.loader.keep_generations)
+                        .map_err(|e| {
+                            RotationError::Environment(format!(
+                                "credential {name}: keeping the previous generation: {e}"
+                            ))
+                        })?;
+                    let info = prev_info.unwrap_or(Info {
+                        digest: prev_digest,
+                        ..Info::default()
+                    });
+                    (Some(generation), Some((previous, info)))
+                }
+                None => (None, None),
+            };
+            install(creds, name, &value.sealed)?;
+            if let Err(e) = history.set_current(value.info.clone()) {
+                tracing::warn!("credential {name}: could not record its metadata: {e}");
+            }
+            let _ = writeln!(
+                human,
+                "credential {name}: new value {} ({} bytes) installed; {}",
+                value.masked,
+                value.length,
+                match generation {
+                    Some(g) => format!("previous value kept as generation {g}"),
+                    None => "it did not exist before".into(),
+                }
+            );
+            self.undo.push(Undo {
+                name: name.clone(),
+                previous,
+                generation,
+                new: (value.sealed, value.info),
+            });
+            installed.push(Installed {
+                name: name.clone(),
+                value: Masked {
+                    masked: value.masked,
+                    length: value.length,
+                },
+                previous_generation: generation,
+                rejected_generation: None,
+                consumers: config.consumers(name).map(|s| s.name.clone()).collect(),
+            });
+        }
+        let consumers: Vec<String> = installed
+            .iter()
+            .flat_map(|i| i.consumers.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut rotation = Rotation {
+            credentials: installed,
+            consumers,
+            applied: false,
+            units_checked: manager != Manager::Absent,
+            apply: None,
+            verification: Vec::new(),
+            verified: None,
+            rolled_back: false,
+            rollback: None,
+            human,
+        };
+        if stage_only || rotation.consumers.is_empty() {
+            return Ok(rotation);
+        }
+
+        let outcome = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
+        rotation.human.push_str(&outcome.human("apply"));
+        rotation.applied = true;
+        rotation.verified = Some(outcome.ok());
+        let ok = outcome.ok();
+        rotation.apply = Some(outcome.report);
+        rotation.verification = outcome.checks;
+        if ok {
+            rotation.human.push_str("every consumer verified\n");
+            return Ok(rotation);
+        }
+
+        // Put every previous value back and deliver them again.
+        let what: Vec<String> = self
+            .undo
+            .iter()
+            .map(|u| match u.generation {
+                Some(g) => format!("{} (generation {g})", u.name),
+                None => format!("{} (new: removed again)", u.name),
+            })
+            .collect();
+        let _ = writeln!(
+            rotation.human,
+            "verification failed: restoring the previous value of {}",
+            what.join(", ")
+        );
+        let failures = self.restore();
+        let failed = failures.iter().any(Option::is_some);
+        self.restored = Some(failures);
+        if failed {
+            // `rotate` says which could not be put back.
+            return Err(RotationError::Environment(
+                "a consumer did not verify with the new value".into(),
+            ));
+        }
+        // The rejected values are kept (marked) for a deliberate retry; the
+        // generations of the values that are current again are dropped.
+        let now = crate::state::now();
+        for (u, i) in self.undo.iter().zip(rotation.credentials.iter_mut()) {
+            let name = &u.name;
+            let kept =
+                History::open(root, &config.loader.state_dir, name, true).and_then(|mut h| {
+                    h.keep_rejected(
+                        &u.new.0,
+                        u.new.1.clone(),
+                        u.generation,
+                        now,
+                        config.loader.keep_generations,
+                    )
+                });
+            match kept {
+                Ok(n) => {
+                    i.previous_generation = None;
+                    i.rejected_generation = Some(n);
+                    let _ = writeln!(
+                        rotation.human,
+                        "credential {name}: the rejected value is kept as generation {n}{}; \
+                         retry it once the cause is fixed with `credloader rollback {name} --to {n}`",
+                        match u.generation {
+                            Some(g) =>
+                                format!(" (generation {g} is the current value again and was dropped)"),
+                            None => String::new(),
+                        }
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        rotation.human,
+                        "warning: credential {name}: could not keep the rejected value as a generation: {e}"
+                    );
                 }
             }
-            None => {
-                creds
-                    .remove(&Store::file_name(name))
-                    .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))?;
-            }
         }
-    }
-    // The rejected values are kept (marked) for a deliberate retry; the
-    // generations of the values that are current again are dropped.
-    let now = crate::state::now();
-    for (u, i) in undo.iter().zip(rotation.credentials.iter_mut()) {
-        let name = &u.name;
-        let kept = History::open(root, &config.loader.state_dir, name, true).and_then(|mut h| {
-            h.keep_rejected(
-                &u.new.0,
-                u.new.1.clone(),
-                u.generation,
-                now,
-                config.loader.keep_generations,
-            )
+        let again = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
+        rotation
+            .human
+            .push_str(&again.human("re-apply of the previous value"));
+        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
+        let _ = writeln!(
+            rotation.human,
+            "rotation of {} rolled back{}",
+            names.join(", "),
+            if again.ok() {
+                "; the consumers run the previous value again"
+            } else {
+                "; the previous value did not verify either: look at the consumers now"
+            }
+        );
+        rotation.rolled_back = true;
+        rotation.rollback = Some(Rollback {
+            verified: again.ok(),
+            apply: again.report,
+            verification: again.checks,
         });
-        match kept {
-            Ok(n) => {
-                i.previous_generation = None;
-                i.rejected_generation = Some(n);
-                let _ = writeln!(
-                    rotation.human,
-                    "credential {name}: the rejected value is kept as generation {n}{}; \
-                     retry it once the cause is fixed with `credloader rollback {name} --to {n}`",
-                    match u.generation {
-                        Some(g) =>
-                            format!(" (generation {g} is the current value again and was dropped)"),
-                        None => String::new(),
+        Ok(rotation)
+    }
+
+    /// Puts the previous value of every installed credential back (removes
+    /// the ones that did not exist before), last installed first, going on
+    /// past a failure. Returns what failed, per entry of `undo`.
+    fn restore(&self) -> Vec<Option<String>> {
+        let mut failures = vec![None; self.undo.len()];
+        for (u, failure) in self.undo.iter().zip(failures.iter_mut()).rev() {
+            let name = &u.name;
+            let done = match &u.previous {
+                Some((bytes, info)) => install(&self.creds, name, bytes).map(|()| {
+                    let recorded =
+                        History::open(self.root, &self.config.loader.state_dir, name, true)
+                            .and_then(|mut h| h.set_current(info.clone()));
+                    if let Err(e) = recorded {
+                        tracing::warn!("credential {name}: could not record its metadata: {e}");
                     }
-                );
+                }),
+                None => self
+                    .creds
+                    .remove(&Store::file_name(name))
+                    .map_err(|e| RotationError::Environment(format!("credential {name}: {e}"))),
+            };
+            if let Err(e) = done {
+                *failure = Some(e.to_string());
             }
-            Err(e) => {
-                let _ = writeln!(
-                    rotation.human,
-                    "warning: credential {name}: could not keep the rejected value as a generation: {e}"
-                );
-            }
+        }
+        failures
+    }
+}
+
+/// How putting the previous values back went, for an error message.
+fn describe_undo(undo: &[Undo], failures: &[Option<String>]) -> String {
+    let mut back = Vec::new();
+    let mut parts = Vec::new();
+    for (u, failure) in undo.iter().zip(failures) {
+        let name = &u.name;
+        match (failure, u.generation) {
+            (None, _) => back.push(name.as_str()),
+            (Some(e), Some(g)) => parts.push(format!(
+                "putting the previous value of {name} back FAILED ({e}): it holds the new, \
+                 unverified value; its previous value is generation {g} \
+                 (`credloader rollback {name} --to {g}`)"
+            )),
+            (Some(e), None) => parts.push(format!(
+                "removing the new credential {name} again FAILED ({e}): it holds the new, \
+                 unverified value"
+            )),
         }
     }
-    let again = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
-    rotation
-        .human
-        .push_str(&again.human("re-apply of the previous value"));
-    let names: Vec<&str> = undo.iter().map(|u| u.name.as_str()).collect();
-    let _ = writeln!(
-        rotation.human,
-        "rotation of {} rolled back{}",
-        names.join(", "),
-        if again.ok() {
-            "; the consumers run the previous value again"
-        } else {
-            "; the previous value did not verify either: look at the consumers now"
-        }
-    );
-    rotation.rolled_back = true;
-    rotation.rollback = Some(Rollback {
-        verified: again.ok(),
-        apply: again.report,
-        verification: again.checks,
-    });
-    Ok(rotation)
+    if !back.is_empty() {
+        parts.insert(
+            0,
+            format!(
+                "the rotation was undone for {}: the previous value is back in place, \
+                 not yet delivered (the next `credloader apply` delivers it)",
+                back.join(", ")
+            ),
+        );
+    }
+    parts.join("; ")
 }
 
 /// The creds dir, created root 0700 if missing.
@@ -639,4 +747,37 @@ pub fn service_env(
             (v.name.clone(), value)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn undo(name: &str, generation: Option<u32>) -> Undo {
+        Undo {
+            name: name.into(),
+            previous: generation.map(|_| (b"old".to_vec(), Info::default())),
+            generation,
+            new: (b"new".to_vec(), Info::default()),
+        }
+    }
+
+    #[test]
+    fn an_undo_says_what_is_back_and_what_is_not() {
+        let batch = [undo("A", Some(4)), undo("B", None), undo("C", Some(2))];
+        let all = describe_undo(&batch, &[None, None, None]);
+        assert!(all.contains("undone for A, B, C"), "{all}");
+        assert!(!all.contains("FAILED"), "{all}");
+        let some = describe_undo(&batch, &[Some("EIO".into()), Some("EROFS".into()), None]);
+        assert!(some.starts_with("the rotation was undone for C:"), "{some}");
+        assert!(
+            some.contains("previous value of A back FAILED (EIO)")
+                && some.contains("`credloader rollback A --to 4`"),
+            "{some}"
+        );
+        assert!(
+            some.contains("removing the new credential B again FAILED (EROFS)"),
+            "{some}"
+        );
+    }
 }

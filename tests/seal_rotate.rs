@@ -305,6 +305,42 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
     }
 }
 
+/// An error after the new value is installed (here: the image's account
+/// database became unreadable, so the apply cannot run) puts the previous
+/// value back before it is reported: no half-done rotation for the next
+/// (path-triggered) apply to deliver unverified.
+#[test]
+fn an_error_after_install_puts_the_previous_value_back() {
+    let t = Tree::new();
+    monitor(&t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    std::fs::remove_file(t.path("/etc/passwd")).unwrap();
+    t.mkdir("/etc/passwd", 0o755);
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"));
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("/etc/passwd"), "{run:?}");
+    assert!(
+        run.stderr.contains("undone for BINANCE_API_KEY")
+            && run.stderr.contains("previous value is back in place"),
+        "{run:?}"
+    );
+    assert_eq!(t.read(CRED), old, "the previous sealed value is back");
+    assert!(env_has(&t, "old-key-0123456789"));
+    assert!(!run.all().contains("0123456789"), "{run:?}");
+    // Once the cause is fixed, the rotation works.
+    std::fs::remove_dir(t.path("/etc/passwd")).unwrap();
+    t.write(
+        "/etc/passwd",
+        b"root:x:0:0::/root:/bin/sh\nqt:x:1500:1500::/home/qt:/bin/sh\n",
+        0o644,
+    );
+    t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"))
+        .ok();
+    assert!(env_has(&t, "good-key-0123456789"));
+}
+
 #[test]
 fn a_health_check_that_hangs_is_killed_at_its_timeout_and_rolled_back() {
     let t = Tree::new();
