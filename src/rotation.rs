@@ -24,8 +24,9 @@ use crate::generations::{History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
 use crate::root::Root;
-use crate::safefs::{Dir, DirPolicy, Owner};
+use crate::safefs::{Dir, DirPolicy, FsError, Owner};
 use crate::secret::Secret;
+use crate::state::State;
 use crate::systemd::Manager;
 use crate::systemd_creds;
 use crate::users::Accounts;
@@ -46,6 +47,51 @@ pub enum RotationError {
         error: Box<RotationError>,
         undo: String,
     },
+}
+
+/// The services apply serves, by name: the configured ones and, for a
+/// service whose config file is broken, the definition it was last applied
+/// from (as apply does: [`State::stored_definitions`]). A new value is
+/// validated for, applied to and verified on all of them: apply delivers it
+/// to each anyway.
+pub struct Served {
+    pub services: BTreeMap<String, Service>,
+}
+
+impl Served {
+    /// Reads the record of the last apply only when some service's config
+    /// file is broken. The caller holds the apply lock (or reads only).
+    pub fn load(root: &Root, config: &Config) -> Result<Served, RotationError> {
+        let mut services = config.services.clone();
+        if config.broken.is_empty() {
+            return Ok(Served { services });
+        }
+        let state = match Dir::open(root, &config.loader.state_dir, DirPolicy::EXISTING) {
+            Ok(dir) => {
+                let (state, warning) = State::load(&dir)
+                    .map_err(|e| RotationError::Environment(format!("state: {e}")))?;
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+                state
+            }
+            Err(FsError::Os {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => State::default(),
+            Err(e) => return Err(RotationError::Environment(format!("state dir: {e}"))),
+        };
+        let (stored, _) = state.stored_definitions(config, |_| true);
+        services.extend(stored.into_iter().map(|(s, _)| (s.name.clone(), s)));
+        Ok(Served { services })
+    }
+
+    /// The services that consume `credential`.
+    pub fn consumers<'a>(&'a self, credential: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.credentials().contains(&credential))
+    }
 }
 
 /// One credential's new value, already sealed.
@@ -145,9 +191,11 @@ pub fn rotate(
     held: &Lock,
 ) -> Result<Rotation, RotationError> {
     let creds = creds_dir(root, &config.loader)?;
+    let served = Served::load(root, config)?;
     let mut job = Job {
         root,
         config,
+        served: &served,
         manager,
         held,
         creds,
@@ -173,6 +221,7 @@ pub fn rotate(
 struct Job<'a> {
     root: &'a Root,
     config: &'a Config,
+    served: &'a Served,
     manager: Manager,
     held: &'a Lock,
     creds: Dir,
@@ -185,7 +234,8 @@ struct Job<'a> {
 
 impl Job<'_> {
     fn run(&mut self, batch: Vec<NewValue>, stage_only: bool) -> Result<Rotation, RotationError> {
-        let (root, config, manager, held) = (self.root, self.config, self.manager, self.held);
+        let (root, config, served) = (self.root, self.config, self.served);
+        let (manager, held) = (self.manager, self.held);
         let creds = &self.creds;
         let mut human = String::new();
         let mut installed = Vec::new();
@@ -242,7 +292,7 @@ impl Job<'_> {
                 },
                 previous_generation: generation,
                 rejected_generation: None,
-                consumers: config.consumers(name).map(|s| s.name.clone()).collect(),
+                consumers: served.consumers(name).map(|s| s.name.clone()).collect(),
             });
         }
         let consumers: Vec<String> = installed
@@ -267,7 +317,7 @@ impl Job<'_> {
             return Ok(rotation);
         }
 
-        let outcome = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
+        let outcome = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
         rotation.human.push_str(&outcome.human("apply"));
         rotation.applied = true;
         rotation.verified = Some(outcome.ok());
@@ -340,7 +390,7 @@ impl Job<'_> {
                 }
             }
         }
-        let again = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
+        let again = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
         rotation
             .human
             .push_str(&again.human("re-apply of the previous value"));
@@ -458,8 +508,19 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Every consumer was delivered to and verified. A consumer served from
+    /// its last good definition (its config file is broken) carries that
+    /// as an error in the report, but counts when its delivery and checks
+    /// passed: it gets the value either way, and a rollback would not mend
+    /// its file.
     pub fn ok(&self) -> bool {
-        self.report.all_ok() && self.checks.iter().all(|c| c.ok)
+        self.report.config_problems.is_empty()
+            && self
+                .report
+                .services
+                .iter()
+                .all(|s| s.outcome != Outcome::Failed)
+            && self.checks.iter().all(|c| c.ok)
     }
 
     pub fn human(&self, what: &str) -> String {
@@ -537,6 +598,7 @@ fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
 pub fn apply_and_verify(
     root: &Root,
     config: &Config,
+    served: &Served,
     manager: Manager,
     only: &[String],
     held: &Lock,
@@ -544,7 +606,7 @@ pub fn apply_and_verify(
     let before: BTreeMap<String, Option<UnitSnapshot>> = only
         .iter()
         .map(|s| {
-            let unit = &config.services[s].unit;
+            let unit = &served.services[s].unit;
             (s.clone(), snapshot(manager, unit))
         })
         .collect();
@@ -557,7 +619,7 @@ pub fn apply_and_verify(
     let report = apply::apply_locked(config, root, manager, &opts, held)?;
     let mut checks = Vec::new();
     for s in &report.services {
-        let service = &config.services[&s.service];
+        let service = &served.services[&s.service];
         let (unit_state, unit_ok) = if s.outcome == Outcome::Failed {
             ("not checked: the apply failed for it".to_string(), false)
         } else {

@@ -341,6 +341,71 @@ fn an_error_after_install_puts_the_previous_value_back() {
     assert!(env_has(&t, "good-key-0123456789"));
 }
 
+/// A consumer whose config file broke after its last apply is still served
+/// by apply, from its last good definition: `rotate` validates a new value
+/// for it, applies to it and verifies it (rolling a bad value back), and
+/// `rollback` applies to it too; nothing reaches it unverified.
+#[test]
+fn a_consumer_whose_config_file_broke_is_still_validated_and_verified() {
+    let t = Tree::new();
+    monitor(&t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    let file = t.read_string("/etc/quantum/credloader.d/position-monitor.toml");
+    t.config("position-monitor.toml", &format!("{file}no_such_key = 1\n"));
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "served from its last good definition: {run:?}");
+
+    // A value its env file cannot carry is refused.
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"nul\0key-0123456789"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("position-monitor"), "{run:?}");
+    assert_eq!(t.read(CRED), old);
+
+    // A value its health check rejects is rolled back.
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"bad-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    assert_eq!(
+        j["consumers"],
+        serde_json::json!(["position-monitor"]),
+        "{j}"
+    );
+    assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
+    assert_eq!(t.read(CRED), old);
+    assert!(env_has(&t, "old-key-0123456789"));
+
+    // A good one is delivered and verified.
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"good-key-0123456789"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["verification"][0]["service"], "position-monitor", "{j}");
+    assert_eq!(j["verification"][0]["health"]["result"], "passed", "{j}");
+    assert!(env_has(&t, "good-key-0123456789"));
+
+    // rollback delivers to it and verifies it as well (the old key fails
+    // this check, so it reports exit 1; rollback undoes nothing).
+    let run = t.credloader(&["rollback", "BINANCE_API_KEY", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let j = run.json();
+    assert_eq!(
+        j["consumers"],
+        serde_json::json!(["position-monitor"]),
+        "{j}"
+    );
+    assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
+    assert!(env_has(&t, "old-key-0123456789"));
+    assert!(!run.all().contains("0123456789"), "{run:?}");
+}
+
 #[test]
 fn a_health_check_that_hangs_is_killed_at_its_timeout_and_rolled_back() {
     let t = Tree::new();

@@ -13,6 +13,7 @@ use crate::apply;
 use crate::cli::RollbackArgs;
 use crate::creds::hex_digest;
 use crate::generations::{History, Info};
+use crate::rotation::Served;
 use crate::{exit, names};
 
 pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
@@ -21,6 +22,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     let config = ctx.load_config()?;
     let (_dir, held) = apply::lock(&config, &ctx.root)?;
     let creds = creds_dir(&ctx.root, &config.loader)?;
+    let served = Served::load(&ctx.root, &config)?;
     let mut history = History::open(&ctx.root, &config.loader.state_dir, &name, false)
         .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
     let kept = history
@@ -110,7 +112,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
             ))
             .unwrap_or_default()
     );
-    let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
+    let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
     let mut doc = json!({
         "name": name,
         "restored_generation": number,
@@ -123,7 +125,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
         human.push_str("no service uses it: nothing to apply\n");
         return Ok(Output::new(exit::OK, human, doc));
     }
-    let v = apply_and_verify(ctx, &config, ctx.manager(), &consumers, &held)?;
+    let v = apply_and_verify(ctx, &config, &served, ctx.manager(), &consumers, &held)?;
     human.push_str(&v.human("apply"));
     doc["apply"] = serde_json::to_value(&v.report).expect("serializes");
     doc["verification"] = serde_json::to_value(&v.checks).expect("serializes");
