@@ -252,22 +252,7 @@ fn run(
 
     // A service whose definition is broken keeps being served from the
     // definition it was last applied from; it is still reported as failed.
-    let mut unservable = Vec::new();
-    let mut stored: Vec<(Service, String)> = Vec::new();
-    for (name, problems) in config.broken.iter().filter(|(n, _)| wanted(n)) {
-        let text = problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        match state.services.get(name).and_then(|r| r.definition.clone()) {
-            Some(def) => stored.push((
-                def,
-                format!("{text}; serving it from its last good definition"),
-            )),
-            None => unservable.push((name.clone(), text)),
-        }
-    }
+    let (stored, unservable) = state.stored_definitions(config, wanted);
     let mut selected: Vec<(&Service, Option<&str>)> = config
         .services
         .values()

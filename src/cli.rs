@@ -146,7 +146,7 @@ pub struct SyncArgs {
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     pub name: String,
-    /// The generation to restore (default: the newest kept one).
+    /// The generation to restore (default: the newest kept one not rejected by a rotation).
     #[arg(long, value_name = "GENERATION")]
     pub to: Option<u32>,
 }

@@ -42,6 +42,12 @@ pub struct Meta {
     /// Kept generations by number.
     #[serde(default)]
     pub generations: BTreeMap<u32, Info>,
+    /// Kept generations that `rotate` (or `sync`) installed, saw fail
+    /// verification and took out again, by number: when (seconds since the
+    /// epoch). Kept so the value can be retried on purpose (`rollback --to
+    /// N`), never picked by a plain `rollback`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<u32, u64>,
 }
 
 /// One kept generation.
@@ -52,6 +58,9 @@ pub struct Generation {
     pub mtime: i64,
     pub digest: String,
     pub not_after: Option<u64>,
+    /// When a rotation installed this value and rolled it back because a
+    /// consumer did not verify with it (see [`Meta::rejected`]).
+    pub rejected_at: Option<u64>,
 }
 
 /// The generations directory of one credential.
@@ -128,18 +137,16 @@ impl History {
             };
             if let Some((bytes, st)) = dir.read(&entry, MAX_SEALED)? {
                 let digest = hex_digest(&bytes);
-                let not_after = self
-                    .meta
-                    .generations
-                    .get(&n)
-                    .filter(|i| i.digest == digest)
-                    .and_then(|i| i.not_after);
+                let recorded = self.meta.generations.get(&n).filter(|i| i.digest == digest);
+                let not_after = recorded.and_then(|i| i.not_after);
+                let rejected_at = recorded.and(self.meta.rejected.get(&n).copied());
                 out.push(Generation {
                     number: n,
                     size: st.st_size as u64,
                     mtime: st.st_mtime,
                     digest,
                     not_after,
+                    rejected_at,
                 });
             }
         }
@@ -158,6 +165,38 @@ impl History {
     /// Keeps `bytes` as the next generation, then prunes to `keep`.
     /// Returns the new generation's number.
     pub fn push(&mut self, bytes: &[u8], info: Option<Info>, keep: u32) -> Result<u32, FsError> {
+        let n = self.add(bytes, info)?;
+        self.prune(keep)?;
+        Ok(n)
+    }
+
+    /// Keeps `bytes`, a value that was installed, failed verification and
+    /// was taken out again, as the next generation marked rejected at `at`;
+    /// then drops generation `replaced`, the value that is current again
+    /// (it would only duplicate it), and prunes to `keep`. The rejected
+    /// value gets a new number, so a number reported before for the
+    /// replaced value never names the rejected one. Returns its number.
+    pub fn keep_rejected(
+        &mut self,
+        bytes: &[u8],
+        info: Info,
+        replaced: Option<u32>,
+        at: u64,
+        keep: u32,
+    ) -> Result<u32, FsError> {
+        let n = self.add(bytes, Some(info))?;
+        self.meta.rejected.insert(n, at);
+        if let Some(r) = replaced.filter(|r| *r != n) {
+            self.dir()?.remove(&file_name(r))?;
+            self.meta.generations.remove(&r);
+            self.meta.rejected.remove(&r);
+        }
+        self.prune(keep)?;
+        Ok(n)
+    }
+
+    /// Writes `bytes` as the next generation (not pruned, not saved).
+    fn add(&mut self, bytes: &[u8], info: Option<Info>) -> Result<u32, FsError> {
         let n = self.list()?.last().map(|g| g.number + 1).unwrap_or(1);
         let dir = self.dir()?;
         dir.write_atomic(&file_name(n), bytes, Owner::ROOT_0600)?;
@@ -170,7 +209,7 @@ impl History {
             },
         };
         self.meta.generations.insert(n, info);
-        self.prune(keep)?;
+        self.meta.rejected.remove(&n);
         Ok(n)
     }
 
@@ -186,6 +225,7 @@ impl History {
         }
         let kept: Vec<u32> = list[excess..].iter().map(|g| g.number).collect();
         self.meta.generations.retain(|n, _| kept.contains(n));
+        self.meta.rejected.retain(|n, _| kept.contains(n));
         self.save()?;
         Ok(removed)
     }

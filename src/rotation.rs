@@ -24,8 +24,9 @@ use crate::generations::{History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
 use crate::root::Root;
-use crate::safefs::{Dir, DirPolicy, Owner};
+use crate::safefs::{Dir, DirPolicy, FsError, Owner};
 use crate::secret::Secret;
+use crate::state::State;
 use crate::systemd::Manager;
 use crate::systemd_creds;
 use crate::users::Accounts;
@@ -39,6 +40,58 @@ pub enum RotationError {
     Environment(String),
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// It failed after new values were installed; `undo` says how putting
+    /// the previous values back went.
+    #[error("{error}; {undo}")]
+    Undone {
+        error: Box<RotationError>,
+        undo: String,
+    },
+}
+
+/// The services apply serves, by name: the configured ones and, for a
+/// service whose config file is broken, the definition it was last applied
+/// from (as apply does: [`State::stored_definitions`]). A new value is
+/// validated for, applied to and verified on all of them: apply delivers it
+/// to each anyway.
+pub struct Served {
+    pub services: BTreeMap<String, Service>,
+}
+
+impl Served {
+    /// Reads the record of the last apply only when some service's config
+    /// file is broken. The caller holds the apply lock (or reads only).
+    pub fn load(root: &Root, config: &Config) -> Result<Served, RotationError> {
+        let mut services = config.services.clone();
+        if config.broken.is_empty() {
+            return Ok(Served { services });
+        }
+        let state = match Dir::open(root, &config.loader.state_dir, DirPolicy::EXISTING) {
+            Ok(dir) => {
+                let (state, warning) = State::load(&dir)
+                    .map_err(|e| RotationError::Environment(format!("state: {e}")))?;
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+                state
+            }
+            Err(FsError::Os {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => State::default(),
+            Err(e) => return Err(RotationError::Environment(format!("state dir: {e}"))),
+        };
+        let (stored, _) = state.stored_definitions(config, |_| true);
+        services.extend(stored.into_iter().map(|(s, _)| (s.name.clone(), s)));
+        Ok(Served { services })
+    }
+
+    /// The services that consume `credential`.
+    pub fn consumers<'a>(&'a self, credential: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.credentials().contains(&credential))
+    }
 }
 
 /// One credential's new value, already sealed.
@@ -58,8 +111,13 @@ pub struct Installed {
     pub name: String,
     pub value: Masked,
     /// The generation the replaced value is kept as; `None` when the
-    /// credential did not exist before (a first `sync`).
+    /// credential did not exist before (a first `sync`), or when the
+    /// rotation was rolled back (that value is current again, and its
+    /// generation was dropped rather than kept as a duplicate).
     pub previous_generation: Option<u32>,
+    /// After a rollback: the generation the rejected new value is kept as,
+    /// marked rejected, for a deliberate retry (`rollback --to N`).
+    pub rejected_generation: Option<u32>,
     /// Its consumers, sorted.
     pub consumers: Vec<String>,
 }
@@ -70,10 +128,18 @@ pub struct Masked {
     pub length: usize,
 }
 
-/// What to put back on failure: the name, the previous sealed bytes and
-/// what was recorded about them (`None`: it did not exist, remove it), and
-/// the generation they are kept as.
-type Undo = (String, Option<(Vec<u8>, Info)>, Option<u32>);
+/// What to put back on failure.
+struct Undo {
+    name: String,
+    /// The previous sealed bytes and what was recorded about them (`None`:
+    /// it did not exist, remove it).
+    previous: Option<(Vec<u8>, Info)>,
+    /// The generation the previous value is kept as.
+    generation: Option<u32>,
+    /// The new sealed bytes and what is recorded about them: kept as a
+    /// rejected generation when verification fails.
+    new: (Vec<u8>, Info),
+}
 
 /// How a batch went; serializable, never holds a value.
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +175,11 @@ pub struct Rollback {
 /// of the batch gets its previous value back (a credential that did not
 /// exist before is removed again) and is applied again.
 ///
+/// An error once a new value is installed (an apply that cannot run, a
+/// previous value that cannot be put back...) is never left half done:
+/// every previous value is put back first, as far as it can be, and the
+/// error says how that went ([`RotationError::Undone`]).
+///
 /// The caller holds the apply lock (`held`) from before it read the current
 /// values until this returns.
 pub fn rotate(
@@ -120,144 +191,288 @@ pub fn rotate(
     held: &Lock,
 ) -> Result<Rotation, RotationError> {
     let creds = creds_dir(root, &config.loader)?;
-    let mut human = String::new();
-    let mut installed = Vec::new();
-    let mut undo: Vec<Undo> = Vec::new();
-    for value in batch {
-        let name = &value.name;
-        let mut history =
-            History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
-                RotationError::Environment(format!("credential {name}: generations: {e}"))
-            })?;
-        let (generation, previous) = match current_sealed(&creds, name)? {
-            Some(previous) => {
-                let prev_digest = hex_digest(&previous);
-                let prev_info = history.info_for(&prev_digest).cloned();
-                let generation = history
-                    .push(&previous, prev_info.clone(), config.loader.keep_generations)
-                    .map_err(|e| {
-                        RotationError::Environment(format!(
-                            "credential {name}: keeping the previous generation: {e}"
-                        ))
-                    })?;
-                let info = prev_info.unwrap_or(Info {
-                    digest: prev_digest,
-                    ..Info::default()
-                });
-                (Some(generation), Some((previous, info)))
-            }
-            None => (None, None),
-        };
-        install(&creds, name, &value.sealed)?;
-        if let Err(e) = history.set_current(value.info) {
-            tracing::warn!("credential {name}: could not record its metadata: {e}");
-        }
-        let _ = writeln!(
-            human,
-            "credential {name}: new value {} ({} bytes) installed; {}",
-            value.masked,
-            value.length,
-            match generation {
-                Some(g) => format!("previous value kept as generation {g}"),
-                None => "it did not exist before".into(),
-            }
-        );
-        undo.push((name.clone(), previous, generation));
-        installed.push(Installed {
-            name: name.clone(),
-            value: Masked {
-                masked: value.masked,
-                length: value.length,
-            },
-            previous_generation: generation,
-            consumers: config.consumers(name).map(|s| s.name.clone()).collect(),
-        });
-    }
-    let consumers: Vec<String> = installed
-        .iter()
-        .flat_map(|i| i.consumers.iter().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut rotation = Rotation {
-        credentials: installed,
-        consumers,
-        applied: false,
-        units_checked: manager != Manager::Absent,
-        apply: None,
-        verification: Vec::new(),
-        verified: None,
-        rolled_back: false,
-        rollback: None,
-        human,
+    let served = Served::load(root, config)?;
+    let mut job = Job {
+        root,
+        config,
+        served: &served,
+        manager,
+        held,
+        creds,
+        undo: Vec::new(),
+        restored: None,
     };
-    if stage_only || rotation.consumers.is_empty() {
-        return Ok(rotation);
+    match job.run(batch, stage_only) {
+        Err(error) if !job.undo.is_empty() => {
+            let failures = match job.restored.take() {
+                Some(f) => f,
+                None => job.restore(),
+            };
+            Err(RotationError::Undone {
+                error: Box::new(error),
+                undo: describe_undo(&job.undo, &failures),
+            })
+        }
+        other => other,
     }
+}
 
-    let outcome = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
-    rotation.human.push_str(&outcome.human("apply"));
-    rotation.applied = true;
-    rotation.verified = Some(outcome.ok());
-    let ok = outcome.ok();
-    rotation.apply = Some(outcome.report);
-    rotation.verification = outcome.checks;
-    if ok {
-        rotation.human.push_str("every consumer verified\n");
-        return Ok(rotation);
-    }
+/// One rotation under way.
+struct Job<'a> {
+    root: &'a Root,
+    config: &'a Config,
+    served: &'a Served,
+    manager: Manager,
+    held: &'a Lock,
+    creds: Dir,
+    /// What is installed so far, in order.
+    undo: Vec<Undo>,
+    /// Once the previous values were put back: what failed, per entry of
+    /// `undo`.
+    restored: Option<Vec<Option<String>>>,
+}
 
-    // Put every previous value back and deliver them again.
-    let what: Vec<String> = undo
-        .iter()
-        .map(|(name, _, generation)| match generation {
-            Some(g) => format!("{name} (generation {g})"),
-            None => format!("{name} (new: removed again)"),
-        })
-        .collect();
-    let _ = writeln!(
-        rotation.human,
-        "verification failed: restoring the previous value of {}",
-        what.join(", ")
-    );
-    for (name, previous, _) in undo.iter().rev() {
-        let mut history = History::open(root, &config.loader.state_dir, name, true).ok();
-        match previous {
-            Some((bytes, info)) => {
-                install(&creds, name, bytes)?;
-                if let Some(Err(e)) = history.as_mut().map(|h| h.set_current(info.clone())) {
-                    tracing::warn!("credential {name}: could not record its metadata: {e}");
+impl Job<'_> {
+    fn run(&mut self, batch: Vec<NewValue>, stage_only: bool) -> Result<Rotation, RotationError> {
+        let (root, config, served) = (self.root, self.config, self.served);
+        let (manager, held) = (self.manager, self.held);
+        let creds = &self.creds;
+        let mut human = String::new();
+        let mut installed = Vec::new();
+        for value in batch {
+            let name = &value.name;
+            let mut history =
+                History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
+                    RotationError::Environment(format!("credential {name}: generations: {e}"))
+                })?;
+            let (generation, previous) = match current_sealed(creds, name)? {
+                Some(previous) => {
+                    let prev_digest = hex_digest(&previous);
+                    let prev_info = history.info_for(&prev_digest).cloned();
+                    let generation = history
+                        .push(&previous, prev_info.clone(), config.loader.keep_generations)
+                        .map_err(|e| {
+                            RotationError::Environment(format!(
+                                "credential {name}: keeping the previous generation: {e}"
+                            ))
+                        })?;
+                    let info = prev_info.unwrap_or(Info {
+                        digest: prev_digest,
+                        ..Info::default()
+                    });
+                    (Some(generation), Some((previous, info)))
+                }
+                None => (None, None),
+            };
+            install(creds, name, &value.sealed)?;
+            if let Err(e) = history.set_current(value.info.clone()) {
+                tracing::warn!("credential {name}: could not record its metadata: {e}");
+            }
+            let _ = writeln!(
+                human,
+                "credential {name}: new value {} ({} bytes) installed; {}",
+                value.masked,
+                value.length,
+                match generation {
+                    Some(g) => format!("previous value kept as generation {g}"),
+                    None => "it did not exist before".into(),
+                }
+            );
+            self.undo.push(Undo {
+                name: name.clone(),
+                previous,
+                generation,
+                new: (value.sealed, value.info),
+            });
+            installed.push(Installed {
+                name: name.clone(),
+                value: Masked {
+                    masked: value.masked,
+                    length: value.length,
+                },
+                previous_generation: generation,
+                rejected_generation: None,
+                consumers: served.consumers(name).map(|s| s.name.clone()).collect(),
+            });
+        }
+        let consumers: Vec<String> = installed
+            .iter()
+            .flat_map(|i| i.consumers.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut rotation = Rotation {
+            credentials: installed,
+            consumers,
+            applied: false,
+            units_checked: manager != Manager::Absent,
+            apply: None,
+            verification: Vec::new(),
+            verified: None,
+            rolled_back: false,
+            rollback: None,
+            human,
+        };
+        if stage_only || rotation.consumers.is_empty() {
+            return Ok(rotation);
+        }
+
+        let outcome = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        rotation.human.push_str(&outcome.human("apply"));
+        rotation.applied = true;
+        rotation.verified = Some(outcome.ok());
+        let ok = outcome.ok();
+        rotation.apply = Some(outcome.report);
+        rotation.verification = outcome.checks;
+        if ok {
+            rotation.human.push_str("every consumer verified\n");
+            return Ok(rotation);
+        }
+
+        // Put every previous value back and deliver them again.
+        let what: Vec<String> = self
+            .undo
+            .iter()
+            .map(|u| match u.generation {
+                Some(g) => format!("{} (generation {g})", u.name),
+                None => format!("{} (new: removed again)", u.name),
+            })
+            .collect();
+        let _ = writeln!(
+            rotation.human,
+            "verification failed: restoring the previous value of {}",
+            what.join(", ")
+        );
+        let failures = self.restore();
+        let failed = failures.iter().any(Option::is_some);
+        self.restored = Some(failures);
+        if failed {
+            // `rotate` says which could not be put back.
+            return Err(RotationError::Environment(
+                "a consumer did not verify with the new value".into(),
+            ));
+        }
+        // The rejected values are kept (marked) for a deliberate retry; the
+        // generations of the values that are current again are dropped.
+        let now = crate::state::now();
+        for (u, i) in self.undo.iter().zip(rotation.credentials.iter_mut()) {
+            let name = &u.name;
+            let kept =
+                History::open(root, &config.loader.state_dir, name, true).and_then(|mut h| {
+                    h.keep_rejected(
+                        &u.new.0,
+                        u.new.1.clone(),
+                        u.generation,
+                        now,
+                        config.loader.keep_generations,
+                    )
+                });
+            match kept {
+                Ok(n) => {
+                    i.previous_generation = None;
+                    i.rejected_generation = Some(n);
+                    let _ = writeln!(
+                        rotation.human,
+                        "credential {name}: the rejected value is kept as generation {n}{}; \
+                         retry it once the cause is fixed with `credloader rollback {name} --to {n}`",
+                        match u.generation {
+                            Some(g) =>
+                                format!(" (generation {g} is the current value again and was dropped)"),
+                            None => String::new(),
+                        }
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        rotation.human,
+                        "warning: credential {name}: could not keep the rejected value as a generation: {e}"
+                    );
                 }
             }
-            None => {
-                creds
+        }
+        let again = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        rotation
+            .human
+            .push_str(&again.human("re-apply of the previous value"));
+        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
+        let _ = writeln!(
+            rotation.human,
+            "rotation of {} rolled back{}",
+            names.join(", "),
+            if again.ok() {
+                "; the consumers run the previous value again"
+            } else {
+                "; the previous value did not verify either: look at the consumers now"
+            }
+        );
+        rotation.rolled_back = true;
+        rotation.rollback = Some(Rollback {
+            verified: again.ok(),
+            apply: again.report,
+            verification: again.checks,
+        });
+        Ok(rotation)
+    }
+
+    /// Puts the previous value of every installed credential back (removes
+    /// the ones that did not exist before), last installed first, going on
+    /// past a failure. Returns what failed, per entry of `undo`.
+    fn restore(&self) -> Vec<Option<String>> {
+        let mut failures = vec![None; self.undo.len()];
+        for (u, failure) in self.undo.iter().zip(failures.iter_mut()).rev() {
+            let name = &u.name;
+            let done = match &u.previous {
+                Some((bytes, info)) => install(&self.creds, name, bytes).map(|()| {
+                    let recorded =
+                        History::open(self.root, &self.config.loader.state_dir, name, true)
+                            .and_then(|mut h| h.set_current(info.clone()));
+                    if let Err(e) = recorded {
+                        tracing::warn!("credential {name}: could not record its metadata: {e}");
+                    }
+                }),
+                None => self
+                    .creds
                     .remove(&Store::file_name(name))
-                    .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))?;
+                    .map_err(|e| RotationError::Environment(format!("credential {name}: {e}"))),
+            };
+            if let Err(e) = done {
+                *failure = Some(e.to_string());
             }
         }
+        failures
     }
-    let again = apply_and_verify(root, config, manager, &rotation.consumers, held)?;
-    rotation
-        .human
-        .push_str(&again.human("re-apply of the previous value"));
-    let names: Vec<&str> = undo.iter().map(|(n, _, _)| n.as_str()).collect();
-    let _ = writeln!(
-        rotation.human,
-        "rotation of {} rolled back{}",
-        names.join(", "),
-        if again.ok() {
-            "; the consumers run the previous value again"
-        } else {
-            "; the previous value did not verify either: look at the consumers now"
+}
+
+/// How putting the previous values back went, for an error message.
+fn describe_undo(undo: &[Undo], failures: &[Option<String>]) -> String {
+    let mut back = Vec::new();
+    let mut parts = Vec::new();
+    for (u, failure) in undo.iter().zip(failures) {
+        let name = &u.name;
+        match (failure, u.generation) {
+            (None, _) => back.push(name.as_str()),
+            (Some(e), Some(g)) => parts.push(format!(
+                "putting the previous value of {name} back FAILED ({e}): it holds the new, \
+                 unverified value; its previous value is generation {g} \
+                 (`credloader rollback {name} --to {g}`)"
+            )),
+            (Some(e), None) => parts.push(format!(
+                "removing the new credential {name} again FAILED ({e}): it holds the new, \
+                 unverified value"
+            )),
         }
-    );
-    rotation.rolled_back = true;
-    rotation.rollback = Some(Rollback {
-        verified: again.ok(),
-        apply: again.report,
-        verification: again.checks,
-    });
-    Ok(rotation)
+    }
+    if !back.is_empty() {
+        parts.insert(
+            0,
+            format!(
+                "the rotation was undone for {}: the previous value is back in place, \
+                 not yet delivered (the next `credloader apply` delivers it)",
+                back.join(", ")
+            ),
+        );
+    }
+    parts.join("; ")
 }
 
 /// The creds dir, created root 0700 if missing.
@@ -293,8 +508,19 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Every consumer was delivered to and verified. A consumer served from
+    /// its last good definition (its config file is broken) carries that
+    /// as an error in the report, but counts when its delivery and checks
+    /// passed: it gets the value either way, and a rollback would not mend
+    /// its file.
     pub fn ok(&self) -> bool {
-        self.report.all_ok() && self.checks.iter().all(|c| c.ok)
+        self.report.config_problems.is_empty()
+            && self
+                .report
+                .services
+                .iter()
+                .all(|s| s.outcome != Outcome::Failed)
+            && self.checks.iter().all(|c| c.ok)
     }
 
     pub fn human(&self, what: &str) -> String {
@@ -372,6 +598,7 @@ fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
 pub fn apply_and_verify(
     root: &Root,
     config: &Config,
+    served: &Served,
     manager: Manager,
     only: &[String],
     held: &Lock,
@@ -379,7 +606,7 @@ pub fn apply_and_verify(
     let before: BTreeMap<String, Option<UnitSnapshot>> = only
         .iter()
         .map(|s| {
-            let unit = &config.services[s].unit;
+            let unit = &served.services[s].unit;
             (s.clone(), snapshot(manager, unit))
         })
         .collect();
@@ -392,7 +619,7 @@ pub fn apply_and_verify(
     let report = apply::apply_locked(config, root, manager, &opts, held)?;
     let mut checks = Vec::new();
     for s in &report.services {
-        let service = &config.services[&s.service];
+        let service = &served.services[&s.service];
         let (unit_state, unit_ok) = if s.outcome == Outcome::Failed {
             ("not checked: the apply failed for it".to_string(), false)
         } else {
@@ -582,4 +809,37 @@ pub fn service_env(
             (v.name.clone(), value)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn undo(name: &str, generation: Option<u32>) -> Undo {
+        Undo {
+            name: name.into(),
+            previous: generation.map(|_| (b"old".to_vec(), Info::default())),
+            generation,
+            new: (b"new".to_vec(), Info::default()),
+        }
+    }
+
+    #[test]
+    fn an_undo_says_what_is_back_and_what_is_not() {
+        let batch = [undo("A", Some(4)), undo("B", None), undo("C", Some(2))];
+        let all = describe_undo(&batch, &[None, None, None]);
+        assert!(all.contains("undone for A, B, C"), "{all}");
+        assert!(!all.contains("FAILED"), "{all}");
+        let some = describe_undo(&batch, &[Some("EIO".into()), Some("EROFS".into()), None]);
+        assert!(some.starts_with("the rotation was undone for C:"), "{some}");
+        assert!(
+            some.contains("previous value of A back FAILED (EIO)")
+                && some.contains("`credloader rollback A --to 4`"),
+            "{some}"
+        );
+        assert!(
+            some.contains("removing the new credential B again FAILED (EROFS)"),
+            "{some}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use nix::sys::stat::FileStat;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Delivery;
+use crate::config::{Config, Delivery, Service};
 use crate::safefs::{Dir, FsError, Owner};
 
 pub const FILE: &str = "state.json";
@@ -128,12 +128,50 @@ impl State {
         }
     }
 
+    /// The services whose config file is broken, among those `wanted`
+    /// selects: each one applied before is still served from the definition
+    /// it was last applied from (first list: that definition, and what is
+    /// wrong with its file); one never applied cannot be served (second
+    /// list: its name, and what is wrong). `apply` serves the first list;
+    /// `rotate`, `seal` and `rollback` validate, apply to and verify it too.
+    pub fn stored_definitions(
+        &self,
+        config: &Config,
+        wanted: impl Fn(&str) -> bool,
+    ) -> (Vec<StoredDefinition>, Vec<Unservable>) {
+        let mut stored = Vec::new();
+        let mut unservable = Vec::new();
+        for (name, problems) in config.broken.iter().filter(|(n, _)| wanted(n)) {
+            let text = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            match self.services.get(name).and_then(|r| r.definition.clone()) {
+                Some(def) => stored.push((
+                    def,
+                    format!("{text}; serving it from its last good definition"),
+                )),
+                None => unservable.push((name.clone(), text)),
+            }
+        }
+        (stored, unservable)
+    }
+
     pub fn save(&mut self, dir: &Dir) -> Result<(), FsError> {
         self.version = VERSION;
         let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
         dir.write_atomic(OsStr::new(FILE), &bytes, Owner::ROOT_0600)
     }
 }
+
+/// A service whose config file is broken, served from its record: the
+/// definition it was last applied from, and what is wrong with its file.
+pub type StoredDefinition = (Service, String);
+
+/// A service whose config file is broken and that was never applied: its
+/// name, and what is wrong with its file.
+pub type Unservable = (String, String);
 
 pub fn now() -> u64 {
     std::time::SystemTime::now()

@@ -109,6 +109,7 @@ health_timeout_sec = 15
     assert_eq!(j["rolled_back"], true);
     assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
     assert_eq!(j["rollback"]["verified"], true, "{j}");
+    assert_eq!(j["rejected_generation"], 3, "{j}");
     bed.wait_until("alpha active again", Duration::from_secs(10), || {
         bed.unit_property("alpha.service", "ActiveState") == "active"
     });
@@ -130,10 +131,20 @@ health_timeout_sec = 15
         "beta never restarted"
     );
 
-    // The history has both replaced values; status sees everything in place.
+    // The history has the value the good rotation replaced (1) and the
+    // rejected one (3, marked); not the good value again, which is current
+    // (its generation 2 was dropped). Status sees everything in place.
     let out = bed.credloader(&["generations", "BINANCE_API_KEY", "--json"], None);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["generations"].as_array().unwrap().len(), 2, "{j}");
+    let kept = j["generations"].as_array().unwrap();
+    let numbers: Vec<u64> = kept.iter().map(|g| g["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 3], "{j}");
+    assert!(kept[0]["rejected_at"].is_null(), "{j}");
+    assert!(kept[1]["rejected_at"].is_u64(), "{j}");
+    assert!(
+        kept.iter().all(|g| g["digest"] != j["current"]["digest"]),
+        "{j}"
+    );
     let out = bed.credloader(&["status", "--json", "--service", "alpha"], None);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &j["services"][0];

@@ -230,6 +230,182 @@ fn rotate_with_a_failing_health_check_rolls_back_and_exits_4() {
     assert!(run.stdout.contains("failed with exit status 1"), "{run:?}");
 }
 
+/// A rejected value is kept as a generation, marked rejected, and is no
+/// duplicate of the current value: a plain `rollback` does not pick it, but
+/// `rollback --to N` retries it once the cause is fixed (here: the exchange
+/// whitelists the host, a marker file the check looks for).
+#[test]
+fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
+    let t = Tree::new();
+    let exchange = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        exchange.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let whitelisted = exchange.path().join("whitelisted");
+    monitor(
+        &t,
+        &format!(
+            r#"test "$BINANCE_API_KEY" != new-key-0123456789 || test -e {}"#,
+            whitelisted.display()
+        ),
+        10,
+    );
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    let gens = "/var/lib/credloader/generations/BINANCE_API_KEY";
+
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["rolled_back"], true, "{j}");
+    assert_eq!(j["previous_generation"], serde_json::Value::Null, "{j}");
+    assert_eq!(j["rejected_generation"], 2, "{j}");
+    assert_eq!(t.read(CRED), old);
+    assert!(env_has(&t, "old-key-0123456789"));
+    // Generation 1 (the old value, current again) is gone; 2 is the new one.
+    assert!(!t.exists(&format!("{gens}/1.cred")));
+    assert_ne!(t.read(&format!("{gens}/2.cred")), old);
+    assert_eq!(t.owner_mode(&format!("{gens}/2.cred")), (0, 0, 0o600));
+    let g = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+    g.ok();
+    let gj = g.json();
+    let kept = gj["generations"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{gj}");
+    assert_eq!(kept[0]["number"], 2);
+    assert!(kept[0]["rejected_at"].is_u64(), "{gj}");
+    assert_ne!(kept[0]["digest"], gj["current"]["digest"], "{gj}");
+    let g = t.credloader(&["generations", "BINANCE_API_KEY"]);
+    assert!(g.stdout.contains("REJECTED"), "{g:?}");
+    assert!(!g.stdout.contains("same as current"), "{g:?}");
+
+    // A plain rollback does not bring a rejected value back.
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY"]);
+    assert_eq!(rb.code, 2, "{rb:?}");
+    assert!(rb.stderr.contains("--to N"), "{rb:?}");
+    assert_eq!(t.read(CRED), old);
+
+    // The exchange whitelists the host: retry the rejected value on purpose.
+    std::fs::write(&whitelisted, b"").unwrap();
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY", "--to", "2", "--json"]);
+    assert_eq!(rb.code, 0, "{rb:?}");
+    let rj = rb.json();
+    assert_eq!(rj["restored_was_rejected"], true, "{rj}");
+    assert_eq!(rj["verified"], true, "{rj}");
+    assert_eq!(rj["replaced_kept_as"], 3, "{rj}");
+    assert!(env_has(&t, "new-key-0123456789"));
+    assert_eq!(t.read(&format!("{gens}/3.cred")), old);
+    for r in [&run, &g, &rb] {
+        assert!(!r.all().contains("0123456789"), "{r:?}");
+    }
+}
+
+/// An error after the new value is installed (here: the image's account
+/// database became unreadable, so the apply cannot run) puts the previous
+/// value back before it is reported: no half-done rotation for the next
+/// (path-triggered) apply to deliver unverified.
+#[test]
+fn an_error_after_install_puts_the_previous_value_back() {
+    let t = Tree::new();
+    monitor(&t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    std::fs::remove_file(t.path("/etc/passwd")).unwrap();
+    t.mkdir("/etc/passwd", 0o755);
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"));
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("/etc/passwd"), "{run:?}");
+    assert!(
+        run.stderr.contains("undone for BINANCE_API_KEY")
+            && run.stderr.contains("previous value is back in place"),
+        "{run:?}"
+    );
+    assert_eq!(t.read(CRED), old, "the previous sealed value is back");
+    assert!(env_has(&t, "old-key-0123456789"));
+    assert!(!run.all().contains("0123456789"), "{run:?}");
+    // Once the cause is fixed, the rotation works.
+    std::fs::remove_dir(t.path("/etc/passwd")).unwrap();
+    t.write(
+        "/etc/passwd",
+        b"root:x:0:0::/root:/bin/sh\nqt:x:1500:1500::/home/qt:/bin/sh\n",
+        0o644,
+    );
+    t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"))
+        .ok();
+    assert!(env_has(&t, "good-key-0123456789"));
+}
+
+/// A consumer whose config file broke after its last apply is still served
+/// by apply, from its last good definition: `rotate` validates a new value
+/// for it, applies to it and verifies it (rolling a bad value back), and
+/// `rollback` applies to it too; nothing reaches it unverified.
+#[test]
+fn a_consumer_whose_config_file_broke_is_still_validated_and_verified() {
+    let t = Tree::new();
+    monitor(&t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    let old = t.read(CRED);
+    let file = t.read_string("/etc/quantum/credloader.d/position-monitor.toml");
+    t.config("position-monitor.toml", &format!("{file}no_such_key = 1\n"));
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "served from its last good definition: {run:?}");
+
+    // A value its env file cannot carry is refused.
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"nul\0key-0123456789"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("position-monitor"), "{run:?}");
+    assert_eq!(t.read(CRED), old);
+
+    // A value its health check rejects is rolled back.
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"bad-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    assert_eq!(
+        j["consumers"],
+        serde_json::json!(["position-monitor"]),
+        "{j}"
+    );
+    assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
+    assert_eq!(t.read(CRED), old);
+    assert!(env_has(&t, "old-key-0123456789"));
+
+    // A good one is delivered and verified.
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"good-key-0123456789"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["verification"][0]["service"], "position-monitor", "{j}");
+    assert_eq!(j["verification"][0]["health"]["result"], "passed", "{j}");
+    assert!(env_has(&t, "good-key-0123456789"));
+
+    // rollback delivers to it and verifies it as well (the old key fails
+    // this check, so it reports exit 1; rollback undoes nothing).
+    let run = t.credloader(&["rollback", "BINANCE_API_KEY", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let j = run.json();
+    assert_eq!(
+        j["consumers"],
+        serde_json::json!(["position-monitor"]),
+        "{j}"
+    );
+    assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
+    assert!(env_has(&t, "old-key-0123456789"));
+    assert!(!run.all().contains("0123456789"), "{run:?}");
+}
+
 #[test]
 fn a_health_check_that_hangs_is_killed_at_its_timeout_and_rolled_back() {
     let t = Tree::new();

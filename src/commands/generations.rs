@@ -53,12 +53,15 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     for g in &kept {
         let _ = writeln!(
             human,
-            "{:<10} {} bytes, kept {}{}{}",
+            "{:<10} {} bytes, kept {}{}{}{}",
             g.number,
             g.size,
             format_utc(g.mtime.max(0) as u64),
             g.not_after
                 .map(|t| format!(", not after {}", format_utc(t)))
+                .unwrap_or_default(),
+            g.rejected_at
+                .map(|t| format!(", REJECTED: failed verification at {}", format_utc(t)))
                 .unwrap_or_default(),
             if current.as_ref().is_some_and(|c| c.digest == g.digest) {
                 " (same as current)"
@@ -75,7 +78,8 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     } else {
         let _ = writeln!(
             human,
-            "restore one with `credloader rollback {name} --to N`"
+            "restore one with `credloader rollback {name} --to N` \
+             (a plain `rollback` takes the newest one not rejected)"
         );
     }
     Ok(Output::new(

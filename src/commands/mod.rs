@@ -110,6 +110,9 @@ impl From<crate::rotation::RotationError> for CommandError {
         match e {
             crate::rotation::RotationError::Environment(m) => CommandError::Environment(m),
             crate::rotation::RotationError::Apply(a) => CommandError::Apply(a),
+            undone @ crate::rotation::RotationError::Undone { .. } => {
+                CommandError::Environment(undone.to_string())
+            }
         }
     }
 }

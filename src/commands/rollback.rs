@@ -13,6 +13,7 @@ use crate::apply;
 use crate::cli::RollbackArgs;
 use crate::creds::hex_digest;
 use crate::generations::{History, Info};
+use crate::rotation::Served;
 use crate::{exit, names};
 
 pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
@@ -21,6 +22,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     let config = ctx.load_config()?;
     let (_dir, held) = apply::lock(&config, &ctx.root)?;
     let creds = creds_dir(&ctx.root, &config.loader)?;
+    let served = Served::load(&ctx.root, &config)?;
     let mut history = History::open(&ctx.root, &config.loader.state_dir, &name, false)
         .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
     let kept = history
@@ -34,12 +36,27 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
                 if numbers.is_empty() { "none".into() } else { numbers.join(", ") }
             ))
         })?,
-        None => kept.last().ok_or_else(|| {
-            CommandError::Usage(format!(
-                "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
-            ))
-        })?,
+        // The newest one a rotation did not reject: a rejected value comes
+        // back only when asked for by number.
+        None => kept
+            .iter()
+            .rev()
+            .find(|g| g.rejected_at.is_none())
+            .ok_or_else(|| {
+                CommandError::Usage(if kept.is_empty() {
+                    format!(
+                        "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
+                    )
+                } else {
+                    format!(
+                        "credential {name} has only rejected generations ({}): a rotation installed them and \
+                         they failed verification; restore one on purpose with `credloader rollback {name} --to N`",
+                        numbers.join(", ")
+                    )
+                })
+            })?,
     };
+    let rejected_at = target.rejected_at;
     let number = target.number;
     let bytes = history
         .read(number)
@@ -87,12 +104,19 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     }));
     let _ = writeln!(
         human,
-        "credential {name}: generation {number} restored ({masked}, {length} bytes)"
+        "credential {name}: generation {number} restored ({masked}, {length} bytes){}",
+        rejected_at
+            .map(|t| format!(
+                "; note: it failed verification when a rotation installed it at {}",
+                crate::generations::format_utc(t)
+            ))
+            .unwrap_or_default()
     );
-    let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
+    let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
     let mut doc = json!({
         "name": name,
         "restored_generation": number,
+        "restored_was_rejected": rejected_at.is_some(),
         "replaced_kept_as": replaced,
         "value": { "masked": masked, "length": length },
         "consumers": consumers,
@@ -101,7 +125,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
         human.push_str("no service uses it: nothing to apply\n");
         return Ok(Output::new(exit::OK, human, doc));
     }
-    let v = apply_and_verify(ctx, &config, ctx.manager(), &consumers, &held)?;
+    let v = apply_and_verify(ctx, &config, &served, ctx.manager(), &consumers, &held)?;
     human.push_str(&v.human("apply"));
     doc["apply"] = serde_json::to_value(&v.report).expect("serializes");
     doc["verification"] = serde_json::to_value(&v.checks).expect("serializes");

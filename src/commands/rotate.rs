@@ -12,7 +12,7 @@ use crate::apply;
 use crate::cli::RotateArgs;
 use crate::config::Config;
 use crate::lock::Lock;
-use crate::rotation::{self, NewValue, Verified};
+use crate::rotation::{self, NewValue, Served, Verified};
 use crate::systemd::Manager;
 use crate::{exit, names};
 
@@ -22,6 +22,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     let config = ctx.load_config()?;
     let (_dir, held) = apply::lock(&config, &ctx.root)?;
     let creds = creds_dir(&ctx.root, &config.loader)?;
+    let served = Served::load(&ctx.root, &config)?;
     if seal::current_sealed(&creds, &name)?.is_none() {
         return Err(CommandError::Usage(format!(
             "credential {name} does not exist in {}; seal it first with `credloader seal {name}`",
@@ -29,7 +30,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
         )));
     }
     let value = read_value(&args.input, &name)?;
-    validate(&config, &name, &value)?;
+    validate(&served, &name, &value)?;
     let not_after = seal::not_after(&args.input)?;
     let (sealed, info) = seal::seal(&name, &value, args.input.key, not_after)?;
     let masked = value.masked();
@@ -48,6 +49,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     let r = rotation::rotate(&ctx.root, &config, manager, vec![new], args.no_apply, &held)?;
     let consumers = &r.credentials[0].consumers;
     let generation = r.credentials[0].previous_generation;
+    let rejected = r.credentials[0].rejected_generation;
 
     // The rotation's account, with the note after its first line.
     let mut human = String::new();
@@ -81,6 +83,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
         return Ok(Output::new(exit::OK, human, doc));
     }
     doc["rollback"] = json!(r.rollback);
+    doc["rejected_generation"] = json!(rejected);
     Ok(Output::new(exit::ROLLED_BACK, human, doc))
 }
 
@@ -88,11 +91,12 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
 pub(super) fn apply_and_verify(
     ctx: &Context,
     config: &Config,
+    served: &Served,
     manager: Manager,
     only: &[String],
     held: &Lock,
 ) -> Result<Verified, CommandError> {
     Ok(rotation::apply_and_verify(
-        &ctx.root, config, manager, only, held,
+        &ctx.root, config, served, manager, only, held,
     )?)
 }

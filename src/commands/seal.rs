@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError, Delivery, Loader, Source};
 use crate::creds::{hex_digest, Store};
 use crate::generations::{self, History, Info};
 use crate::root::Root;
+use crate::rotation::Served;
 use crate::secret::{read_secret, Secret, SecretBuf};
 use crate::systemd_creds::{self, Key, MAX_PLAINTEXT};
 use crate::{envfile, exit, names, state};
@@ -23,6 +24,7 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
     let (dir, _held) = crate::apply::lock(&config, &ctx.root)?;
     drop(dir);
     let creds = creds_dir(&ctx.root, &config.loader)?;
+    let served = Served::load(&ctx.root, &config)?;
     if creds
         .entry(&Store::file_name(&name))
         .ok()
@@ -35,13 +37,13 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
         )));
     }
     let value = read_value(&args.input, &name)?;
-    validate(&config, &name, &value)?;
+    validate(&served, &name, &value)?;
     let not_after = not_after(&args.input)?;
     let (sealed, info) = seal(&name, &value, args.input.key, not_after)?;
     install(&creds, &name, &sealed)?;
     record_current(&ctx.root, &config.loader, &name, info.clone());
 
-    let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
+    let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
     let path = creds.path().join(Store::file_name(&name));
     let key = systemd_creds::sealed_key(&sealed);
     let mut human = format!(
@@ -163,8 +165,9 @@ pub(super) fn newline_note(name: &str, value: &Secret) -> String {
 }
 
 /// Checks a value before sealing: not empty, within systemd-creds' limits,
-/// and carriable by every env file that will hold it.
-pub(super) fn validate(config: &Config, name: &str, value: &Secret) -> Result<(), CommandError> {
+/// and carriable by every env file that will hold it (those of the services
+/// served from their last good definition too).
+pub(super) fn validate(served: &Served, name: &str, value: &Secret) -> Result<(), CommandError> {
     if value.is_empty() {
         return Err(CommandError::Usage(format!(
             "credential {name}: the value is empty; nothing was sealed"
@@ -176,7 +179,7 @@ pub(super) fn validate(config: &Config, name: &str, value: &Secret) -> Result<()
             value.len()
         )));
     }
-    for service in config.services.values() {
+    for service in served.services.values() {
         if service.delivery != Delivery::Env {
             continue;
         }

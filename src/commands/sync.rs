@@ -21,7 +21,6 @@ use super::seal::{self, validate};
 use super::{CommandError, Context, Output};
 use crate::apply;
 use crate::cli::SyncArgs;
-use crate::config::Config;
 use crate::rotation::{self, NewValue};
 use crate::safefs::{Dir, DirPolicy};
 use crate::secret::Secret;
@@ -121,6 +120,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     } else {
         Some(seal::creds_dir(&ctx.root, &config.loader)?)
     };
+    let served = rotation::Served::load(&ctx.root, &config)?;
     let mut items = Vec::new();
     let mut batch = Vec::new();
     for (name, result) in fetched {
@@ -134,7 +134,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         match result
             .map_err(|e| format!("{e}; the local copy was kept"))
             .and_then(|value| {
-                check(&config, &name, &value)?;
+                check(&served, &name, &value)?;
                 let current = match &creds {
                     Some(dir) => seal::current_sealed(dir, &name).map_err(|e| e.to_string())?,
                     None => None,
@@ -249,8 +249,8 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
 }
 
 /// What `seal` checks, as a per-credential refusal.
-fn check(config: &Config, name: &str, value: &Secret) -> Result<(), String> {
-    validate(config, name, value).map_err(|e| {
+fn check(served: &rotation::Served, name: &str, value: &Secret) -> Result<(), String> {
+    validate(served, name, value).map_err(|e| {
         let m = e.to_string();
         let m = m.strip_suffix("; nothing was sealed").unwrap_or(&m);
         format!("{m}; refused, the local copy was kept")
