@@ -325,7 +325,11 @@ impl Job<'_> {
         rotation.apply = Some(outcome.report);
         rotation.verification = outcome.checks;
         if ok {
-            rotation.human.push_str("every consumer verified\n");
+            rotation.human.push_str(if rotation.units_checked {
+                "every consumer verified\n"
+            } else {
+                "no running systemd, so no unit was checked; every configured health check passed\n"
+            });
             return Ok(rotation);
         }
 
