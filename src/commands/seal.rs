@@ -56,9 +56,18 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             .unwrap_or_default()
     );
     if consumers.is_empty() {
+        // `credentials = [NAME]` makes NAME the variable too, which must be
+        // a valid one; any credential can be mapped with `env`.
+        let how = if crate::envfile::valid_name(&name) {
+            "add it to a service's `credentials`".to_string()
+        } else {
+            format!(
+                "map it to a variable in a service's `env` (`env = {{ SOME_VAR = \"{name}\" }}`)"
+            )
+        };
         let _ = writeln!(
             human,
-            "no service uses {name} yet; add it to a service's `credentials` and run `credloader apply`"
+            "no service uses {name} yet; {how} and run `credloader apply`"
         );
     } else {
         let _ = writeln!(
