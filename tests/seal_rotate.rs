@@ -608,3 +608,47 @@ fn an_image_is_never_sealed_or_decrypted_with_this_hosts_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+#[test]
+fn ctrl_c_at_the_prompt_cancels_and_leaves_the_terminal_echoing() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::io::Read;
+    use std::process::Stdio;
+    let t = Tree::new();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut child = t
+        .command(&["seal", "K"])
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()))
+        .spawn()
+        .unwrap();
+    // Wait for the prompt (echo is off from then on), then do what Ctrl-C does.
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("Value for K: ") {
+        let n = master.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(!tcgetattr(&pty.slave)
+        .unwrap()
+        .local_flags
+        .contains(LocalFlags::ECHO));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "cancelled, not killed: {status:?}");
+    assert!(
+        tcgetattr(&pty.slave)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO),
+        "the terminal was left without echo"
+    );
+    assert!(!t.exists("/etc/quantum/creds/K.cred"));
+}

@@ -257,20 +257,46 @@ fn raw_stdin() -> std::mem::ManuallyDrop<std::fs::File> {
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) })
 }
 
+/// Set by SIGINT while [`prompt`] waits for a line.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// One line from the terminal with echo off; the terminal is restored on
-/// every path out.
+/// every path out, Ctrl-C included (it cancels the prompt instead of
+/// killing the process with echo still off).
 fn prompt(text: &str) -> Result<Secret, CommandError> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let stdin = std::io::stdin();
     let err = |e: String| CommandError::Environment(format!("cannot read from the terminal: {e}"));
     let saved = tcgetattr(&stdin).map_err(|e| err(e.to_string()))?;
-    struct Restore<'a>(&'a std::io::Stdin, nix::sys::termios::Termios);
+    struct Restore<'a>(
+        &'a std::io::Stdin,
+        nix::sys::termios::Termios,
+        Option<SigAction>,
+    );
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             let _ = tcsetattr(self.0, SetArg::TCSAFLUSH, &self.1);
+            if let Some(old) = &self.2 {
+                // SAFETY: puts back the handler that was there before.
+                let _ = unsafe { sigaction(Signal::SIGINT, old) };
+            }
         }
     }
-    let _restore = Restore(&stdin, saved.clone());
+    INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+    // No SA_RESTART: the read below returns EINTR on Ctrl-C.
+    let cancel = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    let old = unsafe { sigaction(Signal::SIGINT, &cancel) }.ok();
+    let _restore = Restore(&stdin, saved.clone(), old);
     let mut quiet = saved;
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
@@ -292,7 +318,14 @@ fn prompt(text: &str) -> Result<Secret, CommandError> {
                 }
                 buf.push(byte[0]);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = writeln!(std::io::stderr());
+                    return Err(CommandError::Usage(
+                        "cancelled at the prompt; nothing was sealed".into(),
+                    ));
+                }
+            }
             Err(e) => return Err(err(e.to_string())),
         }
     }
