@@ -20,6 +20,7 @@ pub struct Entry {
     /// ok, orphan, missing or unreadable.
     pub status: &'static str,
     pub consumers: Vec<String>,
+    /// Bytes of the sealed file (not of the value: `show` gives that).
     pub size: Option<usize>,
     pub mtime: Option<i64>,
     pub key: Option<&'static str>,
@@ -96,7 +97,7 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         let _ = writeln!(
             human,
             "{:<28} {:<10} {:>8} {:<20} {:<9} {:<20} {:<6} CONSUMERS",
-            "NAME", "STATUS", "SIZE", "MODIFIED", "KEY", "NOT AFTER", "GENS"
+            "NAME", "STATUS", "SEALED", "MODIFIED", "KEY", "NOT AFTER", "GENS"
         );
     }
     for e in &entries {
