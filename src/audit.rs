@@ -212,6 +212,20 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             format!("fix or remove {}", p.origin.file.display()),
         );
     }
+    // `[sources]` is read by `sync` alone: it refuses to run, nothing else stops.
+    for p in config.sources_only_problems() {
+        f.add(
+            Severity::Error,
+            p.origin.file.display().to_string(),
+            format!(
+                "{p}; `credloader sync` refuses to run until it is fixed (apply is not affected)"
+            ),
+            format!(
+                "fix [sources] at {} (see docs/aws.md), then check again",
+                p.origin
+            ),
+        );
+    }
 
     // Symlinks anywhere on a managed path.
     let mut managed: BTreeSet<PathBuf> = BTreeSet::new();

@@ -519,6 +519,60 @@ fn a_service_whose_file_breaks_is_served_from_its_last_good_definition() {
 }
 
 #[test]
+fn a_mistake_in_sources_stops_only_sync_and_every_service_is_served() {
+    let t = Tree::new();
+    position_monitor(&t);
+    // `[sources]` is read by `sync` alone; /run is empty, as after a reboot.
+    t.config(
+        "sync.toml",
+        "[sources]\nenvironment = \"dev\"\ntimeout_sec = 0\n[sources.file]\npath = \"/x.json\"\n",
+    );
+    let at = format!(
+        "{}:3",
+        t.path("/etc/quantum/credloader.d/sync.toml").display()
+    );
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(t.exists(ENV) && t.exists(DROPIN), "served: {run:?}");
+    assert!(
+        run.stdout.contains("warning:")
+            && run.stdout.contains(&at)
+            && run.stdout.contains("timeout_sec must be 1..300")
+            && run.stdout.contains("credloader sync"),
+        "said, with file, line and what to fix: {run:?}"
+    );
+    // `check` reports it; `sync` refuses to run on it.
+    let run = t.credloader(&["check", "--json"]);
+    assert!(
+        run.json()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "error"
+                && f["problem"].as_str().unwrap().contains(&at)
+                && f["fix"].as_str().unwrap().contains("[sources]")),
+        "{run:?}"
+    );
+    let run = t.credloader(&["sync"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains(&at), "{run:?}");
+
+    // An unknown key in `[sources]` of the file that defines the service.
+    let text =
+        String::from_utf8(t.read("/etc/quantum/credloader.d/position-monitor.toml")).unwrap();
+    t.config(
+        "position-monitor.toml",
+        &format!("{text}\n[sources]\nenvironment = \"dev\"\ntimeout = 5\n[sources.file]\npath = \"/x.json\"\n"),
+    );
+    std::fs::remove_file(t.path("/etc/quantum/credloader.d/sync.toml")).unwrap();
+    std::fs::remove_file(t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(t.exists(ENV), "served: {run:?}");
+    assert!(run.stdout.contains("unknown field `timeout`"), "{run:?}");
+}
+
+#[test]
 fn optional_services_get_a_dash_and_credential_delivery_writes_no_plaintext() {
     let t = Tree::new();
     t.config(
