@@ -739,6 +739,22 @@ pub fn from_texts_with_main(
                 message: syntax_message(&e),
             });
         }
+        // A drop-in may set `[loader]` keys. Were it skipped, the run would
+        // silently fall back to the default creds, env, drop-in and state
+        // dirs: decrypt from, write secrets to and record state in places
+        // nobody meant. So a drop-in that does not parse and may hold
+        // `[loader]` stops the run, like the main file (the safest choice:
+        // nothing is written, the last good files stay).
+        if may_hold(&text, "loader") {
+            return Err(ConfigError::Syntax {
+                path,
+                message: format!(
+                    "{}; this file may set [loader] paths, so where credentials, env files \
+                     and state are is unknown: nothing is done until it parses",
+                    syntax_message(&e)
+                ),
+            });
+        }
         // What the file held is unknown. `sync` is told why its `[sources]`
         // is missing; the file still counts as broken for everyone else
         // (it may hold services its headers do not show).
@@ -1420,6 +1436,37 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
         // The main file not parsing is fatal: the loader's paths are unknown.
         let e = cfg(&[("/m.toml", "[loader\n"), ("/d/good.toml", good)]).unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_dropin_that_does_not_parse_and_may_set_loader_keys_stops_the_run() {
+        let good =
+            "[services.good]\nunit = \"good.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        for text in [
+            "[loader]\ncreds_dir = \"/srv/creds\n",
+            "[loader]\ncreds_dri = \"/srv/creds\"\n",
+            "loader.env_dir = \"/run/x\"\n[services.bad\n",
+            "[ \"loader\" ]\nstate_dir = 1 2\n",
+            "[loader\n",
+        ] {
+            let e = cfg(&[
+                ("/m.toml", "# main\n"),
+                ("/d/good.toml", good),
+                ("/d/l.toml", text),
+            ])
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::Syntax { .. }), "{text}: {e}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with("/d/l.toml: ") && e.contains("[loader]"),
+                "{e}"
+            );
+        }
+        // Neither a comment nor a key that only begins with `loader` counts.
+        for text in ["# [loader]\n[services.bad\n", "loaders = [\n"] {
+            let c = cfg(&[("/m.toml", "# main\n"), ("/d/l.toml", text)]).unwrap();
+            assert!(!c.is_clean(), "{text}");
+        }
     }
 
     #[test]

@@ -492,6 +492,27 @@ fn a_broken_dropin_fails_loudly_but_every_other_service_is_served() {
 }
 
 #[test]
+fn a_dropin_that_does_not_parse_and_may_move_the_loader_paths_stops_the_run() {
+    let t = Tree::new();
+    position_monitor(&t);
+    // The paths move to places of its own; the value's closing quote is lost.
+    t.config(
+        "00-paths.toml",
+        "[loader]\nenv_dir = \"/run/quantum\"\nstate_dir = \"/var/lib/quantum\n",
+    );
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("00-paths.toml") && run.stderr.contains("[loader]"),
+        "{run:?}"
+    );
+    assert!(
+        !t.exists("/run/credloader") && !t.exists("/var/lib/credloader"),
+        "nothing is written to the default paths"
+    );
+}
+
+#[test]
 fn a_service_whose_file_breaks_is_served_from_its_last_good_definition() {
     let t = Tree::new();
     position_monitor(&t);
