@@ -253,18 +253,18 @@ fn run(
     // definition it was last applied from; it is still reported as failed.
     let mut unservable = Vec::new();
     let mut stored: Vec<(Service, String)> = Vec::new();
-    for (name, problems) in config.broken.iter().filter(|(n, _)| wanted(n)) {
+    for (name, problems, last_good) in state.fallbacks(config).filter(|(n, ..)| wanted(n)) {
         let text = problems
             .iter()
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join("; ");
-        match state.services.get(name).and_then(|r| r.definition.clone()) {
+        match last_good.cloned() {
             Some(def) => stored.push((
                 def,
                 format!("{text}; serving it from its last good definition"),
             )),
-            None => unservable.push((name.clone(), text)),
+            None => unservable.push((name.to_string(), text)),
         }
     }
     let mut selected: Vec<(&Service, Option<&str>)> = config
