@@ -355,6 +355,13 @@ fn a_service_whose_file_breaks_is_still_counted_as_served_from_its_last_good_def
         run.stdout.contains("beta*") && run.stdout.contains(&b_toml),
         "{run:?}"
     );
+    let run = t.credloader(&["show", "BETA_KEY", "--json"]);
+    run.ok();
+    assert_eq!(
+        run.json()["consumers"],
+        serde_json::json!(["beta"]),
+        "{run:?}"
+    );
 
     let run = t.credloader(&["check", "--json"]);
     assert_eq!(run.code, 1, "{run:?}");
