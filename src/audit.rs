@@ -15,7 +15,7 @@ use crate::generations::{format_utc, History};
 use crate::root::Root;
 use crate::runas;
 use crate::safefs::{self, Dir, DirPolicy};
-use crate::state::{FileId, State};
+use crate::state::{FileId, Served, State};
 use crate::systemd::Manager;
 use crate::systemd_creds;
 use crate::users::Accounts;
@@ -193,15 +193,26 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     let loader = &config.loader;
     let now = crate::state::now();
 
+    // Services as apply serves them: one whose own definition is broken is
+    // served from its last good definition, so it is checked (and its
+    // credentials count as used) like any other.
+    let state = State::inspect(root, &loader.state_dir);
+    let served = Served::new(config, &state);
+
     // The configuration itself: a broken service definition or an untrusted
     // file (apply serves such services from their last good definition, if
     // they have one, but they no longer follow the configuration).
     for (name, problems) in &config.broken {
+        let how = if served.stored.contains_key(name.as_str()) {
+            "; until it is fixed the service is served from its last good definition"
+        } else {
+            "; it was never applied, so it is not served"
+        };
         for p in problems {
             f.add(
                 Severity::Error,
                 format!("service {name}"),
-                p.to_string(),
+                format!("{p}{how}"),
                 format!("fix {} and run `credloader apply`", p.origin.file.display()),
             );
         }
@@ -212,6 +223,20 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             p.origin.file.display().to_string(),
             p.to_string(),
             format!("fix or remove {}", p.origin.file.display()),
+        );
+    }
+    // `[sources]` is read by `sync` alone: it refuses to run, nothing else stops.
+    for p in config.sources_only_problems() {
+        f.add(
+            Severity::Error,
+            p.origin.file.display().to_string(),
+            format!(
+                "{p}; `credloader sync` refuses to run until it is fixed (apply is not affected)"
+            ),
+            format!(
+                "fix [sources] at {} (see docs/aws.md), then check again",
+                p.origin
+            ),
         );
     }
 
@@ -234,7 +259,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     managed.insert(loader.creds_dir.clone());
     managed.insert(loader.state_dir.clone());
     managed.insert(loader.env_dir.clone());
-    for s in config.services.values() {
+    for s in served.services.values() {
         if s.delivery == Delivery::Env {
             managed.insert(s.env_file.clone());
         }
@@ -358,10 +383,10 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     // credential would look missing).
     let on_disk = sealed_names(&store);
     let readable = store.dir().is_ok();
-    let referenced: BTreeSet<&str> = config.all_credentials();
+    let referenced: BTreeSet<&str> = served.all_credentials();
     for name in referenced.iter().filter(|_| readable) {
         if !on_disk.contains(*name) {
-            let users: Vec<String> = config.consumers(name).map(|s| s.name.clone()).collect();
+            let users: Vec<String> = served.consumers(name).map(|s| s.name.clone()).collect();
             f.add(
                 Severity::Error,
                 format!("credential {name}"),
@@ -375,7 +400,12 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         }
     }
     for name in &on_disk {
-        if !referenced.contains(name.as_str()) {
+        if referenced.contains(name.as_str()) {
+            continue;
+        }
+        // While a file is broken, what it uses is unknown: never advise
+        // removing a credential it may still need.
+        if config.is_clean() {
             f.add(
                 Severity::Warning,
                 format!("credential {name}"),
@@ -384,6 +414,13 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     "add it to a service's `credentials`, or remove {} if it is no longer needed",
                     loader.creds_dir.join(format!("{name}.cred")).display()
                 ),
+            );
+        } else {
+            f.add(
+                Severity::Warning,
+                format!("credential {name}"),
+                "no service that loads uses it, but the configuration has errors and a broken file may",
+                "keep it: fix the configuration errors first, then check again",
             );
         }
     }
@@ -426,7 +463,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     // Env dirs: nobody but root may write to them.
     let mut env_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     env_dirs.insert(loader.env_dir.clone());
-    for s in config
+    for s in served
         .services
         .values()
         .filter(|s| s.delivery == Delivery::Env)
@@ -460,13 +497,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     }
 
     // Per service: env file, drop-ins, unit.
-    let state = Dir::open(root, &loader.state_dir, DirPolicy::EXISTING)
-        .ok()
-        .and_then(|d| State::load(&d).ok())
-        .map(|(s, _)| s)
-        .unwrap_or_default();
     let accounts = Accounts::new(root).ok();
-    for s in config.services.values() {
+    for s in served.services.values() {
         service_checks(&mut f, config, root, manager, s, &state, accounts.as_ref());
     }
 
@@ -482,6 +514,12 @@ fn on_tmpfs(dir: &Path) -> bool {
     const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
     statfs(existing).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
+}
+
+/// `s` is a last good definition from the state, not one from the files
+/// (it has no file and line to point at).
+fn served_from_last_good(config: &Config, s: &Service) -> bool {
+    config.broken.contains_key(&s.name)
 }
 
 fn libc_ifmt() -> u32 {
@@ -593,7 +631,13 @@ fn service_checks(
             Severity::Error,
             subject.clone(),
             format!("its unit {} does not exist", s.unit),
-            format!("install {} or fix `unit` at {}", s.unit, s.origin),
+            match served_from_last_good(config, s) {
+                true => format!(
+                    "install {} (or fix its `unit` when you fix its file)",
+                    s.unit
+                ),
+                false => format!("install {} or fix `unit` at {}", s.unit, s.origin),
+            },
         );
     }
 

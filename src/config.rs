@@ -356,8 +356,12 @@ pub struct Config {
     pub orphan_problems: Vec<Problem>,
     pub loader: Loader,
     pub services: BTreeMap<String, Service>,
-    /// `[sources]`, if any: what `sync` reads.
+    /// `[sources]`, if any: what `sync` reads. `None` when it has problems.
     pub sources: Option<Sources>,
+    /// Mistakes in `[sources]`. Only `sync` uses it, so only `sync` refuses
+    /// to run over them (see [`Config::sources_error`]); every other
+    /// command reports them and goes on.
+    pub sources_problems: Vec<Problem>,
     /// The files it was read from, in order.
     pub files: Vec<PathBuf>,
 }
@@ -365,10 +369,43 @@ pub struct Config {
 impl Config {
     /// Every problem found while loading, for `check` and reports.
     pub fn problems(&self) -> impl Iterator<Item = &Problem> {
-        self.broken.values().flatten().chain(&self.orphan_problems)
+        self.broken
+            .values()
+            .flatten()
+            .chain(&self.orphan_problems)
+            .chain(&self.sources_problems)
     }
 
-    /// True when every file loaded cleanly.
+    /// What stops `sync`: a `[sources]` that has mistakes.
+    pub fn sources_error(&self) -> Option<ConfigError> {
+        (!self.sources_problems.is_empty()).then(|| ConfigError::Invalid {
+            problems: self.sources_problems.clone(),
+        })
+    }
+
+    /// The `[sources]` mistakes as warnings for commands other than `sync`:
+    /// they concern `sync` alone, and no service depends on them.
+    pub fn sources_warnings(&self) -> Vec<String> {
+        self.sources_only_problems()
+            .map(|p| {
+                format!(
+                    "{p} ([sources] is ignored: `credloader sync` refuses to run until it is fixed; \
+                     every service is still served)"
+                )
+            })
+            .collect()
+    }
+
+    /// The `[sources]` mistakes not already reported as a broken file (a
+    /// file that does not parse at all is both).
+    pub fn sources_only_problems(&self) -> impl Iterator<Item = &Problem> {
+        self.sources_problems.iter().filter(|p| {
+            !self.orphan_problems.contains(p) && !self.broken.values().flatten().any(|b| b == *p)
+        })
+    }
+
+    /// True when every file loaded cleanly, as far as services are
+    /// concerned (a mistake in `[sources]` concerns `sync` only).
     pub fn is_clean(&self) -> bool {
         self.broken.is_empty() && self.orphan_problems.is_empty()
     }
@@ -405,13 +442,16 @@ impl Config {
 
 // ---- what the files hold --------------------------------------------------
 
+/// One file. `S` is what `[sources]` is read as: a second, lenient read
+/// with [`serde::de::IgnoredAny`] tells a mistake in `[sources]` (which
+/// concerns `sync` only) from one in the rest of the file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
+struct RawFile<S = Spanned<RawSources>> {
     loader: Option<RawLoader>,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
-    sources: Option<Spanned<RawSources>>,
+    sources: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -654,9 +694,10 @@ pub fn from_texts(files: Vec<(PathBuf, String)>) -> Result<Config, ConfigError> 
 }
 
 /// [`from_texts`] naming the main file: a syntax error there, or any
-/// problem in `[loader]` or `[sources]`, is fatal (the paths and sources
-/// every service depends on are unknown). A problem in a service, or a
-/// drop-in that does not parse, only breaks the services it concerns.
+/// problem in `[loader]`, is fatal (the paths every service depends on are
+/// unknown). A problem in a service, or a drop-in that does not parse, only
+/// breaks the services it concerns. A problem in `[sources]` only stops
+/// `sync` ([`Config::sources_problems`]).
 pub fn from_texts_with_main(
     files: Vec<(PathBuf, String)>,
     main: &Path,
@@ -664,31 +705,68 @@ pub fn from_texts_with_main(
     let mut parsed = Vec::with_capacity(files.len());
     let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let mut orphan_problems = Vec::new();
+    let mut sources_problems = Vec::new();
     for (path, text) in files {
-        match toml::from_str::<RawFile>(&text) {
-            Ok(raw) => parsed.push(Parsed { path, text, raw }),
-            Err(e) if path == main => {
-                return Err(ConfigError::Syntax {
-                    path,
-                    message: syntax_message(&e),
-                });
+        let e = match toml::from_str::<RawFile>(&text) {
+            Ok(raw) => {
+                parsed.push(Parsed { path, text, raw });
+                continue;
             }
-            Err(e) => {
-                let problem = Problem {
-                    origin: Origin {
-                        file: path.clone(),
-                        line: syntax_line(&text, &e),
-                    },
-                    message: syntax_message(&e),
-                };
-                let names = service_headers(&text);
-                if names.is_empty() {
-                    orphan_problems.push(problem.clone());
-                }
-                for name in names {
-                    broken.entry(name).or_default().push(problem.clone());
-                }
-            }
+            Err(e) => e,
+        };
+        let problem = Problem {
+            origin: Origin {
+                file: path.clone(),
+                line: syntax_line(&text, &e),
+            },
+            message: syntax_message(&e),
+        };
+        // Everything but `[sources]` reads: the mistake is in `[sources]`
+        // (a bad value, an unknown key), and the rest of the file counts.
+        if let Ok(lenient) = toml::from_str::<RawFile<serde::de::IgnoredAny>>(&text) {
+            sources_problems.push(problem);
+            let raw = RawFile {
+                loader: lenient.loader,
+                services: lenient.services,
+                sources: None,
+            };
+            parsed.push(Parsed { path, text, raw });
+            continue;
+        }
+        if path == main {
+            return Err(ConfigError::Syntax {
+                path,
+                message: syntax_message(&e),
+            });
+        }
+        // A drop-in may set `[loader]` keys. Were it skipped, the run would
+        // silently fall back to the default creds, env, drop-in and state
+        // dirs: decrypt from, write secrets to and record state in places
+        // nobody meant. So a drop-in that does not parse and may hold
+        // `[loader]` stops the run, like the main file (the safest choice:
+        // nothing is written, the last good files stay).
+        if may_hold(&text, "loader") {
+            return Err(ConfigError::Syntax {
+                path,
+                message: format!(
+                    "{}; this file may set [loader] paths, so where credentials, env files \
+                     and state are is unknown: nothing is done until it parses",
+                    syntax_message(&e)
+                ),
+            });
+        }
+        // What the file held is unknown. `sync` is told why its `[sources]`
+        // is missing; the file still counts as broken for everyone else
+        // (it may hold services its headers do not show).
+        if may_hold(&text, "sources") {
+            sources_problems.push(problem.clone());
+        }
+        let names = service_headers(&text);
+        if names.is_empty() {
+            orphan_problems.push(problem.clone());
+        }
+        for name in names {
+            broken.entry(name).or_default().push(problem.clone());
         }
     }
 
@@ -769,7 +847,7 @@ pub fn from_texts_with_main(
             continue;
         };
         if let Some(first) = &sources {
-            problems.push(Problem {
+            sources_problems.push(Problem {
                 origin: file.origin(raw),
                 message: format!(
                     "[sources] is already defined at {}; define it in one file only",
@@ -778,10 +856,13 @@ pub fn from_texts_with_main(
             });
             continue;
         }
-        sources = resolve_sources(file, raw, &mut problems);
+        sources = resolve_sources(file, raw, &mut sources_problems);
     }
     if !problems.is_empty() {
         return Err(ConfigError::Invalid { problems });
+    }
+    if !sources_problems.is_empty() {
+        sources = None;
     }
     Ok(Config {
         main: main.to_path_buf(),
@@ -790,6 +871,7 @@ pub fn from_texts_with_main(
         loader,
         services,
         sources,
+        sources_problems,
         files: parsed.into_iter().map(|p| p.path).collect(),
     })
 }
@@ -810,6 +892,20 @@ fn service_headers(text: &str) -> Vec<String> {
         .map(|n| n.trim().trim_matches('"').to_string())
         .filter(|n| names::service(n).is_ok())
         .collect()
+}
+
+/// Whether a file that does not parse may hold the top-level table `key`
+/// (`[key]`, `[key.x]`, `key.x = ...`, `key = { ... }`, quoted or not),
+/// judged line by line. It errs towards yes.
+fn may_hold(text: &str, key: &str) -> bool {
+    text.lines().any(|line| {
+        let l = line.trim_start().trim_start_matches('[').trim_start();
+        let l = l.trim_start_matches(['"', '\'']);
+        l.strip_prefix(key).is_some_and(|rest| {
+            let rest = rest.trim_start_matches(['"', '\'']).trim_start();
+            rest.is_empty() || rest.starts_with(['.', '=', ']'])
+        })
+    })
 }
 
 /// toml's message, with the line and column it found, as one compact text.
@@ -1343,6 +1439,37 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
     }
 
     #[test]
+    fn a_dropin_that_does_not_parse_and_may_set_loader_keys_stops_the_run() {
+        let good =
+            "[services.good]\nunit = \"good.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        for text in [
+            "[loader]\ncreds_dir = \"/srv/creds\n",
+            "[loader]\ncreds_dri = \"/srv/creds\"\n",
+            "loader.env_dir = \"/run/x\"\n[services.bad\n",
+            "[ \"loader\" ]\nstate_dir = 1 2\n",
+            "[loader\n",
+        ] {
+            let e = cfg(&[
+                ("/m.toml", "# main\n"),
+                ("/d/good.toml", good),
+                ("/d/l.toml", text),
+            ])
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::Syntax { .. }), "{text}: {e}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with("/d/l.toml: ") && e.contains("[loader]"),
+                "{e}"
+            );
+        }
+        // Neither a comment nor a key that only begins with `loader` counts.
+        for text in ["# [loader]\n[services.bad\n", "loaders = [\n"] {
+            let c = cfg(&[("/m.toml", "# main\n"), ("/d/l.toml", text)]).unwrap();
+            assert!(!c.is_clean(), "{text}");
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_line() {
         let text = "[services.a]\nunit = \"a\"\nuser = \"qt\"\ncredentials = [\"BAD-NAME\", \"X\", \"X\"]\nstatic = { Y = \"a\\u0000b\" }\n";
         let c = cfg(&[("/m.toml", text)]).unwrap();
@@ -1440,7 +1567,8 @@ version_stage = "AWSPREVIOUS"
     #[test]
     fn prod_refuses_non_prod_ids_and_the_file_source_with_lines() {
         let text = "[sources]\nenvironment = \"prod\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"mm-bot/dev/{name}\"\n[sources.aws.credentials.X]\nsecret_id = \"mm-bot/shadow/x\"\n[sources.aws.credentials.Y]\nsecret_id = \"y\"\n";
-        let ConfigError::Invalid { problems } = cfg(&[("/m.toml", text)]).unwrap_err() else {
+        let c = cfg(&[("/m.toml", text)]).unwrap();
+        let Some(ConfigError::Invalid { problems }) = c.sources_error() else {
             panic!()
         };
         let got: Vec<(usize, bool)> = problems
@@ -1454,7 +1582,7 @@ version_stage = "AWSPREVIOUS"
         );
 
         let text = "[sources]\nenvironment = \"prod\"\n\n[sources.file]\npath = \"/etc/x.json\"\n";
-        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        let e = sources_err(&[("/m.toml", text)]);
         assert!(e.contains("/m.toml:4") && e.contains("refused"), "{e}");
         // The same file source is fine in dev; dev refuses prod ids.
         let dev = text.replace("prod", "dev");
@@ -1465,10 +1593,66 @@ version_stage = "AWSPREVIOUS"
             .file
             .is_some());
         let text = "[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"mm-bot/prod/{name}\"\n";
-        let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+        let e = sources_err(&[("/m.toml", text)]);
         assert!(
             e.contains("/m.toml:5") && e.contains("prod environment"),
             "{e}"
+        );
+    }
+
+    /// The configuration loads; its `[sources]` mistakes, as `sync` says them.
+    fn sources_err(files: &[(&str, &str)]) -> String {
+        let c = cfg(files).unwrap_or_else(|e| panic!("a [sources] mistake is not fatal: {e}"));
+        assert!(c.sources.is_none());
+        c.sources_error().expect("sync refuses").to_string()
+    }
+
+    #[test]
+    fn a_sources_mistake_stops_sync_only_and_every_service_loads() {
+        let svc = "[services.a]\nunit = \"a.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        for (sources, line, want) in [
+            // A value out of range, in a drop-in of its own.
+            ("[sources]\nenvironment = \"dev\"\ntimeout_sec = 0\n[sources.file]\npath = \"/x.json\"\n", 3, "timeout_sec"),
+            // An unknown key and a bad enum value: the file does not even
+            // deserialize, but only its [sources] is wrong.
+            ("[sources]\nenvironment = \"dev\"\ntimeout = 5\n[sources.file]\npath = \"/x.json\"\n", 3, "timeout"),
+            ("[sources]\nenvironment = \"production\"\n[sources.file]\npath = \"/x.json\"\n", 2, "production"),
+        ] {
+            for files in [
+                vec![("/m.toml", svc.to_string()), ("/d/sync.toml", sources.to_string())],
+                // In the main file, beside a service.
+                vec![("/m.toml", format!("{svc}{sources}"))],
+            ] {
+                let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+                let c = cfg(&files).unwrap_or_else(|e| panic!("{sources}: {e}"));
+                assert!(c.services.contains_key("a"), "{sources}");
+                assert!(c.is_clean() && c.sources.is_none(), "{sources}");
+                let p = &c.sources_problems[0];
+                let file = files.last().unwrap().0;
+                assert_eq!(p.origin.file, PathBuf::from(file), "{p}");
+                assert!(p.message.contains(want), "{p}");
+                let svc_lines = if file == "/m.toml" { 4 } else { 0 };
+                assert_eq!(p.origin.line, line + svc_lines, "{p}");
+                let w = c.sources_warnings().join("\n");
+                assert!(w.contains("credloader sync") && w.contains(&p.to_string()), "{w}");
+            }
+        }
+        // A drop-in that does not parse at all names its [sources] for sync,
+        // and is still a broken file for everyone else.
+        let c = cfg(&[
+            ("/m.toml", svc),
+            ("/d/s.toml", "[sources\nenvironment = \"dev\"\n"),
+        ])
+        .unwrap();
+        assert!(c.services.contains_key("a") && !c.is_clean());
+        assert!(c
+            .sources_error()
+            .unwrap()
+            .to_string()
+            .contains("/d/s.toml:1"));
+        assert!(
+            c.sources_warnings().is_empty(),
+            "reported once, as a broken file"
         );
     }
 
@@ -1483,13 +1667,11 @@ version_stage = "AWSPREVIOUS"
             ("[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/{name}\"\nendpoint_url = \"localhost:1\"\n", "endpoint_url"),
             ("[sources]\nenvironment = \"dev\"\n[sources.aws]\nregion = \"r\"\nsecret_id = \"a/{name}\"\nkey_id = \"AKIA\"\n", "key_id"),
         ] {
-            let e = cfg(&[("/m.toml", text)]).unwrap_err().to_string();
+            let e = sources_err(&[("/m.toml", text)]);
             assert!(e.contains(want) && e.contains("/m.toml"), "{want}: {e}");
         }
         let a = "[sources]\nenvironment = \"dev\"\n[sources.file]\npath = \"/x.json\"\n";
-        let e = cfg(&[("/m.toml", a), ("/d/1.toml", a)])
-            .unwrap_err()
-            .to_string();
+        let e = sources_err(&[("/m.toml", a), ("/d/1.toml", a)]);
         assert!(
             e.contains("/d/1.toml:1") && e.contains("already defined at /m.toml:1"),
             "{e}"

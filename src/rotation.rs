@@ -49,11 +49,11 @@ pub enum RotationError {
     },
 }
 
-/// The services apply serves, by name: the configured ones and, for a
-/// service whose config file is broken, the definition it was last applied
-/// from (as apply does: [`State::stored_definitions`]). A new value is
-/// validated for, applied to and verified on all of them: apply delivers it
-/// to each anyway.
+/// The services apply serves, by name: an owned [`crate::state::Served`]
+/// (the configured ones and, for a service whose config file is broken, the
+/// definition it was last applied from), read under the lock. A new value
+/// is validated for, applied to and verified on all of them: apply delivers
+/// it to each anyway.
 pub struct Served {
     pub services: BTreeMap<String, Service>,
 }
@@ -81,8 +81,13 @@ impl Served {
             }) => State::default(),
             Err(e) => return Err(RotationError::Environment(format!("state dir: {e}"))),
         };
-        let (stored, _) = state.stored_definitions(config, |_| true);
-        services.extend(stored.into_iter().map(|(s, _)| (s.name.clone(), s)));
+        let served = crate::state::Served::new(config, &state);
+        services.extend(
+            served
+                .services
+                .into_iter()
+                .map(|(name, s)| (name.to_string(), s.clone())),
+        );
         Ok(Served { services })
     }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use nix::sys::stat::FileStat;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Delivery, Service};
+use crate::config::{Config, Delivery, Problem, Service};
 use crate::safefs::{Dir, FsError, Owner};
 
 pub const FILE: &str = "state.json";
@@ -128,12 +128,41 @@ impl State {
         }
     }
 
+    /// The state for a command that only looks: none when it cannot be read.
+    pub fn inspect(root: &crate::root::Root, state_dir: &std::path::Path) -> State {
+        Dir::open(root, state_dir, crate::safefs::DirPolicy::EXISTING)
+            .ok()
+            .and_then(|d| State::load(&d).ok())
+            .map(|(s, _)| s)
+            .unwrap_or_default()
+    }
+
+    /// The definition service `name` was last applied from.
+    pub fn last_good(&self, name: &str) -> Option<&Service> {
+        self.services.get(name).and_then(|r| r.definition.as_ref())
+    }
+
+    /// Each service of `config` whose own definition is broken, with what
+    /// is wrong and the last good definition apply serves it from (`None`:
+    /// never applied, so it cannot be served). The one rule `apply`,
+    /// `status`, `list` and `check` share; see [`Served`].
+    pub fn fallbacks<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> impl Iterator<Item = (&'a str, &'a [Problem], Option<&'a Service>)> + 'a {
+        config
+            .broken
+            .iter()
+            .map(|(name, problems)| (name.as_str(), problems.as_slice(), self.last_good(name)))
+    }
+
     /// The services whose config file is broken, among those `wanted`
-    /// selects: each one applied before is still served from the definition
-    /// it was last applied from (first list: that definition, and what is
-    /// wrong with its file); one never applied cannot be served (second
-    /// list: its name, and what is wrong). `apply` serves the first list;
-    /// `rotate`, `seal` and `rollback` validate, apply to and verify it too.
+    /// selects, as [`State::fallbacks`] has them: each one applied before
+    /// is still served from the definition it was last applied from (first
+    /// list: that definition, and what is wrong with its file); one never
+    /// applied cannot be served (second list: its name, and what is wrong).
+    /// `apply` serves the first list; `rotate`, `seal` and `rollback`
+    /// validate, apply to and verify it too.
     pub fn stored_definitions(
         &self,
         config: &Config,
@@ -141,18 +170,18 @@ impl State {
     ) -> (Vec<StoredDefinition>, Vec<Unservable>) {
         let mut stored = Vec::new();
         let mut unservable = Vec::new();
-        for (name, problems) in config.broken.iter().filter(|(n, _)| wanted(n)) {
+        for (name, problems, last_good) in self.fallbacks(config).filter(|(n, ..)| wanted(n)) {
             let text = problems
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join("; ");
-            match self.services.get(name).and_then(|r| r.definition.clone()) {
+            match last_good {
                 Some(def) => stored.push((
-                    def,
+                    def.clone(),
                     format!("{text}; serving it from its last good definition"),
                 )),
-                None => unservable.push((name.clone(), text)),
+                None => unservable.push((name.to_string(), text)),
             }
         }
         (stored, unservable)
@@ -173,9 +202,158 @@ pub type StoredDefinition = (Service, String);
 /// name, and what is wrong with its file.
 pub type Unservable = (String, String);
 
+/// The services as `apply` serves them: each configured one, and each one
+/// whose own definition is broken from the definition it was last applied
+/// from ([`State::fallbacks`]). The inspecting commands count services this
+/// way, so a typo in a service's file does not make it look gone while its
+/// keys are still delivered.
+#[derive(Debug, Default)]
+pub struct Served<'a> {
+    /// Every service that is served, by name.
+    pub services: BTreeMap<&'a str, &'a Service>,
+    /// Of those, the ones served from their last good definition, with
+    /// what is wrong with their own.
+    pub stored: BTreeMap<&'a str, &'a [Problem]>,
+    /// Services whose definition is broken and that were never applied:
+    /// not served at all.
+    pub unservable: BTreeMap<&'a str, &'a [Problem]>,
+}
+
+impl<'a> Served<'a> {
+    pub fn new(config: &'a Config, state: &'a State) -> Served<'a> {
+        let mut served = Served {
+            services: config
+                .services
+                .iter()
+                .map(|(n, s)| (n.as_str(), s))
+                .collect(),
+            ..Served::default()
+        };
+        for (name, problems, last_good) in state.fallbacks(config) {
+            match last_good {
+                Some(def) => {
+                    served.services.insert(name, def);
+                    served.stored.insert(name, problems);
+                }
+                None => {
+                    served.unservable.insert(name, problems);
+                }
+            }
+        }
+        served
+    }
+
+    /// The services that consume `credential`.
+    pub fn consumers<'b>(&'b self, credential: &'b str) -> impl Iterator<Item = &'a Service> + 'b {
+        self.services
+            .values()
+            .copied()
+            .filter(move |s| s.credentials().contains(&credential))
+    }
+
+    /// Every credential a served service needs.
+    pub fn all_credentials(&self) -> std::collections::BTreeSet<&'a str> {
+        self.services
+            .values()
+            .flat_map(|s| s.credentials())
+            .collect()
+    }
+}
+
+/// What is wrong with a broken definition, and the files to fix, as one
+/// line: `PROBLEM; PROBLEM (fix FILE)`.
+pub fn describe(problems: &[Problem]) -> String {
+    let mut files: Vec<String> = problems
+        .iter()
+        .map(|p| p.origin.file.display().to_string())
+        .collect();
+    files.sort();
+    files.dedup();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    format!("{} (fix {})", text.join("; "), files.join(", "))
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_texts;
+
+    #[test]
+    fn served_counts_broken_services_as_apply_does() {
+        let svc = |n: &str, c: &str| {
+            format!(
+                "[services.{n}]\nunit = \"{n}.service\"\nuser = \"qt\"\ncredentials = [\"{c}\"]\n"
+            )
+        };
+        let good = from_texts(vec![
+            ("/m.toml".into(), "# main\n".into()),
+            ("/d/a.toml".into(), svc("a", "A")),
+            ("/d/b.toml".into(), svc("b", "B")),
+        ])
+        .unwrap();
+        let mut state = State::default();
+        for s in good.services.values() {
+            state.services.insert(
+                s.name.clone(),
+                ServiceState {
+                    unit: s.unit.clone(),
+                    delivery: s.delivery,
+                    inputs: String::new(),
+                    credentials: BTreeMap::new(),
+                    env_file: None,
+                    env_file_id: None,
+                    dropin: PathBuf::new(),
+                    applied_at: 0,
+                    pending_reload: false,
+                    pending_restart: false,
+                    dropin_id: None,
+                    definition: Some(s.clone()),
+                },
+            );
+        }
+        // b's file breaks; c is broken and was never applied.
+        let broken = from_texts(vec![
+            ("/m.toml".into(), "# main\n".into()),
+            ("/d/a.toml".into(), svc("a", "A")),
+            (
+                "/d/b.toml".into(),
+                svc("b", "B").replace("user = \"qt\"", "user = \"qt"),
+            ),
+            (
+                "/d/c.toml".into(),
+                svc("c", "C").replace("credentials", "credentails"),
+            ),
+        ])
+        .unwrap();
+        let served = Served::new(&broken, &state);
+        assert_eq!(
+            served.services.keys().copied().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(served.stored.keys().copied().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(served.unservable.keys().copied().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(
+            served.all_credentials().into_iter().collect::<Vec<_>>(),
+            ["A", "B"]
+        );
+        assert_eq!(
+            served
+                .consumers("B")
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        let d = describe(served.stored["b"]);
+        assert!(
+            d.starts_with("/d/b.toml:3: ") && d.ends_with("(fix /d/b.toml)"),
+            "{d}"
+        );
+    }
 }

@@ -493,6 +493,27 @@ fn a_broken_dropin_fails_loudly_but_every_other_service_is_served() {
 }
 
 #[test]
+fn a_dropin_that_does_not_parse_and_may_move_the_loader_paths_stops_the_run() {
+    let t = Tree::new();
+    position_monitor(&t);
+    // The paths move to places of its own; the value's closing quote is lost.
+    t.config(
+        "00-paths.toml",
+        "[loader]\nenv_dir = \"/run/quantum\"\nstate_dir = \"/var/lib/quantum\n",
+    );
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("00-paths.toml") && run.stderr.contains("[loader]"),
+        "{run:?}"
+    );
+    assert!(
+        !t.exists("/run/credloader") && !t.exists("/var/lib/credloader"),
+        "nothing is written to the default paths"
+    );
+}
+
+#[test]
 fn a_service_whose_file_breaks_is_served_from_its_last_good_definition() {
     let t = Tree::new();
     position_monitor(&t);
@@ -517,6 +538,60 @@ fn a_service_whose_file_breaks_is_served_from_its_last_good_definition() {
         t.exists(DROPIN),
         "nothing is removed while the configuration has errors"
     );
+}
+
+#[test]
+fn a_mistake_in_sources_stops_only_sync_and_every_service_is_served() {
+    let t = Tree::new();
+    position_monitor(&t);
+    // `[sources]` is read by `sync` alone; /run is empty, as after a reboot.
+    t.config(
+        "sync.toml",
+        "[sources]\nenvironment = \"dev\"\ntimeout_sec = 0\n[sources.file]\npath = \"/x.json\"\n",
+    );
+    let at = format!(
+        "{}:3",
+        t.path("/etc/quantum/credloader.d/sync.toml").display()
+    );
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(t.exists(ENV) && t.exists(DROPIN), "served: {run:?}");
+    assert!(
+        run.stdout.contains("warning:")
+            && run.stdout.contains(&at)
+            && run.stdout.contains("timeout_sec must be 1..300")
+            && run.stdout.contains("credloader sync"),
+        "said, with file, line and what to fix: {run:?}"
+    );
+    // `check` reports it; `sync` refuses to run on it.
+    let run = t.credloader(&["check", "--json"]);
+    assert!(
+        run.json()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "error"
+                && f["problem"].as_str().unwrap().contains(&at)
+                && f["fix"].as_str().unwrap().contains("[sources]")),
+        "{run:?}"
+    );
+    let run = t.credloader(&["sync"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains(&at), "{run:?}");
+
+    // An unknown key in `[sources]` of the file that defines the service.
+    let text =
+        String::from_utf8(t.read("/etc/quantum/credloader.d/position-monitor.toml")).unwrap();
+    t.config(
+        "position-monitor.toml",
+        &format!("{text}\n[sources]\nenvironment = \"dev\"\ntimeout = 5\n[sources.file]\npath = \"/x.json\"\n"),
+    );
+    std::fs::remove_file(t.path("/etc/quantum/credloader.d/sync.toml")).unwrap();
+    std::fs::remove_file(t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(t.exists(ENV), "served: {run:?}");
+    assert!(run.stdout.contains("unknown field `timeout`"), "{run:?}");
 }
 
 #[test]

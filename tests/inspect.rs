@@ -405,3 +405,107 @@ fn check_warns_when_the_main_file_the_path_unit_watches_is_gone() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn a_service_whose_file_breaks_is_still_counted_as_served_from_its_last_good_definition() {
+    let t = Tree::new();
+    setup(&t);
+    t.seal("GONE_KEY", b"gone-value-11111");
+    t.credloader(&["apply"]).ok();
+    // A typo in beta's file: apply keeps serving it from its last good
+    // definition, so nothing may look as if it were gone.
+    t.config(
+        "b.toml",
+        "[services.beta]\nunit = \"beta.service\"\nuser = \"bot\ncredentials = [\"BETA_KEY\", \"GONE_KEY\"]\n",
+    );
+    // And one never applied, with an unknown key: it is not served at all.
+    t.config(
+        "c.toml",
+        "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentails = [\"ALPHA_KEY\"]\n",
+    );
+    let b_toml = t
+        .path("/etc/quantum/credloader.d/b.toml")
+        .display()
+        .to_string();
+
+    let run = t.credloader(&["status", "--json"]);
+    run.ok();
+    let j = run.json();
+    let beta = j["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "beta")
+        .unwrap_or_else(|| panic!("beta is served: {j}"))
+        .clone();
+    assert_eq!(
+        beta["credentials"],
+        serde_json::json!(["BETA_KEY", "GONE_KEY"])
+    );
+    assert_eq!(beta["env_file_matches"], true);
+    let e = beta["definition_error"].as_str().unwrap();
+    assert!(
+        e.contains(&format!("{b_toml}:3")) && e.contains(&format!("fix {b_toml}")),
+        "{e}"
+    );
+    assert_eq!(j["not_served"][0]["service"], "gamma", "{j}");
+    let run = t.credloader(&["status", "--service", "beta"]);
+    run.ok();
+    assert!(
+        run.stdout.contains("served from its last good definition") && run.stdout.contains(&b_toml),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("no services configured"), "{run:?}");
+
+    let run = t.credloader(&["list", "--json"]);
+    run.ok();
+    for c in run.json()["credentials"].as_array().unwrap() {
+        if c["name"] == "BETA_KEY" || c["name"] == "GONE_KEY" {
+            assert_eq!(c["status"], "ok", "{c}");
+            assert_eq!(c["consumers"], serde_json::json!(["beta"]), "{c}");
+            assert_eq!(c["last_good_consumers"], serde_json::json!(["beta"]), "{c}");
+        }
+    }
+    let run = t.credloader(&["list"]);
+    assert!(
+        run.stdout.contains("beta*") && run.stdout.contains(&b_toml),
+        "{run:?}"
+    );
+    let run = t.credloader(&["show", "BETA_KEY", "--json"]);
+    run.ok();
+    assert_eq!(
+        run.json()["consumers"],
+        serde_json::json!(["beta"]),
+        "{run:?}"
+    );
+
+    let run = t.credloader(&["check", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let fs = findings(&run);
+    assert!(
+        has(&fs, "error", "service beta", "last good definition"),
+        "{fs:#?}"
+    );
+    assert!(has(&fs, "error", "service gamma", "not served"), "{fs:#?}");
+    for f in &fs {
+        let subject = f["subject"].as_str().unwrap();
+        assert!(
+            !subject.contains("BETA_KEY") && !subject.contains("GONE_KEY"),
+            "still used by beta's last good definition: {f}"
+        );
+        // While a file is broken, removing a credential is never advised.
+        if subject.starts_with("credential ") {
+            assert!(!f["fix"].as_str().unwrap().contains("remove"), "{f}");
+        }
+    }
+    assert!(
+        has(
+            &fs,
+            "warning",
+            "credential ORPHAN_KEY",
+            "configuration has errors"
+        ),
+        "{fs:#?}"
+    );
+    assert!(!run.all().contains("beta-value"));
+}

@@ -32,11 +32,15 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
         i.add_inputs(&ctx.root, &config);
     }
     if opts.dry_run {
-        let report = apply::apply(&config, &ctx.root, ctx.manager(), &opts)?;
+        let mut report = apply::apply(&config, &ctx.root, ctx.manager(), &opts)?;
+        report.warnings.extend(config.sources_warnings());
         return Ok(output(&report, ctx.root.is_offline()));
     }
     let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
-    let report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
+    let mut report = apply::apply_locked(&config, &ctx.root, ctx.manager(), &opts, &held)?;
+    // A mistake in `[sources]` concerns `sync` only: said, not fatal (and
+    // a run with a warning is never stamped as a no-op).
+    report.warnings.extend(config.sources_warnings());
     let out = output(&report, ctx.root.is_offline());
     // Recorded while the lock is held (see `stamp::void`).
     if let (Some(key), Some(inputs)) = (&key, inputs) {

@@ -12,14 +12,18 @@ use super::{CommandError, Context, Output};
 use crate::apply::sealed_names;
 use crate::creds::{CredError, Store};
 use crate::generations::{format_utc, History};
+use crate::state::{Served, State};
 use crate::{exit, systemd_creds};
 
 #[derive(Debug, Serialize)]
 pub struct Entry {
     pub name: String,
-    /// ok, orphan, missing or unreadable.
+    /// ok, orphan, damaged, missing or unreadable.
     pub status: &'static str,
     pub consumers: Vec<String>,
+    /// Those of `consumers` whose own definition is broken: they are served
+    /// from the definition they were last applied from.
+    pub last_good_consumers: Vec<String>,
     /// Bytes of the sealed file (not of the value: `show` gives that).
     pub size: Option<usize>,
     pub mtime: Option<i64>,
@@ -33,14 +37,23 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
     let config = super::seal::load_config_or_default(ctx)?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
     let on_disk = sealed_names(&store);
-    let referenced: BTreeSet<String> = config
+    // As apply serves them: a service whose file is broken still uses its
+    // credentials (its last good definition does).
+    let state = State::inspect(&ctx.root, &config.loader.state_dir);
+    let served = Served::new(&config, &state);
+    let referenced: BTreeSet<String> = served
         .all_credentials()
         .into_iter()
         .map(String::from)
         .collect();
     let mut entries = Vec::new();
     for name in on_disk.union(&referenced) {
-        let consumers: Vec<String> = config.consumers(name).map(|s| s.name.clone()).collect();
+        let consumers: Vec<String> = served.consumers(name).map(|s| s.name.clone()).collect();
+        let last_good_consumers = consumers
+            .iter()
+            .filter(|c| served.stored.contains_key(c.as_str()))
+            .cloned()
+            .collect();
         let history = History::open(&ctx.root, &config.loader.state_dir, name, false).ok();
         let generations = history
             .as_ref()
@@ -51,6 +64,7 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
             name: name.clone(),
             status: "ok",
             consumers,
+            last_good_consumers,
             size: None,
             mtime: None,
             key: None,
@@ -116,12 +130,33 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
             if e.consumers.is_empty() {
                 "-".into()
             } else {
-                e.consumers.join(",")
+                e.consumers
+                    .iter()
+                    .map(|c| match e.last_good_consumers.contains(c) {
+                        true => format!("{c}*"),
+                        false => c.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
             }
         );
         if let Some(err) = &e.error {
             let _ = writeln!(human, "  error: {err}");
         }
+    }
+    for (name, problems) in &served.stored {
+        let _ = writeln!(
+            human,
+            "* {name}: served from its last good definition: {}",
+            crate::state::describe(problems)
+        );
+    }
+    if !config.is_clean() {
+        let _ = writeln!(
+            human,
+            "the configuration has errors, so a credential may be used by a service it does not show; \
+             `credloader check` lists them"
+        );
     }
     // Listing is not auditing: `check` is the command that fails on problems.
     Ok(Output::new(

@@ -104,6 +104,7 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
             loader: Loader::default(),
             services: Default::default(),
             sources: None,
+            sources_problems: Vec::new(),
             files: Vec::new(),
         }),
         Err(e) => Err(e),

@@ -21,7 +21,10 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let masked = secret.masked();
     let length = secret.len();
     drop(secret);
-    let consumers: Vec<String> = config.consumers(&name).map(|s| s.name.clone()).collect();
+    // As apply serves them (a service whose file is broken still uses it).
+    let state = crate::state::State::inspect(&ctx.root, &config.loader.state_dir);
+    let served = crate::state::Served::new(&config, &state);
+    let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
     let mut human = format!("{name}: {masked} ({length} bytes)\n");
     if legacy {
         human.push_str(&format!(

@@ -11,7 +11,7 @@ use crate::config::Delivery;
 use crate::exit;
 use crate::generations::format_utc;
 use crate::safefs::{self, Dir, DirPolicy};
-use crate::state::{FileId, State};
+use crate::state::{self, FileId, Served, State};
 use crate::systemd::Manager;
 
 #[derive(Debug, Serialize)]
@@ -33,32 +33,43 @@ pub struct ServiceStatus {
     pub dropin_loaded: Option<bool>,
     /// `ActiveState` of the unit (None without a running systemd).
     pub active_state: Option<String>,
+    /// Its own definition is broken: what is wrong and the file to fix. It
+    /// is served from the definition it was last applied from (shown here).
+    pub definition_error: Option<String>,
+}
+
+/// A service whose definition is broken and that was never applied.
+#[derive(Debug, Serialize)]
+pub struct NotServed {
+    pub service: String,
+    pub error: String,
 }
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     let config = ctx.load_config()?;
+    let state = State::inspect(&ctx.root, &config.loader.state_dir);
+    // As apply serves them: a service whose file is broken is still served.
+    let served = Served::new(&config, &state);
     for s in &args.services {
-        if !config.services.contains_key(s) {
+        if !served.services.contains_key(s.as_str()) && !served.unservable.contains_key(s.as_str())
+        {
             return Err(CommandError::Usage(format!(
                 "no service named `{s}` in the configuration (known: {})",
-                config
+                served
                     .services
                     .keys()
-                    .cloned()
+                    .chain(served.unservable.keys())
+                    .copied()
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
         }
     }
-    let state = Dir::open(&ctx.root, &config.loader.state_dir, DirPolicy::EXISTING)
-        .ok()
-        .and_then(|d| State::load(&d).ok())
-        .map(|(s, _)| s)
-        .unwrap_or_default();
+    let wanted = |name: &str| args.services.is_empty() || args.services.iter().any(|s| s == name);
     let manager = ctx.manager();
     let mut out = Vec::new();
-    for service in config.services.values() {
-        if !args.services.is_empty() && !args.services.contains(&service.name) {
+    for service in served.services.values().copied() {
+        if !wanted(&service.name) {
             continue;
         }
         let rec = state.services.get(&service.name);
@@ -104,12 +115,31 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             dropin_present,
             dropin_loaded,
             active_state: manager.property(&service.unit, "ActiveState"),
+            definition_error: served
+                .stored
+                .get(service.name.as_str())
+                .map(|p| state::describe(p)),
         });
     }
+    let not_served: Vec<NotServed> = served
+        .unservable
+        .iter()
+        .filter(|(n, _)| wanted(n))
+        .map(|(n, p)| NotServed {
+            service: n.to_string(),
+            error: state::describe(p),
+        })
+        .collect();
     let mut human = String::new();
     for s in &out {
         let yes = |b: bool| if b { "yes" } else { "NO" };
         let _ = writeln!(human, "{} ({})", s.service, s.unit);
+        if let Some(e) = &s.definition_error {
+            let _ = writeln!(
+                human,
+                "  definition:    BROKEN, served from its last good definition (shown below): {e}"
+            );
+        }
         let _ = writeln!(human, "  user:          {}", s.user);
         let _ = writeln!(
             human,
@@ -163,13 +193,20 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .unwrap_or_else(|| "unknown (no running systemd)".into())
         );
     }
-    if out.is_empty() {
+    for n in &not_served {
+        let _ = writeln!(
+            human,
+            "{}\n  definition:    BROKEN and never applied, so NOT served: {}",
+            n.service, n.error
+        );
+    }
+    if out.is_empty() && not_served.is_empty() {
         human.push_str("no services configured\n");
     }
     Ok(Output::new(
         exit::OK,
         human,
-        serde_json::json!({ "services": out }),
+        serde_json::json!({ "services": out, "not_served": not_served }),
     ))
 }
 

@@ -52,6 +52,10 @@ struct Item {
 
 pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     let config = ctx.load_config()?;
+    // Other commands only warn about a bad `[sources]`; sync runs on it.
+    if let Some(e) = config.sources_error() {
+        return Err(e.into());
+    }
     let Some(sources) = &config.sources else {
         return Err(CommandError::Usage(
             "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md)".into(),
