@@ -70,8 +70,19 @@ pub fn config_loader(data: &[u8]) {
                 check_problem(p);
             }
         }
-        Err(ConfigError::Syntax { path, message }) => {
-            assert!(files.iter().any(|(f, _)| *f == path));
+        Err(ConfigError::Syntax {
+            path,
+            line,
+            message,
+        }) => {
+            let (_, text) = files
+                .iter()
+                .find(|(f, _)| *f == path)
+                .expect("a given file");
+            assert!(
+                line >= 1 && line <= text.matches('\n').count() + 1,
+                "line {line}"
+            );
             assert!(!message.is_empty());
         }
         Err(e) => panic!("unexpected error kind: {e}"),

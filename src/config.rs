@@ -60,8 +60,12 @@ pub enum ConfigError {
         main.display(), dropins.display()
     )]
     Missing { main: PathBuf, dropins: PathBuf },
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
     #[error("{}: refusing this configuration: {problem}", path.display())]
@@ -606,7 +610,13 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
                             file: path,
                             line: 1,
                         },
-                        message: e.to_string(),
+                        // The origin names the file already.
+                        message: match e {
+                            ConfigError::Unsafe { problem, .. } => {
+                                format!("refusing this file: {problem}")
+                            }
+                            e => e.to_string(),
+                        },
                     }),
                 }
             }
@@ -735,6 +745,7 @@ pub fn from_texts_with_main(
         }
         if path == main {
             return Err(ConfigError::Syntax {
+                line: syntax_line(&text, &e),
                 path,
                 message: syntax_message(&e),
             });
@@ -747,6 +758,7 @@ pub fn from_texts_with_main(
         // nothing is written, the last good files stay).
         if may_hold(&text, "loader") {
             return Err(ConfigError::Syntax {
+                line: syntax_line(&text, &e),
                 path,
                 message: format!(
                     "{}; this file may set [loader] paths, so where credentials, env files \
@@ -908,7 +920,8 @@ fn may_hold(text: &str, key: &str) -> bool {
     })
 }
 
-/// toml's message, with the line and column it found, as one compact text.
+/// toml's message, with the column it found, as one compact text (the
+/// line is the problem's own, `FILE:LINE:`, so it is not said twice).
 fn syntax_message(e: &toml::de::Error) -> String {
     let text = e.to_string();
     let mut lines = text.lines();
@@ -916,6 +929,10 @@ fn syntax_message(e: &toml::de::Error) -> String {
         .next()
         .unwrap_or_default()
         .trim_start_matches("TOML parse error at ");
+    let first = match first.strip_prefix("line ").and_then(|r| r.split_once(", ")) {
+        Some((_, column)) => column,
+        None => first,
+    };
     let last = text
         .lines()
         .rev()
@@ -1386,9 +1403,10 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("/m.toml") && e.contains("line 4") && e.contains("credentails"),
+            e.contains("/m.toml:4: column 1: unknown field `credentails`"),
             "{e}"
         );
+        assert!(!e.contains("line 4"), "the line is said once: {e}");
     }
 
     /// The problems of one broken service, as one text.
@@ -1457,10 +1475,7 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
             .unwrap_err();
             assert!(matches!(e, ConfigError::Syntax { .. }), "{text}: {e}");
             let e = e.to_string();
-            assert!(
-                e.starts_with("/d/l.toml: ") && e.contains("[loader]"),
-                "{e}"
-            );
+            assert!(e.starts_with("/d/l.toml:") && e.contains("[loader]"), "{e}");
         }
         // Neither a comment nor a key that only begins with `loader` counts.
         for text in ["# [loader]\n[services.bad\n", "loaders = [\n"] {

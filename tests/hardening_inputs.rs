@@ -434,12 +434,12 @@ fn every_kind_of_config_mistake_is_named_with_file_and_line_and_only_its_service
         (
             "unknown key",
             "[services.a]\nunit = \"a.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\ncredentails = [\"K\"]\n",
-            &["bad.toml", "line 5", "credentails"],
+            &["bad.toml:5:", "credentails"],
         ),
         (
             "not TOML",
             "[services.a\nunit = \n",
-            &["bad.toml", "line 1"],
+            &["bad.toml:1:"],
         ),
         (
             "missing unit",
