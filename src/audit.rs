@@ -271,9 +271,9 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if reported.insert(link.clone()) {
                 f.add(
                     Severity::Error,
-                    link.display().to_string(),
-                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", p.display()),
-                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", link.display(), link.display()),
+                    root.host(&link).display().to_string(),
+                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", root.host(p).display()),
+                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", root.host(&link).display(), root.host(&link).display()),
                 );
             }
         }
@@ -286,7 +286,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != 0o700 {
                 f.add(
                     Severity::Error,
-                    loader.creds_dir.display().to_string(),
+                    root.host(&loader.creds_dir).display().to_string(),
                     format!(
                         "creds dir is {}:{} mode {:04o}, not root:root 0700",
                         m.uid(),
@@ -295,7 +295,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     ),
                     format!(
                         "chown root:root {0} && chmod 0700 {0}",
-                        loader.creds_dir.display()
+                        root.host(&loader.creds_dir).display()
                     ),
                 );
             }
@@ -303,7 +303,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         Ok(_) => {}
         Err(_) => f.add(
             Severity::Warning,
-            loader.creds_dir.display().to_string(),
+            root.host(&loader.creds_dir).display().to_string(),
             "creds dir does not exist",
             "seal a credential with `credloader seal NAME` (it creates the directory root 0700)",
         ),
@@ -328,7 +328,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if fmt != 0o100000 {
                 f.add(
                     Severity::Error,
-                    sys.display().to_string(),
+                    root.host(&sys).display().to_string(),
                     "is not a regular file",
                     format!("remove it and seal {name} again"),
                 );
@@ -337,21 +337,24 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o600 {
                 f.add(
                     Severity::Error,
-                    sys.display().to_string(),
+                    root.host(&sys).display().to_string(),
                     format!(
                         "credential {name} is {}:{} mode {:04o}, not root:root 0600",
                         st.st_uid,
                         st.st_gid,
                         st.st_mode & 0o7777
                     ),
-                    format!("chown root:root {0} && chmod 0600 {0}", sys.display()),
+                    format!(
+                        "chown root:root {0} && chmod 0600 {0}",
+                        root.host(&sys).display()
+                    ),
                 );
             }
             if let Ok(sealed) = store.sealed(name) {
                 if systemd_creds::sealed_key(&sealed.bytes).is_none() {
                     f.add(
                         Severity::Error,
-                        sys.display().to_string(),
+                        root.host(&sys).display().to_string(),
                         format!(
                             "credential {name} is not a credential systemd-creds can read \
                              (damaged, or not made by `systemd-creds encrypt`)"
@@ -369,9 +372,9 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     let sys = loader.creds_dir.join(&entry);
                     f.add(
                         Severity::Error,
-                        sys.display().to_string(),
+                        root.host(&sys).display().to_string(),
                         "is a symbolic link in the creds dir; credloader will not read it",
-                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", sys.display()),
+                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", root.host(&sys).display()),
                     );
                 }
             }
@@ -393,7 +396,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 format!(
                     "is used by {} but {} does not exist",
                     users.join(", "),
-                    loader.creds_dir.join(format!("{name}.cred")).display()
+                    root.host(&loader.creds_dir.join(format!("{name}.cred")))
+                        .display()
                 ),
                 format!("seal it with `credloader seal {name}`"),
             );
@@ -412,7 +416,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 "no configured service uses it",
                 format!(
                     "add it to a service's `credentials`, or remove {} if it is no longer needed",
-                    loader.creds_dir.join(format!("{name}.cred")).display()
+                    root.host(&loader.creds_dir.join(format!("{name}.cred")))
+                        .display()
                 ),
             );
         } else {
@@ -475,7 +480,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         if !root.is_offline() && !on_tmpfs(d) {
             f.add(
                 Severity::Warning,
-                d.display().to_string(),
+                root.host(d).display().to_string(),
                 "env dir is not on a tmpfs: plaintext env files are written to a disk and outlive a power-off",
                 "keep env files under /run (the default `env_dir`), or mount a tmpfs there",
             );
@@ -484,13 +489,13 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if m.file_type().is_dir() && (m.uid() != 0 || m.mode() & 0o022 != 0) {
                 f.add(
                     Severity::Error,
-                    d.display().to_string(),
+                    root.host(d).display().to_string(),
                     format!(
                         "env dir is owned by uid {} with mode {:04o}: someone other than root can create or swap files in it",
                         m.uid(),
                         m.mode() & 0o7777
                     ),
-                    format!("chown root:root {0} && chmod 0755 {0}", d.display()),
+                    format!("chown root:root {0} && chmod 0755 {0}", root.host(d).display()),
                 );
             }
         }
@@ -556,7 +561,7 @@ fn service_checks(
         match st {
             None if rec.is_some() => f.add(
                 Severity::Error,
-                s.env_file.display().to_string(),
+                root.host(&s.env_file).display().to_string(),
                 format!(
                     "env file of service {} is missing although it was applied",
                     s.name
@@ -565,7 +570,7 @@ fn service_checks(
             ),
             None => f.add(
                 Severity::Warning,
-                s.env_file.display().to_string(),
+                root.host(&s.env_file).display().to_string(),
                 format!("env file of service {} has not been written yet", s.name),
                 "run `credloader apply`",
             ),
@@ -580,7 +585,7 @@ fn service_checks(
                     {
                         f.add(
                             Severity::Error,
-                            s.env_file.display().to_string(),
+                            root.host(&s.env_file).display().to_string(),
                             format!(
                                 "env file is {}:{} mode {:04o}; service {} needs {}:{} 0600",
                                 st.st_uid,
@@ -598,7 +603,7 @@ fn service_checks(
                     if rec.env_file_id != Some(FileId::from(&st)) {
                         f.add(
                             Severity::Error,
-                            s.env_file.display().to_string(),
+                            root.host(&s.env_file).display().to_string(),
                             format!("env file of service {} was modified since the last apply", s.name),
                             "run `credloader apply` to restore it; edit credentials with `credloader rotate`, not in the file",
                         );
@@ -612,7 +617,7 @@ fn service_checks(
     if read_system(root, &ours).is_none() {
         f.add(
             Severity::Warning,
-            ours.display().to_string(),
+            root.host(&ours).display().to_string(),
             format!(
                 "the drop-in of service {} is missing, so {} does not get its secrets",
                 s.name, s.unit
@@ -647,7 +652,7 @@ fn service_checks(
     for (path, text) in unit.iter().chain(drops.iter()) {
         for (k, v) in assignments(text) {
             if k.starts_with("Exec") && privileged_exec(v) {
-                privileged.push(format!("{k}= in {}", path.display()));
+                privileged.push(format!("{k}= in {}", root.host(path).display()));
             }
         }
     }
@@ -666,7 +671,7 @@ fn service_checks(
             let exists = std::fs::symlink_metadata(root.host(Path::new(file))).is_ok();
             f.add(
                 if exists { Severity::Error } else { Severity::Warning },
-                path.display().to_string(),
+                root.host(path).display().to_string(),
                 format!(
                     "legacy drop-in for {} loads EnvironmentFile={v}{}",
                     s.unit,
@@ -675,7 +680,7 @@ fn service_checks(
                 format!(
                     "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {} and run `systemctl daemon-reload`",
                     s.unit,
-                    path.display()
+                    root.host(path).display()
                 ),
             );
         }

@@ -379,6 +379,15 @@ fn list_and_check_call_a_file_that_is_no_credential_damaged() {
         !has(&fs, "error", "credential ALPHA_KEY", "does not exist"),
         "{fs:#?}"
     );
+    // The fix is for the image, not for this host.
+    let tree_path = t.path("/etc/quantum/creds").display().to_string();
+    assert!(
+        fs.iter().any(|f| f["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("chmod 0700 {tree_path}"))),
+        "{fs:#?}"
+    );
 }
 
 #[test]
