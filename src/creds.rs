@@ -413,9 +413,21 @@ const BULK_SANDBOX: &[&str] = &[
     "UMask=0077",
 ];
 
-/// Where [`pid1_bulk`] puts the copies PID 1 reads: `decrypt.<pid>` in
-/// the state directory.
+/// Where [`pid1_bulk`] puts the copies PID 1 reads: `decrypt.<boot>.<pid>`
+/// in the state directory, which outlives boots (hence the boot).
 const SCRATCH_PREFIX: &str = "decrypt.";
+
+/// This boot, as a short name (the first part of the kernel's boot id).
+fn boot_tag() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .and_then(|b| b.split('-').next().map(str::to_string))
+        .unwrap_or_else(|| "boot".to_string())
+}
+
+fn scratch_name(pid: u32) -> OsString {
+    OsString::from(format!("{SCRATCH_PREFIX}{}.{pid}", boot_tag()))
+}
 
 /// A directory of its own in the state directory (root's, 0700) holding
 /// copies of the sealed bytes for one bulk decrypt; removed when dropped.
@@ -427,7 +439,7 @@ struct Scratch<'a> {
 
 impl<'a> Scratch<'a> {
     fn create(state: &'a Dir) -> Result<Scratch<'a>, FsError> {
-        let name = OsString::from(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        let name = scratch_name(std::process::id());
         // One a crashed run with our pid left (the state dir outlives boots).
         state.remove_subdir(&name)?;
         let dir = state.subdir(&name, DirPolicy::create(0o700))?;
@@ -447,14 +459,21 @@ impl Drop for Scratch<'_> {
 /// their own (their pid is gone). The copies are ciphertext that the creds
 /// dir holds anyway, but they must not pile up.
 pub fn sweep_scratch(state: &Dir) {
+    let boot = boot_tag();
     for name in state.list().unwrap_or_default() {
-        let pid = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
-            .and_then(|p| p.parse::<i32>().ok());
-        let Some(pid) = pid else { continue };
-        let alive = pid as u32 == std::process::id()
-            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX)) else {
+            continue;
+        };
+        let alive = match rest.split_once('.') {
+            // Only ESRCH means gone (EPERM: alive, someone else's).
+            Some((b, pid)) if b == boot => pid.parse::<i32>().is_ok_and(|pid| {
+                pid as u32 == std::process::id()
+                    || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                        != Err(nix::errno::Errno::ESRCH)
+            }),
+            // Another boot's: nothing of it runs now.
+            _ => false,
+        };
         if !alive {
             if let Err(e) = state.remove_subdir(&name) {
                 tracing::warn!("{e}");
@@ -674,9 +693,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let state = Dir::open(&Root::live(), tmp.path(), DirPolicy::create(0o700)).unwrap();
-        let mine = tmp
-            .path()
-            .join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        let mine = tmp.path().join(scratch_name(std::process::id()));
         {
             let scratch = Scratch::create(&state).unwrap();
             scratch.dir.create_new(OsStr::new("K"), b"sealed").unwrap();
@@ -692,14 +709,15 @@ mod tests {
 
         // What runs killed mid-decrypt left: a dead pid's is swept, a live
         // one's (a concurrent dry run) is not.
-        let dead = tmp.path().join(format!("{SCRATCH_PREFIX}{}", i32::MAX));
-        let live = tmp.path().join(format!("{SCRATCH_PREFIX}1"));
-        for d in [&dead, &live, &mine] {
+        let dead = tmp.path().join(scratch_name(i32::MAX as u32));
+        let live = tmp.path().join(scratch_name(1));
+        let old_boot = tmp.path().join(format!("{SCRATCH_PREFIX}0ldb00t.1"));
+        for d in [&dead, &live, &mine, &old_boot] {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join("K"), b"sealed").unwrap();
         }
         sweep_scratch(&state);
-        assert!(!dead.exists() && live.exists() && mine.exists());
+        assert!(!dead.exists() && !old_boot.exists() && live.exists() && mine.exists());
         // A stale one carrying our own pid is cleared before use.
         drop(Scratch::create(&state).unwrap());
         assert!(!mine.exists());

@@ -310,6 +310,13 @@ fn prompt(text: &str) -> Result<Secret, CommandError> {
     let mut lock = &*raw;
     let mut byte = [0u8; 1];
     loop {
+        // A Ctrl-C that came before this read started.
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = writeln!(std::io::stderr());
+            return Err(CommandError::Usage(
+                "cancelled at the prompt; nothing was sealed".into(),
+            ));
+        }
         match lock.read(&mut byte) {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
@@ -319,14 +326,8 @@ fn prompt(text: &str) -> Result<Secret, CommandError> {
                 }
                 buf.push(byte[0]);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-                    let _ = writeln!(std::io::stderr());
-                    return Err(CommandError::Usage(
-                        "cancelled at the prompt; nothing was sealed".into(),
-                    ));
-                }
-            }
+            // Ctrl-C (checked at the top of the loop), or another signal.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(err(e.to_string())),
         }
     }
