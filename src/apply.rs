@@ -482,8 +482,15 @@ fn run(
 
     if !opts.dry_run {
         // Record what succeeded; failed services keep their last good record.
+        // An env file a record no longer names is remembered in the same
+        // save, so that it is removed even if this run dies first.
         for plan in &plans {
             if let Some(rec) = &plan.record {
+                if let Some(old) = plan.previous.as_ref().and_then(|p| p.env_file.as_ref()) {
+                    if rec.env_file.as_ref() != Some(old) {
+                        state.leftover_env_files.insert(old.clone());
+                    }
+                }
                 state
                     .services
                     .insert(plan.service.name.clone(), rec.clone());
@@ -537,7 +544,7 @@ fn run(
             &names,
             &mut state,
         );
-        remove_left_env_files(&dirs, &plans, &claimed, &state, &mut report);
+        remove_left_env_files(&dirs, &claimed, &mut state, &mut report);
         if let Some(d) = &state_dir {
             if state != loaded {
                 if let Err(e) = state.save(d) {
@@ -712,32 +719,27 @@ fn settle(
 
 /// A service that moved its env file, or now gets its credentials from
 /// PID 1 (`delivery = "credential"`), leaves plaintext behind in its old env
-/// file, and no later run would know that path. It is removed once systemd
-/// has loaded the drop-in that no longer names it (settle's daemon-reload);
-/// until then a restart would still read it.
+/// file ([`State::leftover_env_files`]). It is removed once systemd has
+/// loaded every drop-in (settle's daemon-reload), since until then a restart
+/// would still read it; what cannot be removed yet stays recorded for the
+/// next run. A path a configured service uses again is forgotten, not
+/// removed.
 fn remove_left_env_files(
     dirs: &DirCache,
-    plans: &[Plan],
     claimed: &BTreeSet<PathBuf>,
-    state: &State,
+    state: &mut State,
     report: &mut Report,
 ) {
-    for plan in plans {
-        let (Some(rec), Some(prev)) = (&plan.record, &plan.previous) else {
-            continue;
-        };
-        let Some(old) = prev.env_file.as_ref() else {
-            continue;
-        };
-        if rec.env_file.as_ref() == Some(old) || claimed.contains(old) {
-            continue;
+    let reloaded = !state.services.values().any(|r| r.pending_reload);
+    let mut left = std::mem::take(&mut state.leftover_env_files);
+    left.retain(|old| {
+        if claimed.contains(old) {
+            return false;
         }
-        let name = &plan.service.name;
-        let reloaded = state.services.get(name).is_some_and(|r| !r.pending_reload);
         let (dir, file) = safefs::split(old);
         let removed = match dirs.open(dir, DirPolicy::EXISTING) {
             Ok(d) if reloaded => d.remove(file).map_err(|e| e.to_string()),
-            Ok(_) => Err("systemd has not loaded its new drop-in yet".to_string()),
+            Ok(_) => Err("systemd has not loaded the new drop-ins yet".to_string()),
             // Gone with its directory: nothing left to remove.
             Err(FsError::Os {
                 errno: nix::errno::Errno::ENOENT,
@@ -746,14 +748,21 @@ fn remove_left_env_files(
             Err(e) => Err(e.to_string()),
         };
         match removed {
-            Ok(()) => tracing::info!(service = %name, "removed its old env file {}", old.display()),
-            Err(e) => report.warnings.push(format!(
-                "service {name} no longer uses {}, which still holds its old secrets ({e}); \
-                 remove it once `systemctl daemon-reload` has run",
-                old.display()
-            )),
+            Ok(()) => {
+                tracing::info!("removed {}, which no service uses any more", old.display());
+                false
+            }
+            Err(e) => {
+                report.warnings.push(format!(
+                    "{} holds secrets no service uses any more and stays until a later run \
+                     can remove it ({e})",
+                    old.display()
+                ));
+                true
+            }
         }
-    }
+    });
+    state.leftover_env_files = left;
 }
 
 fn remove_files(

@@ -85,6 +85,12 @@ pub struct State {
     /// the same bytes, so a re-apply need not read and hash it again.
     #[serde(default)]
     pub sealed: BTreeMap<String, SealedRecord>,
+    /// Env files no service uses any more (one moved its env file, or
+    /// switched to credential delivery) that still hold plaintext: recorded
+    /// with the record that stopped naming them, removed once systemd has
+    /// loaded that drop-in, and retried until they are gone.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub leftover_env_files: std::collections::BTreeSet<PathBuf>,
 }
 
 /// See [`State::sealed`].

@@ -657,6 +657,17 @@ fn a_service_that_stops_using_its_env_file_leaves_no_plaintext_behind() {
     let dropin = t.read_string("/etc/systemd/system/a.service.d/50-credloader.conf");
     assert!(dropin.contains("LoadCredentialEncrypted=K:"), "{dropin}");
 
+    // A run that died before removing one (or whose daemon-reload failed)
+    // left it recorded: the next run removes it.
+    t.write("/run/credloader/died.env", b"K=\"old\"\n", 0o600);
+    let state_path = "/var/lib/credloader/state.json";
+    let mut state: serde_json::Value = serde_json::from_slice(&t.read(state_path)).unwrap();
+    state["leftover_env_files"] = serde_json::json!(["/run/credloader/died.env"]);
+    t.write(state_path, &serde_json::to_vec(&state).unwrap(), 0o600);
+    t.credloader(&["apply"]).ok();
+    assert!(!t.exists("/run/credloader/died.env"));
+    assert!(!t.read_string(state_path).contains("died.env"));
+
     // A path another service takes over is never removed.
     t.config("a.toml", &service("a", "qt", &["K"]));
     t.config(
