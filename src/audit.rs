@@ -163,7 +163,7 @@ pub fn assignments(text: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// Does an `Exec*=` value run with full privileges (`+` or `!` prefix)?
-fn privileged_exec(value: &str) -> bool {
+pub fn privileged_exec(value: &str) -> bool {
     let prefix: String = value
         .chars()
         .take_while(|c| "@-:+!|".contains(*c))
@@ -646,16 +646,8 @@ fn service_checks(
         );
     }
 
-    // Legacy EnvironmentFile= drop-ins, and privileged Exec lines.
+    // Legacy EnvironmentFile= drop-ins (privileged Exec lines: `runas`).
     let drops = dropins(root, &loader.dropin_dir, &s.unit);
-    let mut privileged = Vec::new();
-    for (path, text) in unit.iter().chain(drops.iter()) {
-        for (k, v) in assignments(text) {
-            if k.starts_with("Exec") && privileged_exec(v) {
-                privileged.push(format!("{k}= in {}", root.host(path).display()));
-            }
-        }
-    }
     for (path, text) in &drops {
         if *path == ours {
             continue;
@@ -692,20 +684,6 @@ fn service_checks(
                 f.add(Severity::Error, subject.clone(), problem, fix);
             }
         }
-    }
-    if s.delivery == Delivery::Env && !privileged.is_empty() && s.user != "root" {
-        f.add(
-            Severity::Error,
-            subject,
-            format!(
-                "its env file is owned by {} (who can change it) but {} runs with full privileges ({}); \
-                 the user could inject variables such as LD_PRELOAD into a root process",
-                s.user,
-                s.unit,
-                privileged.join(", ")
-            ),
-            "drop the `+`/`!` prefixes from those Exec lines, or use delivery = \"credential\"",
-        );
     }
 }
 

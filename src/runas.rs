@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::audit::{assignments, dropins, unit_file};
+use crate::audit::{assignments, dropins, privileged_exec, unit_file};
 use crate::config::Service;
 use crate::root::Root;
 use crate::systemd::Manager;
@@ -21,11 +21,26 @@ use crate::users::{Account, Accounts};
 pub enum RunsAs {
     /// `User=` as systemd has it: a name or a uid; empty is root.
     User(String),
+    /// Some of its commands run with full privileges, whatever `User=`
+    /// says: a `+`, `!` or `!!` prefix, or `PermissionsStartOnly=yes`
+    /// (which systemd turns into `+`). Which ones, for the message.
+    Privileged(Vec<String>),
     /// `DynamicUser=yes`: a uid allocated at each start.
     Dynamic,
     /// Not known: no such unit (yet), a specifier in `User=`, no answer.
     Unknown,
 }
+
+/// The command lines a unit runs, as `systemctl show` names them with
+/// their flags.
+const EXEC_EX: [&str; 6] = [
+    "ExecStartPreEx",
+    "ExecStartEx",
+    "ExecStartPostEx",
+    "ExecReloadEx",
+    "ExecStopEx",
+    "ExecStopPostEx",
+];
 
 /// What each of `units` runs as: asked of systemd when it runs (one
 /// `systemctl show` for all of them), read from the unit files of an image
@@ -42,7 +57,9 @@ pub fn units(manager: Manager, root: &Root, dropin_dir: &Path, units: &[&str]) -
 
 fn live(manager: Manager, units: &[&str]) -> Vec<RunsAs> {
     let unknown = vec![RunsAs::Unknown; units.len()];
-    let Some(out) = manager.show(&["LoadState", "User", "DynamicUser"], units) else {
+    let mut props = vec!["LoadState", "User", "DynamicUser"];
+    props.extend(EXEC_EX);
+    let Some(out) = manager.show(&props, units) else {
         return unknown;
     };
     // One block per unit, in the order asked, separated by a blank line.
@@ -58,8 +75,22 @@ fn live(manager: Manager, units: &[&str]) -> Vec<RunsAs> {
                     .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
                     .unwrap_or_default()
             };
+            // `flags=privileged` (+), `no-setuid` (!), `ambient` (!!).
+            let privileged: Vec<String> = b
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter(|(k, v)| {
+                    EXEC_EX.contains(k)
+                        && ["privileged", "no-setuid", "ambient"].iter().any(|f| {
+                            v.contains(&format!("flags={f}")) || v.contains(&format!("|{f}"))
+                        })
+                })
+                .map(|(k, _)| format!("{}=", k.trim_end_matches("Ex")))
+                .collect();
             if get("LoadState") != "loaded" {
                 RunsAs::Unknown
+            } else if !privileged.is_empty() {
+                RunsAs::Privileged(privileged)
             } else if get("DynamicUser") == "yes" {
                 RunsAs::Dynamic
             } else {
@@ -73,17 +104,25 @@ fn from_files(root: &Root, dropin_dir: &Path, unit: &str) -> RunsAs {
     let Some(main) = unit_file(root, dropin_dir, unit) else {
         return RunsAs::Unknown;
     };
-    let (mut user, mut dynamic) = (String::new(), false);
-    for (_, text) in std::iter::once(main).chain(dropins(root, dropin_dir, unit)) {
+    let (mut user, mut dynamic, mut privileged) = (String::new(), false, Vec::new());
+    for (path, text) in std::iter::once(main).chain(dropins(root, dropin_dir, unit)) {
         for (k, v) in assignments(&text) {
             match k {
                 "User" => user = v.to_string(),
                 "DynamicUser" => dynamic = matches!(v, "yes" | "true" | "on" | "1"),
+                "PermissionsStartOnly" if matches!(v, "yes" | "true" | "on" | "1") => {
+                    privileged.push(format!("{k}= in {}", root.host(&path).display()))
+                }
+                _ if k.starts_with("Exec") && privileged_exec(v) => {
+                    privileged.push(format!("{k}= in {}", root.host(&path).display()))
+                }
                 _ => {}
             }
         }
     }
-    if dynamic {
+    if !privileged.is_empty() {
+        RunsAs::Privileged(privileged)
+    } else if dynamic {
         RunsAs::Dynamic
     } else if user.contains('%') {
         RunsAs::Unknown
@@ -100,12 +139,30 @@ pub fn mismatch(
     runs_as: &RunsAs,
     accounts: &Accounts,
 ) -> Option<(String, String)> {
-    let RunsAs::User(user) = runs_as else {
-        return None;
-    };
     if owner.uid == 0 {
         return None;
     }
+    if let RunsAs::Privileged(how) = runs_as {
+        return Some((
+            format!(
+                "{unit} runs commands with full privileges ({how}), and its env file belongs to \
+                 {owner}, who could add variables such as LD_PRELOAD to it and so run code as root",
+                unit = service.unit,
+                how = how.join(", "),
+                owner = service.user,
+            ),
+            format!(
+                "drop the `+`/`!` prefixes (and PermissionsStartOnly=) from {unit}, set \
+                 `user = \"root\"` for service {name} ({origin}), or use `delivery = \"credential\"`",
+                unit = service.unit,
+                name = service.name,
+                origin = service.origin,
+            ),
+        ));
+    }
+    let RunsAs::User(user) = runs_as else {
+        return None;
+    };
     let uid = if user.is_empty() {
         0
     } else if let Ok(uid) = user.parse::<u32>() {

@@ -345,6 +345,22 @@ fn an_env_file_is_refused_to_a_user_the_running_unit_does_not_run_as() {
         "the others are served"
     );
 
+    // User=qt, but one command runs as root (`+`): refused too.
+    bed.write(
+        "/etc/systemd/system/gamma.service.d/10-root.conf",
+        b"[Service]\nExecStartPre=+/bin/true\n",
+        0o644,
+    );
+    bed.daemon_reload();
+    let out = bed.credloader(&["apply"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", scene::text(&out));
+    let text = scene::text(&out);
+    assert!(
+        text.contains("gamma.service runs commands with full privileges (ExecStartPre=)"),
+        "{text}"
+    );
+    assert!(bed.read("/run/credloader/gamma.env").is_none());
+
     bed.sh_ok("rm /etc/systemd/system/gamma.service.d/10-root.conf");
     bed.daemon_reload();
     let out = bed.credloader(&["apply"], None);

@@ -164,7 +164,15 @@ fn check_finds_every_kind_of_problem() {
         0o644,
     );
     t.seal("GONE_KEY", b"gone-value-11111");
-    t.credloader(&["apply"]).ok();
+    // apply refuses delta (a `+` command would read an env file qt owns);
+    // the others are served.
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("delta.service runs commands with full privileges"),
+        "{run:#?}"
+    );
     std::fs::remove_file(t.path("/etc/quantum/creds/GONE_KEY.cred")).unwrap();
     // Modes and owners.
     std::fs::set_permissions(
