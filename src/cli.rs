@@ -36,7 +36,8 @@ pub struct Global {
     /// Work on the system image at DIR, like `systemctl --root`: every configured path
     /// is taken beneath DIR, accounts come from DIR/etc, and no systemd call is made.
     /// Commands that seal or decrypt need SYSTEMD_CREDENTIAL_SECRET to name the key
-    /// file: this host's own key is never used (nor created) for an image.
+    /// file: this host's own key is never used (nor created) for an image, and they
+    /// seal with that key file only (`--key host`), never with this machine's TPM.
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Machine-readable output: one JSON document, sorted keys, on stdout.

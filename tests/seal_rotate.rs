@@ -607,6 +607,20 @@ fn an_image_is_never_sealed_or_decrypted_with_this_hosts_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // With the image's key file: never this machine's TPM, and the default
+    // (auto) seals with the key file only.
+    for key in ["tpm2", "host+tpm2"] {
+        let run = t.credloader_with_stdin(&["seal", "K", "--key", key], Some(b"v"));
+        assert_eq!(run.code, 2, "{key}: {run:#?}");
+        assert!(
+            run.stderr.contains("never with this machine's TPM"),
+            "{run:#?}"
+        );
+    }
+    t.credloader_with_stdin(&["seal", "K"], Some(b"v")).ok();
+    let list = t.credloader(&["list", "--json"]);
+    assert_eq!(list.json()["credentials"][0]["key"], "host", "{list:#?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::cli::{Command, Global};
 use crate::config::{self, Config, ConfigError};
 use crate::exit;
 use crate::root::Root;
+use crate::systemd_creds::Key;
 
 mod apply;
 mod check;
@@ -167,9 +168,32 @@ impl Context {
 /// Runs `command`.
 pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
     let ctx = Context::new(global);
+    let mut command = command;
+    if ctx.root.is_offline() {
+        // This machine's TPM is not the image's either: an image's
+        // credentials are sealed with the key file named above only.
+        let key = match &mut command {
+            Command::Seal(a) => Some(&mut a.input.key),
+            Command::Rotate(a) => Some(&mut a.input.key),
+            Command::Import(a) => Some(&mut a.key),
+            _ => None,
+        };
+        if let Some(key) = key {
+            match key {
+                Key::Auto | Key::Host => *key = Key::Host,
+                Key::Tpm2 | Key::HostTpm2 => {
+                    return Err(CommandError::Usage(
+                        "--root: an image's credentials are sealed with --key host (the key \
+                         file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
     if ctx.root.is_offline()
         && uses_credential_key(&command)
-        && std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_none()
+        && std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_none_or(|v| v.is_empty())
     {
         // systemd-creds has no --root: it would use this host's key, and
         // create one if there is none.

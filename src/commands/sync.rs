@@ -157,7 +157,13 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
                         Status::WouldCreate
                     };
                 } else {
-                    let (sealed, info) = seal::seal(&name, &value, Key::Auto, None)?;
+                    // An image is sealed with its key file only (see `commands::run`).
+                    let key = if ctx.root.is_offline() {
+                        Key::Host
+                    } else {
+                        Key::Auto
+                    };
+                    let (sealed, info) = seal::seal(&name, &value, key, None)?;
                     item.status = if exists {
                         Status::Updated
                     } else {
