@@ -184,7 +184,15 @@ impl History {
         at: u64,
         keep: u32,
     ) -> Result<u32, FsError> {
-        let n = self.add(bytes, Some(info))?;
+        // The mark is saved before the file exists: a crash in between
+        // must never leave the rejected value kept but unmarked, for a
+        // plain `rollback` to put back (a mark without a file is ignored).
+        let n = self.list()?.last().map(|g| g.number + 1).unwrap_or(1);
+        self.meta.generations.insert(n, info.clone());
+        self.meta.rejected.insert(n, at);
+        self.save()?;
+        let added = self.add(bytes, Some(info))?;
+        debug_assert_eq!(added, n);
         self.meta.rejected.insert(n, at);
         if let Some(r) = replaced.filter(|r| *r != n) {
             self.dir()?.remove(&file_name(r))?;
@@ -213,17 +221,28 @@ impl History {
         Ok(n)
     }
 
-    /// Removes the oldest generations beyond `keep`.
+    /// Removes the oldest generations beyond `keep`. Rejected ones are
+    /// counted apart (at most `keep` of them too): failed rotations must not
+    /// push out the good values a plain `rollback` goes back to.
     pub fn prune(&mut self, keep: u32) -> Result<Vec<u32>, FsError> {
         let list = self.list()?;
-        let excess = list.len().saturating_sub(keep as usize);
         let mut removed = Vec::new();
-        for g in &list[..excess] {
-            self.dir()?.remove(&file_name(g.number))?;
-            self.meta.generations.remove(&g.number);
-            removed.push(g.number);
+        let mut kept: Vec<u32> = Vec::new();
+        for rejected in [false, true] {
+            let group: Vec<u32> = list
+                .iter()
+                .filter(|g| g.rejected_at.is_some() == rejected)
+                .map(|g| g.number)
+                .collect();
+            let excess = group.len().saturating_sub(keep as usize);
+            for n in &group[..excess] {
+                self.dir()?.remove(&file_name(*n))?;
+                self.meta.generations.remove(n);
+                removed.push(*n);
+            }
+            kept.extend_from_slice(&group[excess..]);
         }
-        let kept: Vec<u32> = list[excess..].iter().map(|g| g.number).collect();
+        removed.sort_unstable();
         self.meta.generations.retain(|n, _| kept.contains(n));
         self.meta.rejected.retain(|n, _| kept.contains(n));
         self.save()?;
@@ -405,5 +424,50 @@ mod tests {
             .list()
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn rejected_values_never_push_out_the_good_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::at(t.path());
+        let state = Path::new("/var/lib/credloader");
+        let mut h = History::open(&root, state, "K", true).unwrap();
+        for i in 0..3u8 {
+            h.push(&[b'a' + i; 10], None, 3).unwrap();
+        }
+        let info = |b: &[u8]| Info {
+            digest: hex_digest(b),
+            ..Info::default()
+        };
+        // Four rotations in a row rejected (the exchange had not yet
+        // whitelisted the IP): the three good values stay.
+        for i in 0..4u8 {
+            let bad = [b'x' + i; 10];
+            h.keep_rejected(&bad, info(&bad), None, 1_000 + u64::from(i), 3)
+                .unwrap();
+        }
+        let list = h.list().unwrap();
+        let good: Vec<u32> = list
+            .iter()
+            .filter(|g| g.rejected_at.is_none())
+            .map(|g| g.number)
+            .collect();
+        let rejected: Vec<u32> = list
+            .iter()
+            .filter(|g| g.rejected_at.is_some())
+            .map(|g| g.number)
+            .collect();
+        assert_eq!(good, [1, 2, 3]);
+        assert_eq!(rejected, [5, 6, 7], "the newest rejected ones");
+        // Marks survive a reopen.
+        let h2 = History::open(&root, state, "K", false).unwrap();
+        assert_eq!(
+            h2.list()
+                .unwrap()
+                .iter()
+                .filter(|g| g.rejected_at.is_some())
+                .count(),
+            3
+        );
     }
 }
