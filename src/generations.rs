@@ -249,6 +249,14 @@ impl History {
         Ok(removed)
     }
 
+    /// Generation `n` was restored and verified: it is no longer rejected.
+    pub fn clear_rejected(&mut self, n: u32) -> Result<(), FsError> {
+        if self.meta.rejected.remove(&n).is_some() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Records what the creds dir now holds.
     pub fn set_current(&mut self, info: Info) -> Result<(), FsError> {
         self.meta.current = Some(info);

@@ -300,6 +300,16 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
     assert_eq!(rj["replaced_kept_as"], 3, "{rj}");
     assert!(env_has(&t, "new-key-0123456789"));
     assert_eq!(t.read(&format!("{gens}/3.cred")), old);
+    // Verified now: no longer marked rejected.
+    let g2 = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+    let marked: Vec<u64> = g2.json()["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| !x["rejected_at"].is_null())
+        .map(|x| x["number"].as_u64().unwrap())
+        .collect();
+    assert!(marked.is_empty(), "{g2:?}");
     for r in [&run, &g, &rb] {
         assert!(!r.all().contains("0123456789"), "{r:?}");
     }

@@ -130,6 +130,12 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     doc["apply"] = serde_json::to_value(&v.report).expect("serializes");
     doc["verification"] = serde_json::to_value(&v.checks).expect("serializes");
     doc["verified"] = json!(v.ok());
+    if v.ok() && rejected_at.is_some() {
+        // It works now (say, the exchange whitelisted the IP).
+        if let Err(e) = history.clear_rejected(number) {
+            tracing::warn!("credential {name}: generation {number} stays marked rejected: {e}");
+        }
+    }
     let code = if v.ok() { exit::OK } else { exit::FAILED };
     if !v.ok() {
         human.push_str(
