@@ -304,6 +304,8 @@ fn run(
             let owner = plan.account.expect("checked");
             if let Some((why, fix)) = runas::mismatch(plan.service, owner, r, &accounts) {
                 plan.error = Some(format!("refusing to write its env file: {why}; {fix}"));
+            } else if let Some(w) = runas::unsure(plan.service, r) {
+                warnings.push(w);
             }
         }
     }

@@ -202,3 +202,22 @@ pub fn mismatch(
         ),
     ))
 }
+
+/// What to tell the operator when `runs_as` leaves the owner check unable
+/// to say (apply lets such a service pass, and checks it only when its
+/// definition changes again).
+pub fn unsure(service: &Service, runs_as: &RunsAs) -> Option<String> {
+    match runs_as {
+        RunsAs::Unknown => Some(format!(
+            "service {}: could not tell whom {} runs as (not installed yet?), so its env file \
+             went to {} unchecked; run `credloader check` once the unit is in place",
+            service.name, service.unit, service.user
+        )),
+        RunsAs::Dynamic => Some(format!(
+            "service {}: {} has DynamicUser=yes, so its env file's owner {} is not the user it \
+             runs as and could change what it gets; prefer `delivery = \"credential\"`",
+            service.name, service.unit, service.user
+        )),
+        _ => None,
+    }
+}

@@ -718,7 +718,7 @@ fn an_env_file_is_never_handed_to_a_user_the_unit_does_not_run_as() {
         b"[Service]\nUser=qt\n",
         0o644,
     );
-    for name in ["rootish", "other", "fine", "byid", "overridden"] {
+    for name in ["rootish", "other", "fine", "byid", "overridden", "notyet"] {
         t.config(&format!("{name}.toml"), &service(name, "qt", &["K"]));
     }
     t.seal("K", b"value-k");
@@ -750,6 +750,15 @@ fn an_env_file_is_never_handed_to_a_user_the_unit_does_not_run_as() {
     for ok in ["fine", "byid", "overridden"] {
         assert_eq!(outcome(ok)["outcome"], "updated", "{ok}");
     }
+    // A unit not installed yet cannot be asked: served, and said.
+    assert_eq!(outcome("notyet")["outcome"], "updated");
+    assert!(
+        j["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("could not tell whom notyet.service runs as")),
+        "{j}"
+    );
     assert!(!t.exists("/run/credloader/rootish.env") && !t.exists("/run/credloader/other.env"));
 
     // `check` says the same; the fix the message names brings it up.
