@@ -1024,7 +1024,11 @@ impl<'a> Plan<'a> {
             && !self.up_to_date
             && self.service.delivery == Delivery::Env
             && self.account.is_some_and(|a| a.uid != 0)
-            && self.previous.as_ref().and_then(|p| p.definition.as_ref()) != Some(self.service)
+            && !self
+                .previous
+                .as_ref()
+                .and_then(|p| p.definition.as_ref())
+                .is_some_and(|d| d.same_definition(self.service))
     }
 
     /// Why the credentials this run needs cannot be used: a credential

@@ -172,6 +172,14 @@ pub struct Service {
 }
 
 impl Service {
+    /// The same definition, wherever it was written (`origin` is not part
+    /// of a definition: the state records none).
+    pub fn same_definition(&self, other: &Service) -> bool {
+        let mut other = other.clone();
+        other.origin = self.origin.clone();
+        *self == other
+    }
+
     /// The distinct credentials this service needs, sorted.
     pub fn credentials(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self

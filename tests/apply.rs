@@ -780,9 +780,12 @@ fn an_env_file_is_never_handed_to_a_user_the_unit_does_not_run_as() {
     t.credloader(&["apply"]).ok();
     assert_eq!(t.owner_mode("/run/credloader/rootish.env").0, 1500);
 
-    // A unit changed afterwards is caught by `check` (apply only looks
-    // when a definition is new or changed).
+    // A unit changed afterwards is caught by `check`: apply looks only
+    // when a definition is new or changed (so boot, which rewrites every
+    // env file, asks systemd nothing).
     unit("fine", "");
+    std::fs::remove_file(t.path("/run/credloader/fine.env")).unwrap();
+    t.credloader(&["apply"]).ok();
     let check = t.credloader(&["check", "--json"]);
     assert_eq!(check.code, 1, "{check:#?}");
     assert!(
