@@ -24,6 +24,20 @@ fn setup(t: &Tree) {
     }
 }
 
+/// One service, its unit and its credential, applied: nothing to report.
+fn clean_alpha() -> Tree {
+    let t = Tree::new();
+    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
+    t.seal("ALPHA_KEY", SECRET);
+    t.write(
+        "/usr/lib/systemd/system/alpha.service",
+        b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    t.credloader(&["apply"]).ok();
+    t
+}
+
 fn findings(run: &common::Run) -> Vec<serde_json::Value> {
     run.json()["findings"].as_array().unwrap().clone()
 }
@@ -137,15 +151,7 @@ fn status_tells_whether_files_are_as_applied() {
 
 #[test]
 fn check_passes_on_a_clean_tree() {
-    let t = Tree::new();
-    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
-    t.seal("ALPHA_KEY", SECRET);
-    t.write(
-        "/usr/lib/systemd/system/alpha.service",
-        b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n",
-        0o644,
-    );
-    t.credloader(&["apply"]).ok();
+    let t = clean_alpha();
     let run = t.credloader(&["check", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["ok"], true);
@@ -400,15 +406,7 @@ fn list_and_check_call_a_file_that_is_no_credential_damaged() {
 
 #[test]
 fn check_warns_when_the_main_file_the_path_unit_watches_is_gone() {
-    let t = Tree::new();
-    t.config("a.toml", &service("alpha", "qt", &["ALPHA_KEY"]));
-    t.seal("ALPHA_KEY", SECRET);
-    t.write(
-        "/usr/lib/systemd/system/alpha.service",
-        b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n",
-        0o644,
-    );
-    t.credloader(&["apply"]).ok();
+    let t = clean_alpha();
     std::fs::remove_file(t.path("/etc/quantum/credloader.toml")).unwrap();
     let run = t.credloader(&["check", "--json"]);
     assert_eq!(run.code, 0, "a warning: {run:#?}");

@@ -24,6 +24,15 @@ health_timeout_sec = {timeout}
     );
 }
 
+/// The monitor with the good-key check, applied with the old key; the
+/// sealed bytes of that key.
+fn monitored(t: &Tree) -> Vec<u8> {
+    monitor(t, GOOD_ONLY, 10);
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.credloader(&["apply"]).ok();
+    t.read(CRED)
+}
+
 /// The check passes only with the good key, and only as uid 1500.
 const GOOD_ONLY: &str = r#"test "$BINANCE_API_KEY" = good-key-0123456789 && test "$(id -u)" = 1500 && test "$USER" = qt"#;
 
@@ -163,10 +172,7 @@ fn seal_from_file_with_not_after_is_listed_with_its_expiry() {
 #[test]
 fn rotate_with_a_passing_health_check_installs_and_keeps_the_old_generation() {
     let t = Tree::new();
-    monitor(&t, GOOD_ONLY, 10);
-    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
-    t.credloader(&["apply"]).ok();
-    let old = t.read(CRED);
+    let old = monitored(&t);
     let run = t.credloader_with_stdin(
         &["rotate", "BINANCE_API_KEY", "--json"],
         Some(b"good-key-0123456789"),
@@ -205,10 +211,7 @@ fn rotate_with_a_passing_health_check_installs_and_keeps_the_old_generation() {
 #[test]
 fn rotate_with_a_failing_health_check_rolls_back_and_exits_4() {
     let t = Tree::new();
-    monitor(&t, GOOD_ONLY, 10);
-    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
-    t.credloader(&["apply"]).ok();
-    let old = t.read(CRED);
+    let old = monitored(&t);
     let run = t.credloader_with_stdin(
         &["rotate", "BINANCE_API_KEY", "--json"],
         Some(b"bad-key-0123456789"),
@@ -322,10 +325,7 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
 #[test]
 fn an_error_after_install_puts_the_previous_value_back() {
     let t = Tree::new();
-    monitor(&t, GOOD_ONLY, 10);
-    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
-    t.credloader(&["apply"]).ok();
-    let old = t.read(CRED);
+    let old = monitored(&t);
     std::fs::remove_file(t.path("/etc/passwd")).unwrap();
     t.mkdir("/etc/passwd", 0o755);
     let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"));
@@ -358,10 +358,7 @@ fn an_error_after_install_puts_the_previous_value_back() {
 #[test]
 fn a_consumer_whose_config_file_broke_is_still_validated_and_verified() {
     let t = Tree::new();
-    monitor(&t, GOOD_ONLY, 10);
-    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
-    t.credloader(&["apply"]).ok();
-    let old = t.read(CRED);
+    let old = monitored(&t);
     let file = t.read_string("/etc/quantum/credloader.d/position-monitor.toml");
     t.config("position-monitor.toml", &format!("{file}no_such_key = 1\n"));
     let run = t.credloader(&["apply"]);
