@@ -43,3 +43,16 @@ pub fn init(verbosity: u8, quiet: bool) {
         .with(filter)
         .try_init();
 }
+
+/// Records `message` in the journal, whether or not credloader's own log
+/// goes there (an operator's `rotate` at a terminal logs to stderr): what a
+/// rotation found is kept where `journalctl` finds it later. Quietly does
+/// nothing where there is no journal (an image, a machine without systemd).
+/// The message must already be safe to keep: names, masked values only.
+pub fn journal(priority: libsystemd::logging::Priority, message: &str) {
+    if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+        return;
+    }
+    let vars = [("SYSLOG_IDENTIFIER", "credloader")];
+    let _ = libsystemd::logging::journal_send(priority, message, vars.into_iter());
+}

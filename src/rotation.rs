@@ -569,6 +569,13 @@ impl Verified {
                     .unwrap_or_else(|| "none configured".into()),
                 if c.ok { "" } else { "  => FAILED" }
             );
+            let lines = c.health.as_ref().map(|h| h.output()).unwrap_or_default();
+            if !lines.is_empty() {
+                let _ = writeln!(out, "  its last lines of output (secrets masked):");
+                for l in lines {
+                    let _ = writeln!(out, "  | {l}");
+                }
+            }
         }
         out
     }
@@ -648,6 +655,9 @@ pub fn apply_and_verify(
                 .map(|argv| run_health(root, config, manager, service, argv))
         };
         let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed());
+        if let (Some(h), false) = (&health, root.is_offline()) {
+            journal_failed_check(service, h);
+        }
         checks.push(Check {
             service: s.service.clone(),
             unit: s.unit.clone(),
@@ -658,6 +668,23 @@ pub fn apply_and_verify(
         });
     }
     Ok(Verified { report, checks })
+}
+
+/// Keeps a failed health check, with its masked output, in the journal.
+fn journal_failed_check(service: &Service, health: &health::Outcome) {
+    if health.passed() {
+        return;
+    }
+    let mut message = format!(
+        "service {} ({}): health check {}",
+        service.name,
+        service.unit,
+        health.describe()
+    );
+    for line in health.output() {
+        let _ = write!(message, "\n| {line}");
+    }
+    crate::logging::journal(libsystemd::logging::Priority::Warning, &message);
 }
 
 /// Waits (up to the service's health timeout) for its unit to be active
@@ -755,8 +782,9 @@ fn run_health(
             ),
         };
         let group = service.group.as_deref();
-        if let Some(outcome) =
-            health::run_in_unit(argv, &service.user, group, &env, service.health_timeout)
+        let mask = || health::secrets::of_service(root, config, service);
+        let timeout = service.health_timeout;
+        if let Some(outcome) = health::run_in_unit(argv, &service.user, group, &env, &mask, timeout)
         {
             return outcome;
         }
@@ -786,7 +814,8 @@ fn run_health(
         Err(reason) => return health::Outcome::NotRun { reason },
     };
     let who = RunAs::resolve(root, &service.user, account.uid, account.gid);
-    health::run(argv, &who, &env, service.health_timeout)
+    let mask = || Ok(health::secrets::from_env(service, &env));
+    health::run(argv, &who, &env, &mask, service.health_timeout)
 }
 
 /// The variables an env-delivery service receives (none for credential

@@ -152,3 +152,63 @@ health_timeout_sec = 15
     assert_eq!(s["dropin_loaded"], true, "{j}");
     assert_eq!(s["env_file_matches"], true, "{j}");
 }
+
+/// A failed check run as a transient unit says why: its exit status and
+/// its last lines come back over a pipe, every secret value of the service
+/// masked, in rotate's human and JSON output and in the journal, and the
+/// journal never holds the values (the check's output never reaches it).
+#[test]
+fn a_failed_check_says_why_masked_in_the_output_and_the_journal() {
+    let bed = boot();
+    bed.config(
+        "alpha",
+        r#"[services.alpha]
+unit = "alpha.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+static = { EXIT_BRAIN_V35_ENABLED = "true" }
+health_check = ["/bin/sh", "-c", 'echo "key=$BINANCE_API_KEY"; echo "secret=$BINANCE_API_SECRET brain=$EXIT_BRAIN_V35_ENABLED as $(id -un)" >&2; test "$BINANCE_API_KEY" = old-key-0123456789 || exit 3']
+health_timeout_sec = 15
+"#,
+    );
+    bed.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    bed.seal("BINANCE_API_SECRET", b"the-secret-9876543210");
+    let out = bed.credloader(&["apply"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    bed.systemctl_ok(&["start", "alpha.service"]);
+
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-0123456789"),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let health = &j["verification"][0]["health"];
+    assert_eq!(health["exit_code"], 3, "{j}");
+    assert_eq!(
+        health["output"],
+        serde_json::json!(["key=ne...***", "secret=th...*** brain=true as qt"]),
+        "{j}"
+    );
+    let human = bed.credloader(&["rotate", "BINANCE_API_KEY"], Some(b"new-key-0123456789"));
+    assert_eq!(human.status.code(), Some(4), "{}", text(&human));
+    let shown = text(&human);
+    assert!(
+        shown.contains("failed with exit status 3")
+            && shown.contains("| key=ne...***")
+            && shown.contains("| secret=th...*** brain=true as qt"),
+        "{shown}"
+    );
+    let journal = testbed::lossy(&bed.exec(&["journalctl", "--no-pager", "-o", "cat"]).stdout);
+    assert!(
+        journal.contains("service alpha (alpha.service): health check failed with exit status 3")
+            && journal.contains("| key=ne...***"),
+        "{journal}"
+    );
+    for t in [text(&out), shown, journal] {
+        assert!(
+            !t.contains("0123456789") && !t.contains("9876543210"),
+            "{t}"
+        );
+    }
+}

@@ -233,6 +233,64 @@ fn rotate_with_a_failing_health_check_rolls_back_and_exits_4() {
     assert!(run.stdout.contains("failed with exit status 1"), "{run:?}");
 }
 
+/// A failed check says why: its exit status and its last lines, with every
+/// secret value of the service masked (the key and the secret it printed,
+/// also the secret as sealed with a trailing newline), in the human and the
+/// JSON output; the static variable is not secret and is shown as it is.
+#[test]
+fn a_failed_health_check_shows_its_last_lines_with_every_secret_masked() {
+    let t = Tree::new();
+    t.config(
+        "position-monitor.toml",
+        r#"
+[services.position-monitor]
+unit = "quantum-position-monitor.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+static = { EXIT_BRAIN_V35_ENABLED = "true" }
+health_check = ["/bin/sh", "-c", 'echo "key=$BINANCE_API_KEY secret=$BINANCE_API_SECRET brain=$EXIT_BRAIN_V35_ENABLED"; echo "{\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}" >&2; test "$BINANCE_API_KEY" = old-key-0123456789 || exit 3']
+health_timeout_sec = 10
+"#,
+    );
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    t.seal("BINANCE_API_SECRET", b"secret-value-9876543210\n");
+    t.credloader(&["apply"]).ok();
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    let health = &j["verification"][0]["health"];
+    assert_eq!(health["result"], "failed", "{j}");
+    assert_eq!(health["exit_code"], 3, "{j}");
+    assert_eq!(
+        health["output"],
+        serde_json::json!([
+            "key=ne...*** secret=sec...*** brain=true",
+            "{\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}"
+        ]),
+        "{j}"
+    );
+    let human =
+        t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"new-key-0123456789"));
+    assert_eq!(human.code, 4, "{human:?}");
+    assert!(
+        human
+            .stdout
+            .contains("health check failed with exit status 3")
+            && human
+                .stdout
+                .contains("| key=ne...*** secret=sec...*** brain=true")
+            && human.stdout.contains("-2015"),
+        "{human:?}"
+    );
+    for r in [&run, &human] {
+        assert!(!r.all().contains("0123456789"), "{r:?}");
+        assert!(!r.all().contains("9876543210"), "{r:?}");
+    }
+}
+
 /// A rejected value is kept as a generation, marked rejected, and is no
 /// duplicate of the current value: a plain `rollback` does not pick it, but
 /// `rollback --to N` retries it once the cause is fixed (here: the exchange
