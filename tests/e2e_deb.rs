@@ -133,6 +133,7 @@ fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
         "/usr/share/doc/credloader/operator-guide.md",
         "/etc/quantum/credloader.toml",
         "/usr/lib/systemd/system-generators/credloader-generator",
+        "/usr/lib/credloader/health/binance-key-check",
     ] {
         assert!(exists(&bed, path), "{path} not installed");
     }
