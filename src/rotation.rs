@@ -144,6 +144,8 @@ struct Undo {
     /// The new sealed bytes and what is recorded about them: kept as a
     /// rejected generation when verification fails.
     new: (Vec<u8>, Info),
+    /// The number the new value got when it became current.
+    new_number: Option<u32>,
 }
 
 /// How a batch went; serializable, never holds a value.
@@ -270,9 +272,12 @@ impl Job<'_> {
                 None => (None, None),
             };
             install(creds, name, &value.sealed)?;
-            if let Err(e) = history.set_current(value.info.clone()) {
-                tracing::warn!("credential {name}: could not record its metadata: {e}");
-            }
+            let new_number = history
+                .set_current(value.info.clone())
+                .map_err(|e| {
+                    tracing::warn!("credential {name}: could not record its metadata: {e}")
+                })
+                .ok();
             let _ = writeln!(
                 human,
                 "credential {name}: new value {} ({} bytes) installed; {}",
@@ -288,6 +293,7 @@ impl Job<'_> {
                 previous,
                 generation,
                 new: (value.sealed, value.info),
+                new_number,
             });
             installed.push(Installed {
                 name: name.clone(),
@@ -371,6 +377,7 @@ impl Job<'_> {
                     h.keep_rejected(
                         &u.new.0,
                         u.new.1.clone(),
+                        u.new_number,
                         u.generation,
                         now,
                         config.loader.keep_generations,
@@ -859,6 +866,7 @@ mod tests {
             previous: generation.map(|_| (b"old".to_vec(), Info::default())),
             generation,
             new: (b"new".to_vec(), Info::default()),
+            new_number: None,
         }
     }
 

@@ -358,9 +358,11 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
     let rj = rb.json();
     assert_eq!(rj["restored_was_rejected"], true, "{rj}");
     assert_eq!(rj["verified"], true, "{rj}");
-    assert_eq!(rj["replaced_kept_as"], 3, "{rj}");
+    // The old value keeps its number 1 (it was generation 1 before the
+    // rejected rotation, and current as 1 after it): numbers are stable.
+    assert_eq!(rj["replaced_kept_as"], 1, "{rj}");
     assert!(env_has(&t, "new-key-0123456789"));
-    assert_eq!(t.read(&format!("{gens}/3.cred")), old);
+    assert_eq!(t.read(&format!("{gens}/1.cred")), old);
     // Verified now: no longer marked rejected.
     let g2 = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
     let marked: Vec<u64> = g2.json()["generations"]
@@ -371,9 +373,114 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
         .map(|x| x["number"].as_u64().unwrap())
         .collect();
     assert!(marked.is_empty(), "{g2:?}");
-    for r in [&run, &g, &rb] {
+    let g2j = g2.json();
+    assert_eq!(g2j["current"]["number"], 2, "{g2j}");
+    assert_eq!(g2j["current"]["masked"], "ne...***", "{g2j}");
+    let g3 = t.credloader(&["generations", "BINANCE_API_KEY"]);
+    let lines: Vec<&str> = g3.stdout.lines().collect();
+    assert!(lines[1].starts_with("1     kept      ol...***"), "{g3:?}");
+    assert!(lines[2].starts_with("2     current   ne...***"), "{g3:?}");
+    for r in [&run, &g, &rb, &g2, &g3] {
         assert!(!r.all().contains("0123456789"), "{r:?}");
     }
+}
+
+/// Each value gets a number once and keeps it: rotations and rollbacks
+/// move values between current and kept, never renumber them, and
+/// `generations` marks the current one and shows each one masked.
+#[test]
+fn generations_number_each_value_once_and_mark_the_current_one() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    let seal = t.credloader_with_stdin(
+        &["seal", "BINANCE_API_KEY", "--key", "host"],
+        Some(b"alpha-value-0123456789"),
+    );
+    seal.ok();
+    for v in ["bravo-value-0123456789", "charlie-value-0123456789"] {
+        t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(v.as_bytes()))
+            .ok();
+    }
+    let table = |t: &Tree| -> Vec<(u64, bool, String)> {
+        let g = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+        g.ok();
+        assert!(!g.all().contains("0123456789"), "{g:?}");
+        let j = g.json();
+        let mut rows: Vec<(u64, bool, String)> = j["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(std::iter::once(&j["current"]))
+            .map(|r| {
+                (
+                    r["number"].as_u64().unwrap(),
+                    r["current"].as_bool().unwrap(),
+                    r["masked"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows.dedup();
+        rows
+    };
+    let row = |n: u64, current: bool, m: &str| (n, current, m.to_string());
+    assert_eq!(
+        table(&t),
+        [
+            row(1, false, "al...***"),
+            row(2, false, "br...***"),
+            row(3, true, "cha...***")
+        ]
+    );
+    // Back to bravo: it is current again as 2, charlie is kept as 3.
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY", "--json"]);
+    rb.ok();
+    assert_eq!(rb.json()["restored_generation"], 2);
+    assert_eq!(rb.json()["replaced_kept_as"], 3);
+    assert_eq!(
+        table(&t),
+        [
+            row(1, false, "al...***"),
+            row(2, true, "br...***"),
+            row(3, false, "cha...***")
+        ]
+    );
+    // And forth: still three values, three numbers.
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY", "--to", "3", "--json"]);
+    rb.ok();
+    assert_eq!(rb.json()["replaced_kept_as"], 2);
+    assert_eq!(
+        table(&t),
+        [
+            row(1, false, "al...***"),
+            row(2, false, "br...***"),
+            row(3, true, "cha...***")
+        ]
+    );
+    // A fourth value gets 4, never a number that was shown before.
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"delta-value-0123456789"),
+    );
+    run.ok();
+    assert_eq!(run.json()["previous_generation"], 3);
+    let human = t.credloader(&["generations", "BINANCE_API_KEY"]);
+    assert!(
+        human.stdout.contains("4     current   de...***")
+            && human.stdout.contains("3     kept      cha...***"),
+        "{human:?}"
+    );
+    // Without the image's key file, the values are listed, not decrypted.
+    let out = t
+        .command(&["generations", "BINANCE_API_KEY"])
+        .env_remove("SYSTEMD_CREDENTIAL_SECRET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not decrypted"),
+        "{out:?}"
+    );
 }
 
 /// An error after the new value is installed (here: the image's account
