@@ -438,6 +438,21 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         let Ok(history) = History::open(root, &loader.state_dir, name, false) else {
             continue;
         };
+        if let Ok(Some((n, when))) = history.rejected_as(&sealed.digest) {
+            f.add(
+                Severity::Error,
+                format!("credential {name}"),
+                format!(
+                    "its live value is generation {n}, which failed verification when a rotation \
+                     installed it at {}",
+                    format_utc(when)
+                ),
+                format!(
+                    "go back to the newest good value with `credloader rollback {name}`, or, once \
+                     the cause is fixed, verify this one again with `credloader rollback {name} --to {n}`"
+                ),
+            );
+        }
         let Some(at) = history.info_for(&sealed.digest).and_then(|i| i.not_after) else {
             continue;
         };

@@ -334,6 +334,15 @@ impl History {
             .write_atomic(OsStr::new(META), &bytes, Owner::ROOT_0600)
     }
 
+    /// The kept generation marked rejected that holds the sealed bytes with
+    /// `digest` (the live value, say), and when it was rejected.
+    pub fn rejected_as(&self, digest: &str) -> Result<Option<(u32, u64)>, FsError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find_map(|g| Some((g.number, g.rejected_at?)).filter(|_| g.digest == digest)))
+    }
+
     /// The recorded info for the sealed bytes with `digest`, if any.
     pub fn info_for(&self, digest: &str) -> Option<&Info> {
         self.meta
