@@ -46,7 +46,8 @@ pub struct Global {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors.
+    /// Print only what went wrong, on stderr; nothing when all went well. `--json`
+    /// documents, completion scripts and the man page are printed as asked.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 }

@@ -24,13 +24,22 @@ fn main() -> ExitCode {
     if let Err(e) = harden::drop_capabilities() {
         tracing::warn!("could not drop capabilities: {e}");
     }
-    let json = cli.global.json;
+    let (json, quiet) = (cli.global.json, cli.global.quiet);
     let result = commands::run(cli.global, cli.command);
     let mut stdout = std::io::stdout().lock();
     match result {
         Ok(out) => {
-            let text = if json { out.json_text() } else { out.human };
-            let _ = stdout.write_all(text.as_bytes());
+            // `-q`: only what went wrong, on stderr. `--json` is the
+            // document asked for, quiet or not.
+            match (json, quiet.then(|| out.quiet_text()).flatten()) {
+                (true, _) => {
+                    let _ = stdout.write_all(out.json_text().as_bytes());
+                }
+                (false, Some(errors)) => eprint!("{errors}"),
+                (false, None) => {
+                    let _ = stdout.write_all(out.human.as_bytes());
+                }
+            }
             ExitCode::from(out.code)
         }
         Err(e) => {

@@ -565,26 +565,42 @@ impl Verified {
             let _ = writeln!(out, "warning: {w}");
         }
         for c in &self.checks {
-            let _ = writeln!(
-                out,
-                "verify {}: unit {}; health check {}{}",
-                c.service,
-                c.unit_state,
-                c.health
-                    .as_ref()
-                    .map(|h| h.describe())
-                    .unwrap_or_else(|| "none configured".into()),
-                if c.ok { "" } else { "  => FAILED" }
-            );
-            let lines = c.health.as_ref().map(|h| h.output()).unwrap_or_default();
-            if !lines.is_empty() {
-                let _ = writeln!(out, "  its last lines of output (secrets masked):");
-                for l in lines {
-                    let _ = writeln!(out, "  | {l}");
-                }
+            out.push_str(&c.describe());
+        }
+        out
+    }
+}
+
+impl Check {
+    /// How it went, with the check's last lines when it failed.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "verify {}: unit {}; health check {}{}\n",
+            self.service,
+            self.unit_state,
+            self.health
+                .as_ref()
+                .map(|h| h.describe())
+                .unwrap_or_else(|| "none configured".into()),
+            if self.ok { "" } else { "  => FAILED" }
+        );
+        let lines = self.health.as_ref().map(|h| h.output()).unwrap_or_default();
+        if !lines.is_empty() {
+            out.push_str("  its last lines of output (secrets masked):\n");
+            for l in lines {
+                let _ = writeln!(out, "  | {l}");
             }
         }
         out
+    }
+
+    /// The descriptions of the checks that failed (what `-q` shows).
+    pub fn failures(checks: &[Check]) -> Vec<String> {
+        checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.describe().trim_end().to_string())
+            .collect()
     }
 }
 

@@ -17,16 +17,17 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         .count();
     let warnings = findings.len() - errors;
     let mut human = String::new();
+    let mut error_lines = Vec::new();
     for f in &findings {
         let sev = match f.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let _ = writeln!(
-            human,
-            "{sev}: {}: {}\n  fix: {}",
-            f.subject, f.problem, f.fix
-        );
+        let line = format!("{sev}: {}: {}\n  fix: {}", f.subject, f.problem, f.fix);
+        let _ = writeln!(human, "{line}");
+        if f.severity == Severity::Error {
+            error_lines.push(line);
+        }
     }
     let _ = writeln!(
         human,
@@ -44,5 +45,6 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         code,
         human,
         json!({ "findings": findings, "errors": errors, "warnings": warnings, "ok": errors == 0 }),
-    ))
+    )
+    .with_errors(error_lines))
 }

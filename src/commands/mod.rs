@@ -30,6 +30,12 @@ pub struct Output {
     pub code: u8,
     pub human: String,
     json: Json,
+    /// The lines of `human` that say what went wrong, when `code` is not
+    /// 0: all that `-q` shows (see [`Output::quiet_text`]).
+    errors: Vec<String>,
+    /// The output is the artifact asked for (a completion script, the man
+    /// page), not a report: `-q` does not silence it.
+    artifact: bool,
 }
 
 #[derive(Debug)]
@@ -45,7 +51,38 @@ impl Output {
             code,
             human,
             json: Json::Value(serde_json::to_value(json).expect("output serializes")),
+            errors: Vec::new(),
+            artifact: false,
         }
+    }
+
+    /// The lines that say what went wrong (for `-q`).
+    pub fn with_errors(mut self, errors: Vec<String>) -> Output {
+        self.errors = errors;
+        self
+    }
+
+    /// What was asked for itself, printed even with `-q`.
+    fn artifact(text: String, json: impl Serialize) -> Output {
+        let mut out = Output::new(exit::OK, text, json);
+        out.artifact = true;
+        out
+    }
+
+    /// What `-q` prints, on stderr: nothing when all went well; else only
+    /// what went wrong (the whole report when the command did not single
+    /// out its error lines: an error is never silenced).
+    pub fn quiet_text(&self) -> Option<String> {
+        if self.artifact {
+            return None;
+        }
+        if self.code == exit::OK {
+            return Some(String::new());
+        }
+        if self.errors.is_empty() {
+            return Some(self.human.clone());
+        }
+        Some(self.errors.iter().map(|e| format!("{e}\n")).collect())
     }
 
     /// An output whose JSON form was rendered by [`Output::json_text`]
@@ -55,6 +92,8 @@ impl Output {
             code,
             human,
             json: Json::Text(json_text),
+            errors: Vec::new(),
+            artifact: false,
         }
     }
 
@@ -225,8 +264,7 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 &mut buf,
             );
             let text = String::from_utf8_lossy(&buf).into_owned();
-            Ok(Output::new(
-                exit::OK,
+            Ok(Output::artifact(
                 text.clone(),
                 serde_json::json!({ "script": text }),
             ))
@@ -247,8 +285,7 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 .render(&mut buf)
                 .map_err(|e| CommandError::Environment(e.to_string()))?;
             let text = String::from_utf8_lossy(&buf).into_owned();
-            Ok(Output::new(
-                exit::OK,
+            Ok(Output::artifact(
                 text.clone(),
                 serde_json::json!({ "man": text }),
             ))

@@ -185,6 +185,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     // 3. One rotation for everything that changed.
     let mut code = exit::OK;
     let mut rotation_human = String::new();
+    let mut failures = Vec::new();
     if let (false, Some(held)) = (batch.is_empty(), &held) {
         let r = rotation::rotate(&ctx.root, &config, ctx.manager(), batch, false, held)?;
         if r.rolled_back {
@@ -195,6 +196,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
                 }
             }
         }
+        failures = rotation::Check::failures(&r.verification);
         rotation_human = r.human.clone();
         if r.consumers.is_empty() {
             rotation_human.push_str("no service uses them: nothing to apply\n");
@@ -255,7 +257,16 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         }
     );
     doc["credentials"] = json!(items);
-    Ok(Output::new(code, human, doc))
+    let errors = items
+        .iter()
+        .filter(|i| matches!(i.status, Status::Failed | Status::RolledBack))
+        .map(|i| match &i.error {
+            Some(e) => format!("{}: FAILED: {e} ({})", i.name, i.from),
+            None => format!("{}: changed, ROLLED BACK ({})", i.name, i.from),
+        })
+        .chain(failures)
+        .collect();
+    Ok(Output::new(code, human, doc).with_errors(errors))
 }
 
 /// What `seal` checks, as a per-credential refusal.
