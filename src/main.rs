@@ -14,6 +14,11 @@ fn main() -> ExitCode {
     if argv0.and_then(|p| p.file_name()) == Some(boot::GENERATOR_NAME.as_ref()) {
         return ExitCode::from(boot::generator_main(&args));
     }
+    // `COMPLETE=SHELL credloader -- WORDS`: a shell asking for completions
+    // (names only, nothing decrypted; see `complete`). Exits when it was.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(credloader::complete::VAR)
+        .complete();
     // Before anything can hold a secret: no core dumps, no ptrace by peers.
     if let Err(e) = harden::no_core_dumps() {
         eprintln!("credloader: error: cannot disable core dumps: {e}");

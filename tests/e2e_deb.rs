@@ -127,6 +127,7 @@ fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
         "/lib/systemd/system/credloader-refresh.service",
         "/usr/lib/tmpfiles.d/credloader.conf",
         "/usr/share/man/man1/credloader.1.gz",
+        "/usr/share/man/man1/credloader-rotate.1.gz",
         "/usr/share/bash-completion/completions/credloader",
         "/usr/share/zsh/vendor-completions/_credloader",
         "/usr/share/fish/vendor_completions.d/credloader.fish",

@@ -256,14 +256,10 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
         Command::Check => check::run(&ctx),
         Command::Import(args) => import::run(&ctx, args),
         Command::Completions(args) => {
-            let mut buf = Vec::new();
-            clap_complete::generate(
-                args.shell,
-                &mut crate::cli::Cli::command(),
-                "credloader",
-                &mut buf,
-            );
-            let text = String::from_utf8_lossy(&buf).into_owned();
+            let shell = args.shell.to_string();
+            let script = crate::complete::registration(&shell)
+                .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
+            let text = String::from_utf8_lossy(&script).into_owned();
             Ok(Output::artifact(
                 text.clone(),
                 serde_json::json!({ "script": text }),
@@ -279,12 +275,19 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 serde_json::Value::Null,
             ))
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(crate::cli::Cli::command())
-                .render(&mut buf)
-                .map_err(|e| CommandError::Environment(e.to_string()))?;
-            let text = String::from_utf8_lossy(&buf).into_owned();
+        Command::Man(args) => {
+            let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
+            if let Some(dir) = args.out_dir {
+                let written = crate::manpage::write_all(&dir).map_err(env)?;
+                let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+                return Ok(Output::new(
+                    exit::OK,
+                    names.iter().map(|n| format!("{n}\n")).collect(),
+                    serde_json::json!({ "written": names }),
+                ));
+            }
+            let text =
+                String::from_utf8_lossy(&crate::manpage::main_page().map_err(env)?).into_owned();
             Ok(Output::artifact(
                 text.clone(),
                 serde_json::json!({ "man": text }),
