@@ -5,7 +5,8 @@
 use tracing::Level;
 use tracing_subscriber::prelude::*;
 
-/// `verbosity`: 0 = warnings, 1 = info, 2 = debug, 3+ = trace; `quiet` = errors only.
+/// `verbosity`: 0 = warnings, 1 = info, 2 = debug (and other crates' logs),
+/// 3+ = trace; `quiet` = errors only.
 pub fn init(verbosity: u8, quiet: bool) {
     let level = if quiet {
         Level::ERROR
@@ -17,7 +18,12 @@ pub fn init(verbosity: u8, quiet: bool) {
             _ => Level::TRACE,
         }
     };
-    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+    // Other crates' logs (the AWS SDK's notes on its own configuration)
+    // only at -vv and beyond; errors always.
+    let others = if verbosity >= 2 { level } else { Level::ERROR };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("credloader", level)
+        .with_default(others.min(level));
     if libsystemd::logging::connected_to_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()

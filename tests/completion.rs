@@ -73,9 +73,8 @@ fn completion_offers_this_hosts_credential_and_service_names() {
         ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
     );
     // Sealed but not configured, and configured: both; never a temp file.
-    let names = |v: Vec<String>| -> Vec<String> {
-        v.into_iter().filter(|w| !w.starts_with('-')).collect()
-    };
+    let names =
+        |v: Vec<String>| -> Vec<String> { v.into_iter().filter(|w| !w.starts_with('-')).collect() };
     assert_eq!(
         names(complete(&config, &["credloader", "show", ""])),
         ["BINANCE_API_KEY", "BINANCE_API_SECRET", "KRAKEN_API_KEY"]
