@@ -246,11 +246,16 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     if config.main == default_main && !default_main.exists() {
         f.add(
             Severity::Warning,
-            crate::config::DEFAULT_CONFIG,
+            default_main.display().to_string(),
             "does not exist, so credloader.path watches /etc/quantum instead and can miss a credential \
              renamed into the creds dir (systemd 252)",
-            "put it back: `apt-get install --reinstall credloader` restores the commented default \
-             (or create it empty)",
+            if root.is_offline() {
+                format!("create it (empty will do): `touch {}`", default_main.display())
+            } else {
+                "put it back: `apt-get install --reinstall credloader` restores the commented default \
+                 (or create it empty)"
+                    .to_string()
+            },
         );
     }
 
@@ -685,9 +690,11 @@ fn service_checks(
                     if exists { ", and that file still exists (plaintext secrets?)" } else { "" }
                 ),
                 format!(
-                    "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {} and run `systemctl daemon-reload`",
+                    "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {}{}",
                     s.unit,
-                    root.host(path).display()
+                    root.host(path).display(),
+                    // An image's systemd reads its units when it boots.
+                    if root.is_offline() { "" } else { " and run `systemctl daemon-reload`" }
                 ),
             );
         }

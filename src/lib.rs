@@ -19,6 +19,7 @@ pub mod exit;
 pub mod generations;
 pub mod harden;
 pub mod health;
+pub mod hint;
 pub mod import;
 pub mod lock;
 pub mod logging;

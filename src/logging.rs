@@ -7,7 +7,7 @@ use tracing_subscriber::prelude::*;
 
 /// `verbosity`: 0 = warnings, 1 = info, 2 = debug (and other crates' logs),
 /// 3+ = trace; `quiet` = errors only.
-pub fn init(verbosity: u8, quiet: bool) {
+pub fn init(verbosity: u8, quiet: bool, hints: crate::hint::Hints) {
     let level = if quiet {
         Level::ERROR
     } else {
@@ -36,7 +36,7 @@ pub fn init(verbosity: u8, quiet: bool) {
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(Stderr(std::sync::Arc::new(hints)))
                 .with_target(false)
                 .without_time()
                 // Colour only for a person at a terminal: not in cron mail,
@@ -61,4 +61,30 @@ pub fn journal(priority: libsystemd::logging::Priority, message: &str) {
     }
     let vars = [("SYSLOG_IDENTIFIER", "credloader")];
     let _ = libsystemd::logging::journal_send(priority, message, vars.into_iter());
+}
+
+/// stderr for log lines, whose suggested commands carry `--root` like
+/// every other message ([`crate::hint`]). The fmt layer writes
+/// each event with one `write_all`.
+struct Stderr(std::sync::Arc<crate::hint::Hints>);
+
+struct HintedStderr(std::sync::Arc<crate::hint::Hints>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = HintedStderr;
+    fn make_writer(&'a self) -> HintedStderr {
+        HintedStderr(self.0.clone())
+    }
+}
+
+impl std::io::Write for HintedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = self.0.text(&String::from_utf8_lossy(buf));
+        std::io::stderr().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credloader::cli::Cli;
-use credloader::{boot, commands, exit, harden, logging};
+use credloader::{boot, commands, exit, harden, hint, logging};
 
 fn main() -> ExitCode {
     // Run by systemd as /…/system-generators/credloader-generator.
@@ -25,11 +25,14 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::ENVIRONMENT);
     }
     let cli = Cli::parse();
-    logging::init(cli.global.verbose, cli.global.quiet);
+    let hints = || hint::Hints::new(cli.global.root.as_deref(), cli.global.config.as_deref());
+    logging::init(cli.global.verbose, cli.global.quiet, hints());
     if let Err(e) = harden::drop_capabilities() {
         tracing::warn!("could not drop capabilities: {e}");
     }
     let (json, quiet) = (cli.global.json, cli.global.quiet);
+    // Suggested commands carry --root (and --config) as given here.
+    let hints = hints();
     let result = commands::run(cli.global, cli.command);
     let mut stdout = std::io::stdout().lock();
     match result {
@@ -38,23 +41,23 @@ fn main() -> ExitCode {
             // document asked for, quiet or not.
             match (json, quiet.then(|| out.quiet_text()).flatten()) {
                 (true, _) => {
-                    let _ = stdout.write_all(out.json_text().as_bytes());
+                    let _ = stdout.write_all(hints.json(&out.json_text()).as_bytes());
                 }
-                (false, Some(errors)) => eprint!("{errors}"),
+                (false, Some(errors)) => eprint!("{}", hints.text(&errors)),
                 (false, None) => {
-                    let _ = stdout.write_all(out.human.as_bytes());
+                    let _ = stdout.write_all(hints.text(&out.human).as_bytes());
                 }
             }
             ExitCode::from(out.code)
         }
         Err(e) => {
             let code = e.exit_code();
-            let err = anyhow::Error::new(e);
+            let err = hints.text(&format!("{:#}", anyhow::Error::new(e)));
             if json {
-                let doc = serde_json::json!({ "error": format!("{err:#}"), "exit_code": code });
+                let doc = serde_json::json!({ "error": err, "exit_code": code });
                 let _ = writeln!(stdout, "{doc}");
             }
-            eprintln!("credloader: error: {err:#}");
+            eprintln!("credloader: error: {err}");
             ExitCode::from(code)
         }
     }

@@ -94,7 +94,7 @@ fn show_masks_and_fails_clearly() {
 
     let run = t.credloader(&["show", "GONE_KEY"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("GONE_KEY") && run.stderr.contains("credloader seal GONE_KEY"));
+    assert!(run.stderr.contains("GONE_KEY") && run.stderr.contains(&t.cmd("seal GONE_KEY")));
 
     t.seal_legacy("LEGACY", b"legacy-value-999999");
     let run = t.credloader(&["show", "LEGACY"]);
@@ -352,7 +352,7 @@ fn list_shows_expired_and_expiring_credentials() {
     assert!(line("PAST_KEY").contains(" expired "), "{human:?}");
     assert!(
         human.stdout.contains("expired at 2001-09-09T01:46:40Z")
-            && human.stdout.contains("credloader rotate PAST_KEY"),
+            && human.stdout.contains(&t.cmd("rotate PAST_KEY")),
         "{human:?}"
     );
 }
@@ -403,8 +403,11 @@ fn check_reports_a_live_value_that_a_rotation_rejected() {
     );
     let fix = f["fix"].as_str().unwrap();
     assert!(
-        fix.contains("`credloader rollback ALPHA_KEY`")
-            && fix.contains(&format!("`credloader rollback ALPHA_KEY --to {n}`")),
+        fix.contains(&format!("`{}`", t.cmd("rollback ALPHA_KEY")))
+            && fix.contains(&format!(
+                "`{}`",
+                t.cmd(&format!("rollback ALPHA_KEY --to {n}"))
+            )),
         "{fix}"
     );
     // Back to a good value: nothing to report.
@@ -472,7 +475,7 @@ fn list_and_check_call_a_file_that_is_no_credential_damaged() {
     assert!(beta["error"]
         .as_str()
         .unwrap()
-        .contains("credloader rotate BETA_KEY"));
+        .contains(&t.cmd("rotate BETA_KEY")));
     let check = t.credloader(&["check", "--json"]);
     assert_eq!(check.code, 1);
     assert!(

@@ -82,7 +82,7 @@ fn seal_refuses_what_it_cannot_or_must_not_do() {
     let run = t.credloader_with_stdin(&["seal", "BINANCE_API_KEY"], Some(b"other"));
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("credloader rotate BINANCE_API_KEY"),
+        run.stderr.contains(&t.cmd("rotate BINANCE_API_KEY")),
         "{run:?}"
     );
     assert_eq!(t.read(CRED), before);
@@ -639,7 +639,7 @@ fn rotate_and_rollback_of_unknown_credentials_say_what_to_do() {
     let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"x"));
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("credloader seal BINANCE_API_KEY"),
+        run.stderr.contains(&t.cmd("seal BINANCE_API_KEY")),
         "{run:?}"
     );
     let run = t.credloader(&["rollback", "BINANCE_API_KEY"]);
