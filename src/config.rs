@@ -6,7 +6,7 @@
 //! ones, and each `[services.NAME]` may be defined once across all files.
 //! Every mistake found is reported together, each with its file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -167,6 +167,11 @@ pub struct Service {
     pub on_change: OnChange,
     pub health_check: Option<Vec<String>>,
     pub health_timeout: Duration,
+    /// Its credentials whose value keeps a trailing newline
+    /// (`[credentials.NAME] keep_newline = true`; see [`crate::newline`]).
+    /// Part of the definition, so a change re-renders its env file.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub keep_newline: BTreeSet<String>,
     #[serde(skip)]
     pub origin: Origin,
 }
@@ -374,8 +379,20 @@ pub struct Config {
     /// to run over them (see [`Config::sources_error`]); every other
     /// command reports them and goes on.
     pub sources_problems: Vec<Problem>,
+    /// `[credentials.NAME]`: options of single credentials, whichever
+    /// service uses them.
+    pub credentials: BTreeMap<String, CredentialOptions>,
     /// The files it was read from, in order.
     pub files: Vec<PathBuf>,
+}
+
+/// `[credentials.NAME]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialOptions {
+    /// The value keeps a trailing newline: sealed and delivered as given
+    /// (default: trailing line breaks are not part of a value).
+    pub keep_newline: bool,
+    pub origin: Origin,
 }
 
 impl Config {
@@ -429,6 +446,11 @@ impl Config {
             .filter(move |s| s.credentials().contains(&credential))
     }
 
+    /// Whether `[credentials.NAME] keep_newline = true` is set for `name`.
+    pub fn keeps_newline(&self, name: &str) -> bool {
+        self.credentials.get(name).is_some_and(|c| c.keep_newline)
+    }
+
     /// Every credential any service needs.
     pub fn all_credentials(&self) -> std::collections::BTreeSet<&str> {
         self.services
@@ -464,6 +486,14 @@ struct RawFile<S = Spanned<RawSources>> {
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
     sources: Option<S>,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, RawCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    keep_newline: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -724,6 +754,7 @@ pub fn from_texts_with_main(
     let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let mut orphan_problems = Vec::new();
     let mut sources_problems = Vec::new();
+    let mut unknown_options = Vec::new();
     for (path, text) in files {
         let e = match toml::from_str::<RawFile>(&text) {
             Ok(raw) => {
@@ -747,6 +778,7 @@ pub fn from_texts_with_main(
                 loader: lenient.loader,
                 services: lenient.services,
                 sources: None,
+                credentials: lenient.credentials,
             };
             parsed.push(Parsed { path, text, raw });
             continue;
@@ -782,12 +814,16 @@ pub fn from_texts_with_main(
             sources_problems.push(problem.clone());
         }
         let names = service_headers(&text);
-        if names.is_empty() {
+        let options = credential_headers(&text);
+        if names.is_empty() && options.is_empty() {
             orphan_problems.push(problem.clone());
         }
         for name in names {
             broken.entry(name).or_default().push(problem.clone());
         }
+        // Its `[credentials.NAME]` options are unknown: the services using
+        // NAME are served from their last good definition, which has them.
+        unknown_options.extend(options.into_iter().map(|n| (n, problem.clone())));
     }
 
     let mut problems = Vec::new();
@@ -861,6 +897,24 @@ pub fn from_texts_with_main(
         services.remove(&name);
         broken.entry(name).or_default().push(problem);
     }
+    let (credentials, option_problems) = resolve_credentials(&parsed);
+    for (credential, problem) in option_problems.into_iter().chain(unknown_options) {
+        break_consumers(
+            &mut services,
+            &mut broken,
+            &mut orphan_problems,
+            &credential,
+            problem,
+        );
+    }
+    for service in services.values_mut() {
+        service.keep_newline = service
+            .credentials()
+            .into_iter()
+            .filter(|c| credentials.get(*c).is_some_and(|o| o.keep_newline))
+            .map(str::to_string)
+            .collect();
+    }
     let mut sources: Option<Sources> = None;
     for file in &parsed {
         let Some(raw) = &file.raw.sources else {
@@ -892,8 +946,69 @@ pub fn from_texts_with_main(
         services,
         sources,
         sources_problems,
+        credentials,
         files: parsed.into_iter().map(|p| p.path).collect(),
     })
+}
+
+/// `[credentials.NAME]` of every file, each defined in one file only.
+/// A mistake comes back with the credential it concerns.
+fn resolve_credentials(
+    parsed: &[Parsed],
+) -> (BTreeMap<String, CredentialOptions>, Vec<(String, Problem)>) {
+    let mut options: BTreeMap<String, CredentialOptions> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for file in parsed {
+        for (name, raw) in &file.raw.credentials {
+            let origin = file.origin(name);
+            let cname = name.get_ref();
+            let message = if let Err(m) = names::credential(cname) {
+                format!("credentials.{}: {m}", cname.escape_default())
+            } else if let Some(first) = options.get(cname) {
+                format!(
+                    "[credentials.{cname}] is already defined at {}; define it in one file only",
+                    first.origin
+                )
+            } else {
+                let keep_newline = raw.keep_newline.as_ref().is_some_and(|k| *k.get_ref());
+                options.insert(
+                    cname.clone(),
+                    CredentialOptions {
+                        keep_newline,
+                        origin,
+                    },
+                );
+                continue;
+            };
+            problems.push((cname.clone(), Problem { origin, message }));
+        }
+    }
+    (options, problems)
+}
+
+/// A mistake about credential `credential`'s options breaks the services
+/// that use it (served from their last good definition until it is
+/// fixed); one no service uses concerns nobody in particular.
+fn break_consumers(
+    services: &mut BTreeMap<String, Service>,
+    broken: &mut BTreeMap<String, Vec<Problem>>,
+    orphan_problems: &mut Vec<Problem>,
+    credential: &str,
+    problem: Problem,
+) {
+    let users: Vec<String> = services
+        .values()
+        .filter(|s| s.credentials().contains(&credential))
+        .map(|s| s.name.clone())
+        .collect();
+    if users.is_empty() {
+        orphan_problems.push(problem);
+        return;
+    }
+    for name in users {
+        services.remove(&name);
+        broken.entry(name).or_default().push(problem.clone());
+    }
 }
 
 /// The line a TOML error points at.
@@ -911,6 +1026,16 @@ fn service_headers(text: &str) -> Vec<String> {
         .filter_map(|rest| rest.split(']').next())
         .map(|n| n.trim().trim_matches('"').to_string())
         .filter(|n| names::service(n).is_ok())
+        .collect()
+}
+
+/// The `[credentials.NAME]` headers of a file that does not parse.
+fn credential_headers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("[credentials."))
+        .filter_map(|rest| rest.split(']').next())
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| names::credential(n).is_ok())
         .collect()
 }
 
@@ -1348,6 +1473,7 @@ fn resolve_service(
         on_change: raw.on_change,
         health_check: raw.health_check.as_ref().map(|c| c.get_ref().clone()),
         health_timeout,
+        keep_newline: BTreeSet::new(),
         origin,
     })
 }
@@ -1424,6 +1550,77 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn keep_newline_is_a_credential_option_its_consumers_carry() {
+        let svc = |n: &str, c: &str| {
+            format!(
+                "[services.{n}]\nunit = \"{n}.service\"\nuser = \"qt\"\ncredentials = [\"{c}\"]\n"
+            )
+        };
+        let c = cfg(&[
+            (
+                "/m.toml",
+                "[credentials.PEM]\nkeep_newline = true\n[credentials.K]\n",
+            ),
+            (
+                "/d/a.toml",
+                &format!("{}{}", svc("a", "PEM"), svc("b", "K")),
+            ),
+        ])
+        .unwrap();
+        assert!(c.is_clean(), "{:?}", c.broken);
+        assert!(c.keeps_newline("PEM") && !c.keeps_newline("K") && !c.keeps_newline("X"));
+        assert_eq!(
+            c.services["a"].keep_newline.iter().collect::<Vec<_>>(),
+            ["PEM"]
+        );
+        assert!(c.services["b"].keep_newline.is_empty());
+
+        // An unknown key is an error at its line, like everywhere else.
+        let e = cfg(&[("/m.toml", "[credentials.K]\nkeep_newlines = true\n")]).unwrap_err();
+        assert!(e.to_string().starts_with("/m.toml:2:"), "{e}");
+        assert!(e.to_string().contains("keep_newlines"), "{e}");
+
+        // Defined twice: its consumers are broken (served from their last
+        // good definition), naming both places; an invalid name is reported.
+        let c = cfg(&[
+            (
+                "/m.toml",
+                "[credentials.K]\nkeep_newline = true\n[credentials.\"a/b\"]\n",
+            ),
+            (
+                "/d/a.toml",
+                &format!("{}[credentials.K]\nkeep_newline = false\n", svc("b", "K")),
+            ),
+        ])
+        .unwrap();
+        assert!(!c.services.contains_key("b"));
+        let b = broken(&c, "b");
+        assert!(
+            b.starts_with("/d/a.toml:5:") && b.contains("already defined at /m.toml:1"),
+            "{b}"
+        );
+        assert_eq!(c.orphan_problems.len(), 1, "{:?}", c.orphan_problems);
+        assert!(c.orphan_problems[0].to_string().starts_with("/m.toml:3:"));
+
+        // A drop-in that does not parse may have set K's option: K's
+        // consumers in other files are served from their last good definition.
+        let c = cfg(&[
+            ("/m.toml", "# main\n"),
+            ("/d/a.toml", &svc("a", "K")),
+            ("/d/b.toml", &svc("b", "L")),
+            ("/d/opts.toml", "[credentials.K]\nkeep_newline = tru\n"),
+        ])
+        .unwrap();
+        assert!(c.broken.contains_key("a") && c.services.contains_key("b"));
+        assert!(
+            broken(&c, "a").starts_with("/d/opts.toml:2:"),
+            "{}",
+            broken(&c, "a")
+        );
+        assert!(c.orphan_problems.is_empty());
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
             services: Default::default(),
             sources: None,
             sources_problems: Vec::new(),
+            credentials: Default::default(),
             files: Vec::new(),
         }),
         Err(e) => Err(e),
