@@ -74,6 +74,21 @@ fn a_hand_sealed_value_with_a_newline_is_delivered_as_cat_gave_it_and_reported()
             .contains("credloader rotate BINANCE_API_KEY"));
     }
 
+    // show tells the sealed length from what env files get.
+    let show = t.credloader(&["show", "BINANCE_API_KEY"]);
+    show.ok();
+    assert!(
+        show.stdout.contains("(20 bytes)")
+            && show
+                .stdout
+                .contains("ends in a newline; env files get it without, 19 bytes"),
+        "{show:?}"
+    );
+    assert_eq!(
+        t.credloader(&["show", "BINANCE_API_KEY", "--json"]).json()["ends_in_newline"],
+        true
+    );
+
     // `echo KEY | credloader rotate`: the newline is removed, and said so.
     let run = t.credloader_with_stdin(
         &["rotate", "BINANCE_API_KEY", "--key", "host"],
