@@ -192,9 +192,23 @@ pub struct ImportArgs {
     /// The key to seal with.
     #[arg(long, value_enum, default_value_t = Key::Auto)]
     pub key: Key,
-    /// Show every step and change nothing.
+    /// When a credential is already sealed with a different value than the env file's:
+    /// which one goes live. The other is kept as a generation (`credloader rollback NAME`
+    /// puts it back). Without it, import stops and names both.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub prefer: Option<Prefer>,
+    /// Run every check the real run does, show every step, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `import --prefer`: which of two different values goes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prefer {
+    /// The env file's value (what the service has been reading).
+    EnvFile,
+    /// The value already sealed in the creds dir.
+    Sealed,
 }
 
 #[derive(Debug, Args)]
