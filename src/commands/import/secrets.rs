@@ -156,6 +156,20 @@ fn one(
             ))
         }
     };
+    against(plan, env, &old, legacy, keep, prefer)
+}
+
+/// The plan of a secret whose sealed file decrypts to `old` (`legacy`:
+/// under the name `NAME.cred`).
+fn against(
+    mut plan: SecretPlan,
+    env: Secret,
+    old: &Secret,
+    legacy: bool,
+    keep: bool,
+    prefer: Option<Prefer>,
+) -> Result<SecretPlan, String> {
+    let key = plan.key.clone();
     let meant = newline::delivered(old.expose(), keep);
     if old.ct_eq(env.expose()) {
         plan.action = if legacy {
@@ -327,5 +341,114 @@ fn verb(dry: bool, now: &'static str, later: &'static str) -> &'static str {
         later
     } else {
         now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(
+        env: &[u8],
+        sealed: Option<(&[u8], bool)>,
+        keep: bool,
+        prefer: Option<Prefer>,
+    ) -> Result<SecretPlan, String> {
+        let entered = newline::enter(Secret::copy_from(env), keep);
+        let old = sealed.map(|(v, legacy)| Ok((Secret::copy_from(v), legacy)));
+        one("K", entered, old, keep, prefer)
+    }
+
+    fn live(p: &SecretPlan) -> Option<&[u8]> {
+        p.live.as_ref().map(|s| s.expose())
+    }
+
+    #[test]
+    fn the_manual_procedures_newline_is_the_same_key() {
+        let p = plan(b"KEY", Some((b"KEY\n", true)), false, None).unwrap();
+        assert_eq!(
+            p.action,
+            Action::Reseal {
+                legacy: true,
+                newline: true
+            }
+        );
+        assert_eq!(live(&p), Some(&b"KEY"[..]));
+        let p = plan(b"KEY", Some((b"KEY\r\n", false)), false, None).unwrap();
+        assert_eq!(
+            p.action,
+            Action::Reseal {
+                legacy: false,
+                newline: true
+            }
+        );
+        let p = plan(b"KEY", Some((b"KEY", true)), false, None).unwrap();
+        assert_eq!(
+            p.action,
+            Action::Reseal {
+                legacy: true,
+                newline: false
+            }
+        );
+        let p = plan(b"KEY", Some((b"KEY", false)), false, None).unwrap();
+        assert_eq!((p.action, live(&p)), (Action::Reuse, None));
+        let p = plan(b"KEY", None, false, None).unwrap();
+        assert_eq!((p.action, live(&p)), (Action::Seal, Some(&b"KEY"[..])));
+        // An env file value with a newline of its own (quoted) loses it too.
+        let p = plan(b"KEY\n", Some((b"KEY", false)), false, None).unwrap();
+        assert_eq!(p.action, Action::Reuse);
+        assert!(p.newline_removed);
+    }
+
+    #[test]
+    fn with_keep_newline_a_newline_makes_a_different_value() {
+        let e = plan(b"KEY", Some((b"KEY\n", false)), true, None)
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("different value") && e.contains("4 bytes; env file"),
+            "{e}"
+        );
+        let p = plan(b"KEY\n", Some((b"KEY\n", false)), true, None).unwrap();
+        assert_eq!(p.action, Action::Reuse);
+    }
+
+    #[test]
+    fn two_values_are_both_kept_as_prefer_chooses() {
+        let e = plan(b"NEW", Some((b"OLD\n", true)), false, None)
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("sealed: ...***, 3 bytes; env file: ...***, 3 bytes"),
+            "{e}"
+        );
+        assert!(!e.contains("OLD") && !e.contains("NEW"), "{e}");
+        let p = plan(b"NEW", Some((b"OLD\n", true)), false, Some(Prefer::EnvFile)).unwrap();
+        assert_eq!(
+            (p.action, live(&p)),
+            (Action::PreferEnvFile, Some(&b"NEW"[..]))
+        );
+        assert!(p.other.is_none());
+        let p = plan(b"NEW", Some((b"OLD\n", true)), false, Some(Prefer::Sealed)).unwrap();
+        assert_eq!(p.action, Action::PreferSealed { reseal: true });
+        assert_eq!(live(&p), Some(&b"OLD"[..]));
+        assert_eq!(p.other.as_ref().map(|s| s.expose()), Some(&b"NEW"[..]));
+        let p = plan(b"NEW", Some((b"OLD", false)), false, Some(Prefer::Sealed)).unwrap();
+        assert_eq!(
+            (p.action, live(&p)),
+            (Action::PreferSealed { reseal: false }, None)
+        );
+    }
+
+    #[test]
+    fn a_sealed_file_that_does_not_decrypt_is_kept_only_on_request() {
+        let broken = || Some(Err(systemd_creds::CredsError::Failed("bad".into())));
+        let entered = || newline::enter(Secret::copy_from(b"KEY"), false);
+        let e = one("K", entered(), broken(), false, None).err().unwrap();
+        assert!(e.contains("--prefer env-file"), "{e}");
+        let e = one("K", entered(), broken(), false, Some(Prefer::Sealed)).err();
+        assert!(e.is_some());
+        let p = one("K", entered(), broken(), false, Some(Prefer::EnvFile)).unwrap();
+        assert_eq!(p.action, Action::PreferEnvFile);
     }
 }
