@@ -74,6 +74,10 @@ pub struct ServiceReport {
     /// The `systemctl` verb queued for it, if any.
     pub action: Option<String>,
     pub decrypted: Vec<String>,
+    /// Credentials whose sealed value ends in a newline that its env file
+    /// got without (see [`crate::newline`]); only on runs that decrypt them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub newline_removed: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -108,6 +112,7 @@ impl ServiceReport {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
+            newline_removed: Vec::new(),
             error: Some(error),
         }
     }
@@ -1133,6 +1138,7 @@ impl<'a> Plan<'a> {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
+            newline_removed: Vec::new(),
             error: self.config_error.clone(),
         }
     }
@@ -1168,6 +1174,20 @@ impl<'a> Plan<'a> {
         let errors = self.credential_errors(plain);
         if !errors.is_empty() {
             return self.fail(errors.join("; "));
+        }
+        if self.service.delivery == Delivery::Env {
+            report.newline_removed = report
+                .decrypted
+                .iter()
+                .filter(|c| !self.service.keep_newline.contains(*c))
+                .filter(|c| {
+                    plain
+                        .get(*c)
+                        .and_then(|p| p.as_ref().ok())
+                        .is_some_and(|p| newline::ends_in_newline(p.secret.expose()))
+                })
+                .cloned()
+                .collect();
         }
 
         let account = self.account.expect("resolved");

@@ -35,6 +35,10 @@ fn a_hand_sealed_value_with_a_newline_is_delivered_as_cat_gave_it_and_reported()
         "{}",
         env(&t)
     );
+    assert_eq!(
+        run.json()["services"][0]["newline_removed"],
+        serde_json::json!(["BINANCE_API_KEY"])
+    );
     let warnings = run.json()["warnings"].to_string();
     for part in [
         "credential BINANCE_API_KEY: its sealed value ends in a newline",
@@ -56,6 +60,7 @@ fn a_hand_sealed_value_with_a_newline_is_delivered_as_cat_gave_it_and_reported()
     let j = again.json();
     assert_eq!(j["warnings"], serde_json::json!([]), "{again:?}");
     assert_eq!(j["services"][0]["decrypted"], serde_json::json!([]));
+    assert!(j["services"][0].get("newline_removed").is_none());
     // ...while check says it every time, with the fix.
     for _ in 0..2 {
         let check = t.credloader(&["check", "--json"]);
