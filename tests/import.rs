@@ -341,6 +341,31 @@ fn a_dry_run_fails_where_the_real_run_would() {
             "{run:?}"
         );
     }
+    // A config dir others may write to: both refuse before anything changes.
+    t.write(UNIT, b"[Service]\nUser=qt\nExecStart=/bin/true\n", 0o644);
+    t.mkdir("/etc/quantum/credloader.d", 0o777);
+    let sealed = t.read("/etc/quantum/creds/BINANCE_API_KEY.cred");
+    for dry in [true, false] {
+        let extra: &[&str] = if dry { &["--dry-run"] } else { &[] };
+        let run = t.credloader(&[SEED_IMPORT, extra].concat());
+        assert_eq!(run.code, 2, "dry={dry}: {run:?}");
+        assert!(run.stderr.contains("credloader.d"), "{run:?}");
+    }
+    assert_eq!(t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"), sealed);
+    t.mkdir("/etc/quantum/credloader.d", 0o755);
+    // A legacy drop-in dir others may write to: the real run would find it
+    // only after sealing and writing the config.
+    let dropin_dir = "/etc/systemd/system/quantum-position-monitor.service.d";
+    t.mkdir(dropin_dir, 0o777);
+    for dry in [true, false] {
+        let extra: &[&str] = if dry { &["--dry-run"] } else { &[] };
+        let run = t.credloader(&[SEED_IMPORT, extra].concat());
+        assert_eq!(run.code, 3, "dry={dry}: {run:?}");
+        assert!(run.stderr.contains(dropin_dir), "{run:?}");
+    }
+    assert_eq!(t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"), sealed);
+    t.mkdir(dropin_dir, 0o755);
+    t.write(UNIT, b"[Service]\nExecStart=/bin/true\n", 0o644);
     // Without --user, it says how a root unit is imported.
     let run = t.credloader(&[SEED_IMPORT, &["--dry-run"]].concat());
     assert_eq!(run.code, 2, "{run:?}");

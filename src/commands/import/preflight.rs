@@ -9,6 +9,8 @@ use super::super::{CommandError, Context};
 use crate::cli::ImportArgs;
 use crate::config::{self, dropin_dir_for, Config, Service};
 use crate::import::{self, config_text, Legacy};
+use crate::root::Root;
+use crate::safefs::{self, Dir, DirPolicy, FsError};
 use crate::users::Accounts;
 use crate::{envfile, names, runas};
 
@@ -97,7 +99,29 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
         config,
     };
     owner_check(ctx, &prepared)?;
+    places(ctx, &prepared)?;
     Ok(prepared)
+}
+
+/// The directories the real run writes to can be opened as it opens them:
+/// the config drop-in dir (or it does not exist yet, and is created) and
+/// each legacy drop-in's.
+fn places(ctx: &Context, p: &Prepared) -> Result<(), CommandError> {
+    let conf_dir = dropin_dir_for(&ctx.config_path().0);
+    match Dir::open(&Root::live(), &conf_dir, DirPolicy::EXISTING) {
+        Ok(_)
+        | Err(FsError::Os {
+            errno: nix::errno::Errno::ENOENT,
+            ..
+        }) => {}
+        Err(e) => return Err(CommandError::Environment(e.to_string())),
+    }
+    for (path, _, _) in &p.legacy.dropins {
+        let (dir, _) = safefs::split(path);
+        Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
+            .map_err(|e| CommandError::Environment(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// The unit must exist: its file, or (on a running system) a loaded unit.
