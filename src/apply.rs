@@ -232,13 +232,6 @@ fn run(
     state_dir: Option<Dir>,
 ) -> Result<Report, ApplyError> {
     let loader = &config.loader;
-    for name in &opts.only {
-        if !config.services.contains_key(name) && !config.broken.contains_key(name) {
-            return Err(ApplyError::UnknownService(name.clone()));
-        }
-    }
-    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
-
     let mut warnings = Vec::new();
     let mut state = match &state_dir {
         Some(d) => {
@@ -249,6 +242,14 @@ fn run(
         None => State::default(),
     };
     let loaded = state.clone();
+    // A service whose file is broken is still one (see `State::fallbacks`).
+    for name in &opts.only {
+        if !config.services.contains_key(name) && !state.fallbacks(config).any(|(n, ..)| n == name)
+        {
+            return Err(ApplyError::UnknownService(name.clone()));
+        }
+    }
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
 
     // A service whose definition is broken keeps being served from the
     // definition it was last applied from; it is still reported as failed.
@@ -413,10 +414,9 @@ fn run(
     let mut dropins_removed = false;
     let same_config = state.config.as_ref().is_none_or(|c| *c == config.main);
     if !config.is_clean() || !same_config {
-        let gone = state
-            .services
-            .keys()
-            .any(|n| !config.services.contains_key(n) && !config.broken.contains_key(n));
+        let gone = state.services.keys().any(|n| {
+            !config.services.contains_key(n) && !state.fallbacks(config).any(|(f, ..)| f == n)
+        });
         if gone && opts.only.is_empty() {
             warnings.push(if same_config {
                 "the configuration has errors, so no service's files are removed in this run"

@@ -364,7 +364,12 @@ pub struct Config {
     /// that does not parse), with what is wrong. They are not in
     /// `services`; apply keeps serving them from their last good definition.
     pub broken: BTreeMap<String, Vec<Problem>>,
-    /// Problems that no service name could be attached to.
+    /// Problems that no service name could be attached to: a file that
+    /// cannot be read (a symlink, not UTF-8) or that does not parse and
+    /// names no `[services.NAME]`. What it defines is unknown, so every
+    /// service the state records that is not configured may be defined
+    /// there: apply keeps serving it from its last good definition and
+    /// removes nothing (see [`crate::state::State::fallbacks`]).
     pub orphan_problems: Vec<Problem>,
     pub loader: Loader,
     pub services: BTreeMap<String, Service>,
@@ -584,7 +589,6 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
     })?;
     let dropins = dropin_dir_for(&main);
     let mut files = Vec::new();
-    let mut unsafe_files = Vec::new();
     match read_trusted(&main) {
         Ok(Some(text)) => files.push((main.clone(), text)),
         Ok(None) if !main_must_exist => {}
@@ -596,56 +600,99 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
         }
         Err(e) => return Err(e),
     }
-    match Dir::open(&Root::live(), &dropins, DirPolicy::EXISTING) {
-        Ok(dir) => {
-            let names = dir.list().map_err(|e| ConfigError::Unsafe {
-                path: dropins.clone(),
-                problem: e.to_string(),
-            })?;
-            for name in names {
-                let text = name.to_string_lossy();
-                if !text.ends_with(".toml") || text.starts_with('.') {
-                    continue;
-                }
-                let path = dropins.join(&name);
-                match read_trusted_in(&dir, &name, &path) {
-                    Ok(Some(text)) => files.push((path, text)),
-                    Ok(None) => {}
-                    // One unsafe drop-in is refused like a broken one: loudly,
-                    // without stopping the others.
-                    Err(e) => unsafe_files.push(Problem {
-                        origin: Origin {
-                            file: path,
-                            line: 1,
-                        },
-                        // The origin names the file already.
-                        message: match e {
-                            ConfigError::Unsafe { problem, .. } => {
-                                format!("refusing this file: {problem}")
-                            }
-                            e => e.to_string(),
-                        },
-                    }),
-                }
-            }
+    let (dropin_files, refused) = read_dropins(&dropins)?;
+    files.extend(dropin_files);
+    if files.is_empty() && refused.is_empty() {
+        return Err(ConfigError::Missing { main, dropins });
+    }
+    build(files, refused, &main)
+}
+
+/// A config file refused as unsafe (see [`read_trusted`]): why, and its
+/// text when it could be read at all. It is a broken file, never a source
+/// of definitions: its text only names the services it meant to define.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub path: PathBuf,
+    pub problem: String,
+    pub text: Option<String>,
+}
+
+impl Refused {
+    /// What its text shows. A file that may set `[loader]` stops the run:
+    /// were it skipped, the run would fall back to the default paths (as
+    /// for a drop-in that does not parse, see [`build`]).
+    fn glimpse(&self) -> Result<Glimpse, ConfigError> {
+        let glimpse = self.text.as_deref().map(Glimpse::of).unwrap_or_default();
+        if glimpse.loader {
+            return Err(ConfigError::Unsafe {
+                path: self.path.clone(),
+                problem: format!(
+                    "{}; this file may set [loader] paths, so where credentials, env files and \
+                     state are is unknown: nothing is done until it is fixed",
+                    self.problem
+                ),
+            });
         }
+        Ok(glimpse)
+    }
+
+    fn problem(&self) -> Problem {
+        Problem {
+            origin: Origin {
+                file: self.path.clone(),
+                line: 1,
+            },
+            // The origin names the file already.
+            message: format!("refusing this file: {}", self.problem),
+        }
+    }
+}
+
+/// Config files and their text, in precedence order.
+type Texts = Vec<(PathBuf, String)>;
+
+/// The `*.toml` drop-ins of `dropins` in lexical order: those that can be
+/// trusted, with their text, and those refused as unsafe.
+fn read_dropins(dropins: &Path) -> Result<(Texts, Vec<Refused>), ConfigError> {
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    let dir = match Dir::open(&Root::live(), dropins, DirPolicy::EXISTING) {
+        Ok(dir) => dir,
         Err(FsError::Os {
             errno: nix::errno::Errno::ENOENT,
             ..
-        }) => {}
+        }) => return Ok((files, refused)),
         Err(e) => {
             return Err(ConfigError::Unsafe {
-                path: dropins.clone(),
+                path: dropins.to_path_buf(),
                 problem: e.to_string(),
             })
         }
+    };
+    let names = dir.list().map_err(|e| ConfigError::Unsafe {
+        path: dropins.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    for name in names {
+        let text = name.to_string_lossy();
+        if !text.ends_with(".toml") || text.starts_with('.') {
+            continue;
+        }
+        let path = dropins.join(&name);
+        match read_checked(&dir, &name, &path) {
+            Ok(Some(text)) => files.push((path, text)),
+            Ok(None) => {}
+            // One unsafe drop-in is refused like a broken one: loudly,
+            // without stopping the others.
+            Err((problem, text)) => refused.push(Refused {
+                path,
+                problem,
+                text,
+            }),
+        }
     }
-    if files.is_empty() && unsafe_files.is_empty() {
-        return Err(ConfigError::Missing { main, dropins });
-    }
-    let mut config = from_texts_with_main(files, &main)?;
-    config.orphan_problems.extend(unsafe_files);
-    Ok(config)
+    Ok((files, refused))
 }
 
 /// Reads a config file that decides who gets which secret, so only one that
@@ -666,43 +713,43 @@ fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
         }) => return Ok(None),
         Err(e) => return Err(unsafe_(e.to_string())),
     };
-    read_trusted_in(&dir, name, path)
+    read_checked(&dir, name, path).map_err(|(problem, _)| unsafe_(problem))
 }
 
 /// [`read_trusted`] of `name` in an already opened (and checked) directory.
-fn read_trusted_in(
+/// A refusal says why, with the text when the file could be read (an
+/// unsafe owner or mode), so that its services can still be named.
+fn read_checked(
     dir: &Dir,
     name: &std::ffi::OsStr,
     path: &Path,
-) -> Result<Option<String>, ConfigError> {
-    let unsafe_ = |problem: String| ConfigError::Unsafe {
-        path: path.to_path_buf(),
-        problem,
-    };
+) -> Result<Option<String>, (String, Option<String>)> {
     let Some((bytes, st)) = dir
         .read(name, 1024 * 1024)
-        .map_err(|e| unsafe_(e.to_string()))?
+        .map_err(|e| (e.to_string(), None))?
     else {
         return Ok(None);
     };
+    let text = String::from_utf8(bytes).ok();
     let me = nix::unistd::Uid::effective().as_raw();
     if st.st_uid != 0 && st.st_uid != me {
-        return Err(unsafe_(format!(
+        let problem = format!(
             "owned by uid {}, who could hand any secret to any user; fix with `chown root:root {}`",
             st.st_uid,
             path.display()
-        )));
+        );
+        return Err((problem, text));
     }
     if st.st_mode & 0o022 != 0 {
-        return Err(unsafe_(format!(
+        let problem = format!(
             "mode {:04o} lets others change which user gets which secret; fix with `chmod go-w {}`",
             st.st_mode & 0o7777,
             path.display()
-        )));
+        );
+        return Err((problem, text));
     }
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| unsafe_("is not UTF-8 text".into()))
+    text.map(Some)
+        .ok_or_else(|| ("is not UTF-8 text".to_string(), None))
 }
 
 /// Builds a configuration from `(path, contents)` pairs in precedence order.
@@ -720,10 +767,29 @@ pub fn from_texts_with_main(
     files: Vec<(PathBuf, String)>,
     main: &Path,
 ) -> Result<Config, ConfigError> {
+    build(files, Vec::new(), main)
+}
+
+/// [`from_texts_with_main`] with the drop-ins refused as unsafe: each is a
+/// broken file, like one that does not parse.
+pub fn build(
+    files: Vec<(PathBuf, String)>,
+    refused: Vec<Refused>,
+    main: &Path,
+) -> Result<Config, ConfigError> {
     let mut parsed = Vec::with_capacity(files.len());
     let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let mut orphan_problems = Vec::new();
     let mut sources_problems = Vec::new();
+    for r in refused {
+        let glimpse = r.glimpse()?;
+        glimpse.record(
+            r.problem(),
+            &mut broken,
+            &mut orphan_problems,
+            &mut sources_problems,
+        );
+    }
     for (path, text) in files {
         let e = match toml::from_str::<RawFile>(&text) {
             Ok(raw) => {
@@ -758,13 +824,14 @@ pub fn from_texts_with_main(
                 message: syntax_message(&e),
             });
         }
+        let glimpse = Glimpse::of(&text);
         // A drop-in may set `[loader]` keys. Were it skipped, the run would
         // silently fall back to the default creds, env, drop-in and state
         // dirs: decrypt from, write secrets to and record state in places
         // nobody meant. So a drop-in that does not parse and may hold
         // `[loader]` stops the run, like the main file (the safest choice:
         // nothing is written, the last good files stay).
-        if may_hold(&text, "loader") {
+        if glimpse.loader {
             return Err(ConfigError::Syntax {
                 line: syntax_line(&text, &e),
                 path,
@@ -775,19 +842,12 @@ pub fn from_texts_with_main(
                 ),
             });
         }
-        // What the file held is unknown. `sync` is told why its `[sources]`
-        // is missing; the file still counts as broken for everyone else
-        // (it may hold services its headers do not show).
-        if may_hold(&text, "sources") {
-            sources_problems.push(problem.clone());
-        }
-        let names = service_headers(&text);
-        if names.is_empty() {
-            orphan_problems.push(problem.clone());
-        }
-        for name in names {
-            broken.entry(name).or_default().push(problem.clone());
-        }
+        glimpse.record(
+            problem,
+            &mut broken,
+            &mut orphan_problems,
+            &mut sources_problems,
+        );
     }
 
     let mut problems = Vec::new();
@@ -901,6 +961,70 @@ fn syntax_line(text: &str, e: &toml::de::Error) -> usize {
     e.span()
         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
         .unwrap_or(1)
+}
+
+/// What a file that cannot be used (it does not parse, or it is refused as
+/// unsafe) may hold, as far as its text shows: the services it names, and
+/// whether it may set `[loader]` or `[sources]`. Nothing in it is used.
+#[derive(Debug, Default)]
+struct Glimpse {
+    services: Vec<String>,
+    loader: bool,
+    sources: bool,
+}
+
+impl Glimpse {
+    /// Read as a plain TOML table when it parses as one (a file refused
+    /// for its owner, or one with an unknown key), else line by line.
+    fn of(text: &str) -> Glimpse {
+        match toml::from_str::<toml::Table>(text) {
+            Ok(t) => Glimpse {
+                services: t
+                    .get("services")
+                    .and_then(toml::Value::as_table)
+                    .map(|s| {
+                        s.keys()
+                            .filter(|n| names::service(n).is_ok())
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                loader: t.contains_key("loader"),
+                sources: t.contains_key("sources"),
+            },
+            Err(_) => Glimpse {
+                services: service_headers(text),
+                loader: may_hold(text, "loader"),
+                sources: may_hold(text, "sources"),
+            },
+        }
+    }
+
+    /// Records the file's `problem`: each service it names is broken (and
+    /// served from its last good definition); a file that names none goes
+    /// to the problems no service could be attached to, so that every
+    /// service it may define is (see [`Config::orphan_problems`]). `sync`
+    /// is told why its `[sources]` is missing, if the file may hold it.
+    fn record(
+        &self,
+        problem: Problem,
+        broken: &mut BTreeMap<String, Vec<Problem>>,
+        orphans: &mut Vec<Problem>,
+        sources: &mut Vec<Problem>,
+    ) {
+        if self.sources {
+            sources.push(problem.clone());
+        }
+        for name in &self.services {
+            broken
+                .entry(name.clone())
+                .or_default()
+                .push(problem.clone());
+        }
+        if self.services.is_empty() {
+            orphans.push(problem);
+        }
+    }
 }
 
 /// The `[services.NAME]` headers of a file that does not parse, found line
@@ -1489,6 +1613,63 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
         for text in ["# [loader]\n[services.bad\n", "loaders = [\n"] {
             let c = cfg(&[("/m.toml", "# main\n"), ("/d/l.toml", text)]).unwrap();
             assert!(!c.is_clean(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_refused_file_is_broken_like_one_that_does_not_parse() {
+        let good =
+            "[services.good]\nunit = \"good.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        let refused = |name: &str, text: Option<&str>| Refused {
+            path: PathBuf::from(format!("/d/{name}")),
+            problem: "mode 0666 lets others change which user gets which secret".into(),
+            text: text.map(str::to_string),
+        };
+        let files = || {
+            vec![
+                (PathBuf::from("/m.toml"), "# main\n".to_string()),
+                ("/d/good.toml".into(), good.to_string()),
+            ]
+        };
+        // Readable: the services it names are broken, nothing of it is used.
+        let evil = good.replace("good", "evil").replace("\"qt\"", "\"root\"");
+        let text = format!("{evil}[services.other]\nunit = 1\n");
+        let c = build(
+            files(),
+            vec![refused("e.toml", Some(&text))],
+            Path::new("/m.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.broken.keys().collect::<Vec<_>>(), ["evil", "other"]);
+        assert!(c.broken["evil"][0]
+            .to_string()
+            .starts_with("/d/e.toml:1: refusing this file: mode 0666"));
+        assert!(c.services.contains_key("good") && !c.services.contains_key("evil"));
+        assert!(c.orphan_problems.is_empty() && !c.is_clean());
+        // It names a service a trusted file defines: which one is meant is unknown.
+        let c = build(
+            files(),
+            vec![refused("g.toml", Some(good))],
+            Path::new("/m.toml"),
+        )
+        .unwrap();
+        assert!(!c.services.contains_key("good") && c.broken.contains_key("good"));
+        // Unreadable: what it defines is unknown.
+        let c = build(files(), vec![refused("s.toml", None)], Path::new("/m.toml")).unwrap();
+        assert!(c.broken.is_empty() && c.orphan_problems.len() == 1);
+        // It may set [loader]: nothing is done.
+        for text in [
+            "[loader]\nenv_dir = \"/run/x\"\n",
+            "loader.env_dir = \"/run/x\"\n[services.x\n",
+        ] {
+            let e = build(
+                files(),
+                vec![refused("l.toml", Some(text))],
+                Path::new("/m.toml"),
+            )
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::Unsafe { .. }), "{e}");
+            assert!(e.to_string().contains("[loader]"), "{e}");
         }
     }
 
