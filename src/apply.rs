@@ -477,6 +477,7 @@ fn run(
         config_problems: config
             .orphan_problems
             .iter()
+            .chain(&config.place_problems)
             .map(|p| p.to_string())
             .collect(),
         warnings,

@@ -226,6 +226,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         );
     }
     unnamed_findings(&mut f, config, &served);
+    place_findings(&mut f, config);
     // `[sources]` is read by `sync` alone: it refuses to run, nothing else stops.
     for p in config.sources_only_problems() {
         f.add(
@@ -520,6 +521,22 @@ fn on_tmpfs(dir: &Path) -> bool {
     const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
     statfs(existing).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
+}
+
+/// `env_file_dirs` entries that may not be declared (see `envplace`).
+fn place_findings(f: &mut Findings, config: &Config) {
+    for p in &config.place_problems {
+        f.add(
+            Severity::Error,
+            p.origin.file.display().to_string(),
+            p.to_string(),
+            format!(
+                "remove that entry at {} and declare a directory that holds only env files \
+                 (see docs/configuration.md)",
+                p.origin
+            ),
+        );
+    }
 }
 
 /// A file whose services cannot be named may define any service that left

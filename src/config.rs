@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::envplace::{PlaceError, Places};
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
 use crate::{envfile, names};
@@ -115,11 +116,32 @@ pub struct Loader {
     pub env_dir: PathBuf,
     pub dropin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Directories besides `env_dir` that env files may be placed in
+    /// (see [`crate::envplace`]).
+    pub env_file_dirs: Vec<PathBuf>,
     /// How many previous sealed generations `rotate` keeps per credential.
     pub keep_generations: u32,
     /// How long a second `apply` waits for the first one's lock.
     #[serde(skip)]
     pub lock_timeout: Duration,
+}
+
+impl Loader {
+    /// Where env files may be placed ([`crate::envplace`]), for the
+    /// configuration whose main file the system sees as `main`: beneath
+    /// `env_dir` and `env_file_dirs`, and out of credloader's own places.
+    pub fn places(&self, main: &Path) -> Places {
+        let mut own: Vec<(PathBuf, &'static str)> = vec![
+            (self.creds_dir.clone(), "the sealed credentials"),
+            (self.state_dir.clone(), "credloader's state"),
+            (self.dropin_dir.clone(), "the unit drop-ins"),
+        ];
+        for m in [main, Path::new(DEFAULT_CONFIG)] {
+            own.push((m.to_path_buf(), "credloader's configuration"));
+            own.push((dropin_dir_for(m), "credloader's configuration"));
+        }
+        Places::new(&self.env_dir, &self.env_file_dirs, own)
+    }
 }
 
 impl Default for Loader {
@@ -129,6 +151,7 @@ impl Default for Loader {
             env_dir: "/run/credloader".into(),
             dropin_dir: "/etc/systemd/system".into(),
             state_dir: "/var/lib/credloader".into(),
+            env_file_dirs: Vec::new(),
             keep_generations: 3,
             lock_timeout: Duration::from_secs(60),
         }
@@ -162,6 +185,9 @@ pub struct Service {
     /// Sorted by variable name.
     pub vars: Vec<Var>,
     pub env_file: PathBuf,
+    /// Where `env_file` is set (`None`: the default, `<env_dir>/<NAME>.env`).
+    #[serde(skip)]
+    pub env_file_at: Option<Origin>,
     pub delivery: Delivery,
     pub required: bool,
     pub on_change: OnChange,
@@ -177,7 +203,20 @@ impl Service {
     pub fn same_definition(&self, other: &Service) -> bool {
         let mut other = other.clone();
         other.origin = self.origin.clone();
+        other.env_file_at = self.env_file_at.clone();
         *self == other
+    }
+
+    /// Where its env file is set, for messages: the `env_file` line, or the
+    /// service's own line for the default one.
+    pub fn env_file_setting(&self) -> String {
+        match &self.env_file_at {
+            Some(at) => format!("env_file at {at}"),
+            None => format!(
+                "the default env file of service {} ({})",
+                self.name, self.origin
+            ),
+        }
     }
 
     /// The distinct credentials this service needs, sorted.
@@ -375,6 +414,10 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
     /// `[sources]`, if any: what `sync` reads. `None` when it has problems.
     pub sources: Option<Sources>,
+    /// `[loader] env_file_dirs` entries that are no place for env files
+    /// (see [`crate::envplace`]). Each service whose env file lies beneath
+    /// one is broken by it; `check` reports every one.
+    pub place_problems: Vec<Problem>,
     /// Mistakes in `[sources]`. Only `sync` uses it, so only `sync` refuses
     /// to run over them (see [`Config::sources_error`]); every other
     /// command reports them and goes on.
@@ -522,6 +565,7 @@ struct RawLoader {
     env_dir: Option<Spanned<String>>,
     dropin_dir: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
+    env_file_dirs: Option<Vec<Spanned<String>>>,
     keep_generations: Option<Spanned<u32>>,
     lock_timeout_sec: Option<u64>,
 }
@@ -851,7 +895,8 @@ pub fn build(
     }
 
     let mut problems = Vec::new();
-    let loader = merge_loader(&parsed, &mut problems);
+    let (loader, declared_at) = merge_loader(&parsed, main, &mut problems);
+    let places = EnvPlaces::new(&loader, main, declared_at);
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     for file in &parsed {
         for (name, raw) in &file.raw.services {
@@ -877,7 +922,7 @@ pub fn build(
                 continue;
             }
             let mut own = Vec::new();
-            match resolve_service(file, name, raw, &loader, &mut own) {
+            match resolve_service(file, name, raw, &places, &mut own) {
                 Some(service) if own.is_empty() => {
                     services.insert(service.name.clone(), service);
                 }
@@ -948,6 +993,7 @@ pub fn build(
         main: main.to_path_buf(),
         broken,
         orphan_problems,
+        place_problems: places.problems(),
         loader,
         services,
         sources,
@@ -1077,8 +1123,16 @@ fn syntax_message(e: &toml::de::Error) -> String {
     }
 }
 
-fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
+/// The `[loader]` of every file, merged key by key, and the line of each
+/// `env_file_dirs` entry. A mistake is fatal: every path depends on it.
+fn merge_loader(
+    parsed: &[Parsed],
+    main: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Loader, BTreeMap<PathBuf, Origin>) {
     let mut loader = Loader::default();
+    let mut env_dir_at = None;
+    let mut declared_at = BTreeMap::new();
     for file in parsed {
         let Some(raw) = &file.raw.loader else {
             continue;
@@ -1098,6 +1152,25 @@ fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
         path_key(&mut loader.env_dir, &raw.env_dir, "env_dir");
         path_key(&mut loader.dropin_dir, &raw.dropin_dir, "dropin_dir");
         path_key(&mut loader.state_dir, &raw.state_dir, "state_dir");
+        if let Some(v) = &raw.env_dir {
+            env_dir_at = Some(file.origin(v));
+        }
+        if let Some(dirs) = &raw.env_file_dirs {
+            loader.env_file_dirs.clear();
+            declared_at.clear();
+            for d in dirs {
+                match names::managed_path(d.get_ref()) {
+                    Ok(()) => {
+                        loader.env_file_dirs.push(PathBuf::from(d.get_ref()));
+                        declared_at.insert(PathBuf::from(d.get_ref()), file.origin(d));
+                    }
+                    Err(m) => problems.push(Problem {
+                        origin: file.origin(d),
+                        message: format!("loader.env_file_dirs: {m}"),
+                    }),
+                }
+            }
+        }
         if let Some(k) = &raw.keep_generations {
             if *k.get_ref() == 0 || *k.get_ref() > 100 {
                 problems.push(Problem {
@@ -1112,7 +1185,73 @@ fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
             loader.lock_timeout = Duration::from_secs(t);
         }
     }
-    loader
+    // Where every service's default env file goes, and the stamps: a
+    // directory of its own, checked once all paths are known.
+    if let Some(at) = env_dir_at {
+        if let Err(e) = loader.places(main).check_dir(&loader.env_dir) {
+            problems.push(Problem {
+                origin: at,
+                message: format!("loader.env_dir: {e}"),
+            });
+        }
+    }
+    (loader, declared_at)
+}
+
+/// Where env files may be placed ([`Places`]), with the line of each
+/// `env_file_dirs` entry, for messages.
+struct EnvPlaces {
+    env_dir: PathBuf,
+    places: Places,
+    declared_at: BTreeMap<PathBuf, Origin>,
+}
+
+impl EnvPlaces {
+    fn new(loader: &Loader, main: &Path, declared_at: BTreeMap<PathBuf, Origin>) -> EnvPlaces {
+        EnvPlaces {
+            env_dir: loader.env_dir.clone(),
+            places: loader.places(main),
+            declared_at,
+        }
+    }
+
+    /// Each `env_file_dirs` entry that is no place for env files.
+    fn problems(&self) -> Vec<Problem> {
+        self.places
+            .refused
+            .iter()
+            .map(|(dir, e)| Problem {
+                origin: self.declared_at.get(dir).cloned().unwrap_or_default(),
+                message: format!("loader.env_file_dirs: {e}; no env file may be placed beneath it"),
+            })
+            .collect()
+    }
+
+    /// What is wrong with the place of an env file set at `at` (`None`: the
+    /// default one of service `sname`, defined at `origin`), with where to
+    /// fix it: the `env_file` line, or the `env_file_dirs` line that
+    /// declares a directory no env file may be placed in.
+    fn check(
+        &self,
+        sname: &str,
+        path: &Path,
+        at: Option<&Origin>,
+        origin: &Origin,
+    ) -> Option<Problem> {
+        let e = self.places.check_file(path).err()?;
+        let setting = match at {
+            Some(_) => format!("services.{sname}.env_file"),
+            None => format!("services.{sname}: its default env file"),
+        };
+        let (origin, message) = match &e {
+            PlaceError::Undeclarable { dir, .. } => (
+                self.declared_at.get(dir).cloned().unwrap_or_default(),
+                format!("{setting} ({}): {e}", at.unwrap_or(origin)),
+            ),
+            _ => (at.unwrap_or(origin).clone(), format!("{setting}: {e}")),
+        };
+        Some(Problem { origin, message })
+    }
 }
 
 /// Validates `[sources]`: one source, an environment, and environment
@@ -1297,11 +1436,46 @@ fn resolve_sources(
     })
 }
 
+/// The env file of service `sname` (defined at `origin`), and where it is
+/// set (`None`: the default); what is wrong with it goes to `bad`. Its
+/// place is checked only for a service that gets one.
+fn resolve_env_file(
+    file: &Parsed,
+    sname: &str,
+    raw: &RawService,
+    places: &EnvPlaces,
+    origin: &Origin,
+    bad: &mut dyn FnMut(Origin, String),
+) -> (PathBuf, Option<Origin>) {
+    let by_file = raw
+        .delivery
+        .as_ref()
+        .is_none_or(|d| *d.get_ref() == Delivery::Env);
+    let (path, at) = match &raw.env_file {
+        None => (places.env_dir.join(format!("{sname}.env")), None),
+        Some(p) => {
+            let (path, at) = (PathBuf::from(p.get_ref()), file.origin(p));
+            if let Err(m) = names::managed_path(p.get_ref()) {
+                bad(at.clone(), format!("services.{sname}.env_file: {m}"));
+                return (path, Some(at));
+            }
+            (path, Some(at))
+        }
+    };
+    if let Some(p) = places
+        .check(sname, &path, at.as_ref(), origin)
+        .filter(|_| by_file)
+    {
+        bad(p.origin, p.message);
+    }
+    (path, at)
+}
+
 fn resolve_service(
     file: &Parsed,
     name: &Spanned<String>,
     raw: &RawService,
-    loader: &Loader,
+    places: &EnvPlaces,
     problems: &mut Vec<Problem>,
 ) -> Option<Service> {
     let before = problems.len();
@@ -1404,15 +1578,7 @@ fn resolve_service(
         );
     }
 
-    let env_file = match &raw.env_file {
-        Some(p) => {
-            if let Err(m) = names::managed_path(p.get_ref()) {
-                bad(file.origin(p), format!("services.{sname}.env_file: {m}"));
-            }
-            PathBuf::from(p.get_ref())
-        }
-        None => loader.env_dir.join(format!("{sname}.env")),
-    };
+    let (env_file, env_file_at) = resolve_env_file(file, sname, raw, places, &origin, &mut bad);
 
     if delivery == Delivery::Credential {
         let at = raw
@@ -1467,6 +1633,7 @@ fn resolve_service(
             .map(|(name, (source, _))| Var { name, source })
             .collect(),
         env_file,
+        env_file_at,
         delivery,
         required: raw.required,
         on_change: raw.on_change,
@@ -1706,7 +1873,7 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
 
     #[test]
     fn shared_env_file_is_refused() {
-        let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
+        let text = "[loader]\nenv_file_dirs = [\"/e\"]\n[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
         let c = cfg(&[("/m.toml", text)]).unwrap();
         assert!(
             broken(&c, "y").contains("also used by service `x`"),

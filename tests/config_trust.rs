@@ -1,8 +1,13 @@
-//! Root's config slips on `--root` images, with the real `systemd-creds`: a
-//! config file refused as unsafe (a deploy user's, group- or world-writable,
-//! a symlink) is a broken file, not a missing one: its services are served
-//! from their last good definition, every command that touches them says
-//! why, and none ends as if there were nothing to do (issue #13, item 3).
+//! Root's config slips on `--root` images, with the real `systemd-creds`
+//! (issue #13, items 2 and 3):
+//!
+//! - a config file refused as unsafe (a deploy user's, group- or
+//!   world-writable, a symlink) is a broken file, not a missing one: its
+//!   services are served from their last good definition, every command
+//!   that touches them says why, and none ends as if there were nothing to
+//!   do;
+//! - an `env_file` goes only beneath `env_dir` or a directory declared in
+//!   `env_file_dirs`, never into credloader's or systemd's own places.
 
 mod common;
 
@@ -268,4 +273,149 @@ fn sync_delivers_to_a_service_whose_file_was_refused() {
     assert!(j["config_errors"].to_string().contains("alpha.toml"), "{j}");
     assert!(has(&t, ALPHA_ENV, "ALPHA_KEY", "alpha-synced-2"));
     assert!(!run.all().contains("alpha-synced-2"));
+}
+
+// ---- issue #13, item 2: where an env file may be placed -------------------
+
+/// `pm` (qt) with `env_file` set at line 5 of pm.toml, beside a bystander.
+fn pm_at(t: &Tree, env_file: &str) {
+    t.config(
+        "pm.toml",
+        &format!(
+            "{}env_file = \"{env_file}\"\n",
+            service("pm", "qt", &["PM_KEY"])
+        ),
+    );
+}
+
+/// Root's slips: `env_file` pointed at something that matters. Each is
+/// refused with the line of the setting, the file stays root's and as it
+/// was, and the other services are served.
+#[test]
+fn an_env_file_outside_a_declared_place_is_refused_with_its_line() {
+    let targets: &[(&str, &str)] = &[
+        ("/etc/shadow", "is not beneath /run/credloader"),
+        ("/etc/quantum/creds/MM_KEY.cred", "the sealed credentials"),
+        (
+            "/etc/quantum/credloader.d/zz.toml",
+            "credloader's configuration",
+        ),
+        ("/var/lib/credloader/state.json", "credloader's state"),
+        (
+            "/etc/systemd/system/beta.service.d/50-credloader.conf",
+            "the unit drop-ins",
+        ),
+        // Another unit's drop-in dir: the service user would write a
+        // drop-in that runs that unit as root.
+        (
+            "/etc/systemd/system/other.service.d/10-evil.conf",
+            "the unit drop-ins",
+        ),
+        ("/run/systemd/system/evil.service", "a systemd directory"),
+        ("/var/lib/systemd/credential.secret", "a systemd directory"),
+        ("/run/credloader/.noop-0000000000000000", "hidden name"),
+    ];
+    for (target, why) in targets {
+        let t = Tree::new();
+        t.config("beta.toml", &service("beta", "bot", &["BETA_KEY"]));
+        t.seal("BETA_KEY", b"beta-1");
+        t.seal("PM_KEY", b"pm-1");
+        t.seal("MM_KEY", b"mm-1");
+        t.credloader(&["apply"]).ok();
+        t.write("/etc/shadow", b"root:*:19000::::::\n", 0o640);
+        t.write("/etc/quantum/credloader.d/zz.toml", b"# zz\n", 0o644);
+        let before = t
+            .exists(target)
+            .then(|| (t.read(target), t.owner_mode(target)));
+        pm_at(&t, target);
+        let run = t.credloader(&["apply"]);
+        assert_eq!(run.code, 1, "{target}: {run:#?}");
+        says(target, &run, &["pm.toml:5", "services.pm.env_file", why]);
+        assert!(t.read_string(BETA_ENV).contains("beta-1"), "{target}");
+        let after = t
+            .exists(target)
+            .then(|| (t.read(target), t.owner_mode(target)));
+        assert_eq!(after, before, "{target} was touched");
+        assert!(!t.exists("/etc/systemd/system/other.service.d"), "{target}");
+        // `check` names it too.
+        let run = t.credloader(&["check"]);
+        assert_ne!(run.code, 0, "{target}: {run:#?}");
+        says(target, &run, &["pm.toml:5"]);
+    }
+}
+
+/// A directory the operator declares in `env_file_dirs` takes env files;
+/// a system directory, or one that holds credloader's own files, does not:
+/// the `env_file_dirs` line is named, and only its services break.
+#[test]
+fn env_file_dirs_declares_a_place_of_its_own_and_nothing_broader() {
+    let t = Tree::new();
+    t.config("beta.toml", &service("beta", "bot", &["BETA_KEY"]));
+    t.seal("BETA_KEY", b"beta-1");
+    t.seal("PM_KEY", b"pm-1");
+    t.mkdir("/etc/quantum/pm-secrets", 0o755);
+    t.config(
+        "00-loader.toml",
+        "[loader]\nenv_file_dirs = [\"/etc/quantum/pm-secrets\"]\n",
+    );
+    pm_at(&t, "/etc/quantum/pm-secrets/binance.env");
+    t.credloader(&["apply"]).ok();
+    assert_eq!(
+        t.owner_mode("/etc/quantum/pm-secrets/binance.env"),
+        (common::QT_UID, common::QT_UID, 0o600)
+    );
+
+    for (dirs, env_file, why) in [
+        ("\"/etc\"", "/etc/shadow", "system directory"),
+        (
+            "\"/etc/quantum\"",
+            "/etc/quantum/pm.env",
+            "contains /etc/quantum/creds",
+        ),
+        (
+            "\"/srv/x\", \"/etc/systemd/system/other.service.d\"",
+            "/etc/systemd/system/other.service.d/10-evil.conf",
+            "the unit drop-ins",
+        ),
+    ] {
+        t.config(
+            "00-loader.toml",
+            &format!("[loader]\nenv_file_dirs = [\n  {dirs}\n]\n"),
+        );
+        pm_at(&t, env_file);
+        let run = t.credloader(&["apply"]);
+        assert_eq!(run.code, 1, "{dirs}: {run:#?}");
+        says(
+            dirs,
+            &run,
+            &["00-loader.toml:3", "env_file_dirs", why, "pm.toml:5"],
+        );
+        assert!(t.read_string(BETA_ENV).contains("beta-1"), "{dirs}");
+        // pm is served from its last good definition, where it was.
+        assert!(t.exists("/etc/quantum/pm-secrets/binance.env"), "{dirs}");
+        assert!(!t.exists(env_file) || env_file == "/etc/shadow", "{dirs}");
+    }
+    // An entry no env file uses yet is still root's slip: refused loudly,
+    // while everything else is served.
+    t.config(
+        "00-loader.toml",
+        "[loader]\nenv_file_dirs = [\"/var/lib\", \"/etc/quantum/pm-secrets\"]\n",
+    );
+    pm_at(&t, "/etc/quantum/pm-secrets/binance.env");
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    says(
+        "unused",
+        &run,
+        &["00-loader.toml:2", "/var/lib is a system directory"],
+    );
+    assert!(has(
+        &t,
+        "/etc/quantum/pm-secrets/binance.env",
+        "PM_KEY",
+        "pm-1"
+    ));
+    let run = t.credloader(&["check"]);
+    assert_ne!(run.code, 0, "{run:#?}");
+    says("unused", &run, &["00-loader.toml:2", "/var/lib"]);
 }

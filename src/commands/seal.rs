@@ -124,6 +124,7 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
             main,
             broken: Default::default(),
             orphan_problems: Vec::new(),
+            place_problems: Vec::new(),
             loader: Loader::default(),
             services: Default::default(),
             sources: None,
