@@ -88,7 +88,10 @@ pub struct State {
     /// Env files no service uses any more (one moved its env file, or
     /// switched to credential delivery) that still hold plaintext: recorded
     /// with the record that stopped naming them, removed once systemd has
-    /// loaded that drop-in, and retried until they are gone.
+    /// loaded that drop-in, and retried until they are gone. A moved env
+    /// file's new path is recorded here too before it is first written, so
+    /// that it is credloader's even if the run dies before its record names
+    /// it ([`State::wrote_env_file`]); it is forgotten once a service uses it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub leftover_env_files: std::collections::BTreeSet<PathBuf>,
 }
@@ -141,6 +144,17 @@ impl State {
             .and_then(|d| State::load(&d).ok())
             .map(|(s, _)| s)
             .unwrap_or_default()
+    }
+
+    /// Whether the file at `path` is one credloader wrote (or set out to
+    /// write, see `apply`): some service's recorded env file, or one no
+    /// service uses any more. apply never writes over any other file.
+    pub fn wrote_env_file(&self, path: &std::path::Path) -> bool {
+        self.leftover_env_files.contains(path)
+            || self
+                .services
+                .values()
+                .any(|r| r.env_file.as_deref() == Some(path))
     }
 
     /// The definition service `name` was last applied from.

@@ -7,7 +7,8 @@
 //!   that touches them says why, and none ends as if there were nothing to
 //!   do;
 //! - an `env_file` goes only beneath `env_dir` or a directory declared in
-//!   `env_file_dirs`, never into credloader's or systemd's own places.
+//!   `env_file_dirs`, never into credloader's or systemd's own places, and
+//!   never over a file credloader did not write.
 
 mod common;
 
@@ -418,4 +419,83 @@ fn env_file_dirs_declares_a_place_of_its_own_and_nothing_broader() {
     let run = t.credloader(&["check"]);
     assert_ne!(run.code, 0, "{run:#?}");
     says("unused", &run, &["00-loader.toml:2", "/var/lib"]);
+}
+
+/// A file credloader did not write is never taken over, even in a place
+/// env files may go: it could be anyone's, and its service user would own it.
+#[test]
+fn an_existing_file_credloader_did_not_write_is_not_taken_over() {
+    let t = Tree::new();
+    t.config("beta.toml", &service("beta", "bot", &["BETA_KEY"]));
+    t.seal("BETA_KEY", b"beta-1");
+    t.seal("PM_KEY", b"pm-1");
+    t.mkdir("/etc/quantum/pm-secrets", 0o755);
+    t.config(
+        "00-loader.toml",
+        "[loader]\nenv_file_dirs = [\"/etc/quantum/pm-secrets\"]\n",
+    );
+    // The manual layout's file, root's; and one left in the env dir.
+    let legacy = "/etc/quantum/pm-secrets/binance.env";
+    t.write(legacy, b"BINANCE_API_KEY=manual\n", 0o600);
+    t.write("/run/credloader/pm.env", b"X=left\n", 0o640);
+    for (env_file, setting) in [
+        (Some(legacy), "env_file at "),
+        (None, "the default env file of service pm"),
+    ] {
+        match env_file {
+            Some(p) => pm_at(&t, p),
+            None => t.config("pm.toml", &service("pm", "qt", &["PM_KEY"])),
+        }
+        let path = env_file.unwrap_or("/run/credloader/pm.env");
+        let before = (t.read(path), t.owner_mode(path));
+        for args in [&["apply", "--dry-run"][..], &["apply"]] {
+            let run = t.credloader(args);
+            assert_eq!(run.code, 1, "{path}: {run:#?}");
+            says(
+                path,
+                &run,
+                &[path, setting, "pm.toml:", "did not write", "move it away"],
+            );
+            assert_eq!((t.read(path), t.owner_mode(path)), before, "{path}");
+        }
+        assert!(t.read_string(BETA_ENV).contains("beta-1"), "{path}");
+        // Moved away, the place is credloader's.
+        std::fs::rename(t.path(path), t.path(&format!("{path}.orig"))).unwrap();
+        t.credloader(&["apply"]).ok();
+        assert_eq!(t.owner_mode(path).0, common::QT_UID);
+        assert!(has(&t, path, "PM_KEY", "pm-1"));
+    }
+}
+
+/// An env file credloader wrote is its own even when a run died before the
+/// state recorded it: apply moving `pm`'s env file is killed at random
+/// instants, and the next run always finishes the job.
+#[test]
+fn a_moved_env_file_written_by_a_killed_run_is_still_credloaders() {
+    let t = Tree::new();
+    t.seal("PM_KEY", b"pm-1");
+    t.mkdir("/etc/quantum/pm-secrets", 0o755);
+    t.config(
+        "00-loader.toml",
+        "[loader]\nenv_file_dirs = [\"/etc/quantum/pm-secrets\"]\n",
+    );
+    let places = [
+        "/etc/quantum/pm-secrets/a.env",
+        "/etc/quantum/pm-secrets/b.env",
+    ];
+    pm_at(&t, places[0]);
+    t.credloader(&["apply"]).ok();
+    let mut rng = common::Rng(0x5eed_0001 | std::process::id() as u64);
+    for i in 1..40 {
+        let to = places[i % 2];
+        pm_at(&t, to);
+        let mut child = t.spawn(&["apply"], None);
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(40_000) as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+        let run = t.credloader(&["apply"]);
+        assert_eq!(run.code, 0, "after a kill, moving to {to}: {run:#?}");
+        assert!(has(&t, to, "PM_KEY", "pm-1"), "{to}");
+        assert!(!t.exists(places[(i + 1) % 2]), "the old env file stayed");
+    }
 }
