@@ -216,6 +216,20 @@ fn a_key_only_an_unsafe_files_new_service_uses_is_never_nothing_to_do() {
         let run = t.credloader_with_stdin(&["seal", "DELTA_KEY"], Some(b"delta-1"));
         assert_eq!(run.code, 1, "{case}: {run:#?}");
         says(case, &run, &["alpha.toml", "broken or refused file may"]);
+        // import does not define it a second time beside the refused file.
+        if case != "a symlink" {
+            let run = t.credloader(&[
+                "import",
+                "--env-file",
+                "/etc/gamma.env",
+                "--unit",
+                "gamma.service",
+                "--secret",
+                "GAMMA_KEY",
+            ]);
+            assert_eq!(run.code, 2, "{case}: {run:#?}");
+            says(case, &run, &["service gamma", "alpha.toml", fix]);
+        }
     }
 }
 
