@@ -35,6 +35,15 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<Output, CommandError> {
             existing.services[&service].origin
         )));
     }
+    // A broken or refused file may define it: a second definition would
+    // only break both.
+    if let Some(problems) = existing.broken.get(&service) {
+        return Err(CommandError::Usage(format!(
+            "service {service} is defined in a file that cannot be used: {}; fix that file, \
+             or pick another name with --service",
+            crate::state::describe(problems)
+        )));
+    }
     let loader = existing.loader.clone();
     let legacy = import::inspect(
         &ctx.root,
