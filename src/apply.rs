@@ -238,13 +238,6 @@ fn run(
     state_dir: Option<Dir>,
 ) -> Result<Report, ApplyError> {
     let loader = &config.loader;
-    for name in &opts.only {
-        if !config.services.contains_key(name) && !config.broken.contains_key(name) {
-            return Err(ApplyError::UnknownService(name.clone()));
-        }
-    }
-    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
-
     let mut warnings = Vec::new();
     let mut state = match &state_dir {
         Some(d) => {
@@ -255,6 +248,14 @@ fn run(
         None => State::default(),
     };
     let loaded = state.clone();
+    // A service whose file is broken is still one (see `State::fallbacks`).
+    for name in &opts.only {
+        if !config.services.contains_key(name) && !state.fallbacks(config).any(|(n, ..)| n == name)
+        {
+            return Err(ApplyError::UnknownService(name.clone()));
+        }
+    }
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
 
     // A service whose definition is broken keeps being served from the
     // definition it was last applied from; it is still reported as failed.
@@ -393,6 +394,12 @@ fn run(
                 rec.pending_restart = true;
                 intent = true;
             }
+            // A moved env file is credloader's from now on, even if this run
+            // dies before its record names it (see `Plan::env_file_ours`).
+            let recorded = rec.env_file.clone();
+            if let Some(new) = plan.env_path().filter(|p| recorded.as_ref() != Some(*p)) {
+                intent |= state.leftover_env_files.insert(new.clone());
+            }
         }
         if intent {
             if let Err(e) = state.save(d) {
@@ -420,10 +427,9 @@ fn run(
     let mut dropins_removed = false;
     let same_config = state.config.as_ref().is_none_or(|c| *c == config.main);
     if !config.is_clean() || !same_config {
-        let gone = state
-            .services
-            .keys()
-            .any(|n| !config.services.contains_key(n) && !config.broken.contains_key(n));
+        let gone = state.services.keys().any(|n| {
+            !config.services.contains_key(n) && !state.fallbacks(config).any(|(f, ..)| f == n)
+        });
         if gone && opts.only.is_empty() {
             warnings.push(if same_config {
                 "the configuration has errors, so no service's files are removed in this run"
@@ -484,6 +490,7 @@ fn run(
         config_problems: config
             .orphan_problems
             .iter()
+            .chain(&config.place_problems)
             .map(|p| p.to_string())
             .collect(),
         warnings,
@@ -860,6 +867,10 @@ struct Plan<'a> {
     /// The drop-in's identity, when it was verified by content and differs
     /// from the recorded one.
     dropin_id_now: Option<FileId>,
+    /// The state says credloader wrote whatever is at the env file's path
+    /// ([`State::wrote_env_file`]). Any other file there is not replaced:
+    /// it is not credloader's to hand to the service user.
+    env_file_ours: bool,
     /// Values of unchanged credentials, taken back from the env file this
     /// service was last given (see [`Plan::reusable_values`]).
     reused: BTreeMap<String, Reused>,
@@ -891,6 +902,7 @@ impl<'a> Plan<'a> {
             previous,
             config_error: None,
             dropin_id_now: None,
+            env_file_ours: state.wrote_env_file(&service.env_file),
             reused: BTreeMap::new(),
             newline_unknown: BTreeSet::new(),
             up_to_date: false,
@@ -903,6 +915,10 @@ impl<'a> Plan<'a> {
                 plan.error = Some(format!("{e} ({})", service.origin));
                 return plan;
             }
+        }
+        if let Err(e) = plan.check_env_path(dirs) {
+            plan.error = Some(e);
+            return plan;
         }
         let mut errors = Vec::new();
         for name in service.credentials() {
@@ -1060,6 +1076,11 @@ impl<'a> Plan<'a> {
             }
         }
         out
+    }
+
+    /// The env file this service is written, if it is delivered by one.
+    fn env_path(&self) -> Option<&PathBuf> {
+        (self.service.delivery == Delivery::Env).then_some(&self.service.env_file)
     }
 
     /// What the state says about a service before its first files exist:
@@ -1306,6 +1327,11 @@ impl<'a> Plan<'a> {
         let Some(dir) = dir else {
             return Ok((true, true, None)); // dry run, directory not there yet
         };
+        if let Some(st) = dir.entry(name).map_err(|e| e.to_string())? {
+            if !self.env_file_ours {
+                return Err(self.not_ours(dir.path(), name, &st));
+            }
+        }
         if !dry_run {
             dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
         }
@@ -1328,6 +1354,44 @@ impl<'a> Plan<'a> {
             .map_err(|e| e.to_string())?;
         let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
         Ok((true, !same_content, id))
+    }
+
+    /// Refuses, before anything is recorded or decrypted, an env file path
+    /// where a file that credloader did not write already is.
+    fn check_env_path(&self, dirs: &DirCache) -> Result<(), String> {
+        if self.env_file_ours || self.service.delivery != Delivery::Env {
+            return Ok(());
+        }
+        let (dir, name) = safefs::split(&self.service.env_file);
+        // A directory that is missing, or unsafe (said when it is written).
+        let Ok(dir) = dirs.open(dir, DirPolicy::EXISTING) else {
+            return Ok(());
+        };
+        match dir.entry(name).map_err(|e| e.to_string())? {
+            Some(st) => Err(self.not_ours(dir.path(), name, &st)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why what was found at the env file's path (in `dir`, host path) is
+    /// not replaced: what safefs refuses anyway (a symlink...), or a file
+    /// credloader did not write.
+    fn not_ours(
+        &self,
+        dir: &Path,
+        name: &std::ffi::OsStr,
+        st: &nix::sys::stat::FileStat,
+    ) -> String {
+        let setting = self.service.env_file_setting();
+        if let Some(e) = safefs::unreplaceable(&dir.join(name), st) {
+            return format!("{e} ({setting})");
+        }
+        let path = self.service.env_file.display();
+        format!(
+            "refusing to write {path} ({setting}): a file is already there that credloader did \
+             not write, and its service user would own it; move it away \
+             (`mv {path} {path}.orig`) or pick another env_file"
+        )
     }
 
     /// Writes the drop-in if its content differs. Returns whether it wrote.

@@ -225,6 +225,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             format!("fix or remove {}", p.origin.file.display()),
         );
     }
+    unnamed_findings(&mut f, config, &served);
+    place_findings(&mut f, config);
     // `[sources]` is read by `sync` alone: it refuses to run, nothing else stops.
     for p in config.sources_only_problems() {
         f.add(
@@ -577,10 +579,56 @@ fn on_tmpfs(dir: &Path) -> bool {
     statfs(existing).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
 }
 
+/// `env_file_dirs` entries that may not be declared (see `envplace`).
+fn place_findings(f: &mut Findings, config: &Config) {
+    for p in &config.place_problems {
+        f.add(
+            Severity::Error,
+            p.origin.file.display().to_string(),
+            p.to_string(),
+            format!(
+                "remove that entry at {} and declare a directory that holds only env files \
+                 (see docs/configuration.md)",
+                p.origin
+            ),
+        );
+    }
+}
+
+/// A file whose services cannot be named may define any service that left
+/// the configuration: apply keeps serving those (see `State::fallbacks`).
+fn unnamed_findings(f: &mut Findings, config: &Config, served: &Served) {
+    let files: Vec<String> = config
+        .orphan_problems
+        .iter()
+        .map(|p| p.origin.file.display().to_string())
+        .collect();
+    let unnamed = served
+        .stored
+        .keys()
+        .chain(served.unservable.keys())
+        .filter(|n| !config.broken.contains_key(**n));
+    for name in unnamed {
+        f.add(
+            Severity::Error,
+            format!("service {name}"),
+            format!(
+                "no file that loads defines it, but {} cannot be used and may; {}",
+                files.join(", "),
+                match served.stored.contains_key(name) {
+                    true => "until it is fixed the service is served from its last good definition",
+                    false => "it was never applied, so it is not served",
+                }
+            ),
+            format!("fix {} and run `credloader apply`", files.join(", ")),
+        );
+    }
+}
+
 /// `s` is a last good definition from the state, not one from the files
 /// (it has no file and line to point at).
 fn served_from_last_good(config: &Config, s: &Service) -> bool {
-    config.broken.contains_key(&s.name)
+    !config.services.contains_key(&s.name)
 }
 
 fn libc_ifmt() -> u32 {

@@ -65,13 +65,24 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
         "applied": r.applied,
         "rolled_back": r.rolled_back,
     });
-    if args.no_apply {
-        human.push_str("staged only (--no-apply): nothing applied or restarted; run `credloader apply` to deliver it\n");
-        return Ok(Output::new(exit::OK, human, doc));
+    if args.no_apply || consumers.is_empty() {
+        // Nothing is applied: why some consumers are served from their last
+        // good definition, or that a broken file may hide one, is said here.
+        let hidden = seal::say_note(&served, consumers, &mut human, &mut doc);
+        human.push_str(match (args.no_apply, hidden) {
+            (true, _) => "staged only (--no-apply): nothing applied or restarted; run `credloader apply` to deliver it\n",
+            (false, true) => "the new value is installed, but no service got it\n",
+            (false, false) => "no service uses it: nothing to apply\n",
+        });
+        let code = if hidden && !args.no_apply {
+            exit::FAILED
+        } else {
+            exit::OK
+        };
+        return Ok(Output::new(code, human, doc));
     }
-    if consumers.is_empty() {
-        human.push_str("no service uses it: nothing to apply\n");
-        return Ok(Output::new(exit::OK, human, doc));
+    if !served.problems.is_empty() {
+        doc["config_errors"] = json!(served.problems);
     }
     human.extend(lines);
     doc["apply"] = json!(r.apply);

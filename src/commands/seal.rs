@@ -60,7 +60,19 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
     if let Some(note) = entered.note(&name) {
         let _ = writeln!(human, "{note}");
     }
-    if consumers.is_empty() {
+    let mut doc = json!({
+        "name": name,
+        "path": path,
+        "sealed_size": sealed.len(),
+        "key": key,
+        "not_after": not_after,
+        "consumers": consumers,
+        "value": value_doc(&entered),
+    });
+    let hidden = say_note(&served, &consumers, &mut human, &mut doc);
+    if hidden {
+        let _ = writeln!(human, "{name} is sealed, but nothing may get it until then");
+    } else if consumers.is_empty() {
         // `credentials = [NAME]` makes NAME the variable too, which must be
         // a valid one; any credential can be mapped with `env`.
         let how = if crate::envfile::valid_name(&name) {
@@ -81,19 +93,30 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             consumers.join(", ")
         );
     }
-    Ok(Output::new(
-        exit::OK,
-        human,
-        json!({
-            "name": name,
-            "path": path,
-            "sealed_size": sealed.len(),
-            "key": key,
-            "not_after": not_after,
-            "consumers": consumers,
-            "value": value_doc(&entered),
-        }),
-    ))
+    let code = if hidden { exit::FAILED } else { exit::OK };
+    Ok(Output::new(code, human, doc))
+}
+
+/// Says in `human` and `doc` what `served` knows of a credential's
+/// `consumers` ([`Served::note`]): why some are served from their last good
+/// definition, and whether a broken or refused file may hide one. True in
+/// that last case: the command must then not end as if nothing were to do.
+pub(super) fn say_note(
+    served: &Served,
+    consumers: &[String],
+    human: &mut String,
+    doc: &mut serde_json::Value,
+) -> bool {
+    if !served.problems.is_empty() {
+        doc["config_errors"] = json!(served.problems);
+    }
+    match served.note(consumers) {
+        Some((text, hidden)) => {
+            human.push_str(&text);
+            hidden
+        }
+        None => false,
+    }
 }
 
 /// The configuration, or the defaults when there is none at all yet (a
@@ -105,6 +128,7 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
             main,
             broken: Default::default(),
             orphan_problems: Vec::new(),
+            place_problems: Vec::new(),
             loader: Loader::default(),
             services: Default::default(),
             sources: None,

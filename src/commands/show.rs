@@ -25,12 +25,10 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     drop(secret);
     // As apply serves them (a service whose file is broken still uses it).
     let state = crate::state::State::inspect(&ctx.root, &config.loader.state_dir);
-    let served = crate::state::Served::new(&config, &state);
+    let view = crate::state::Served::new(&config, &state);
+    let served = crate::rotation::Served::of(&config, &view);
     let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
-    let keep = config.keeps_newline(&name)
-        || served
-            .consumers(&name)
-            .any(|s| s.keep_newline.contains(&name));
+    let keep = super::seal::keeps_newline(&config, &served, &name);
     let mut human = format!("{name}: {masked} ({length} bytes)\n");
     if ends_in_newline && !keep {
         human.push_str(&format!(
@@ -44,18 +42,17 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
             "note: sealed without --name (legacy); reseal with `credloader rotate {name}`\n"
         ));
     }
-    Ok(Output::new(
-        exit::OK,
-        human,
-        json!({
-            "name": name,
-            "masked": masked,
-            "length": length,
-            "legacy_name": legacy,
-            "ends_in_newline": ends_in_newline,
-            "keep_newline": keep,
-            "key": systemd_creds::sealed_key(&sealed.bytes),
-            "consumers": consumers,
-        }),
-    ))
+    let mut doc = json!({
+        "name": name,
+        "masked": masked,
+        "length": length,
+        "legacy_name": legacy,
+        "ends_in_newline": ends_in_newline,
+        "keep_newline": keep,
+        "key": systemd_creds::sealed_key(&sealed.bytes),
+        "consumers": consumers,
+    });
+    // Showing is not auditing: why, but no failure (`check` fails on it).
+    super::seal::say_note(&served, &consumers, &mut human, &mut doc);
+    Ok(Output::new(exit::OK, human, doc))
 }

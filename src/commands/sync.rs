@@ -21,6 +21,7 @@ use super::seal::{self, validate};
 use super::{CommandError, Context, Output};
 use crate::apply;
 use crate::cli::SyncArgs;
+use crate::config::Manage;
 use crate::rotation::{self, NewValue};
 use crate::safefs::{Dir, DirPolicy};
 use crate::secret::Secret;
@@ -63,11 +64,30 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         return Err(e.into());
     }
     let Some(sources) = &config.sources else {
-        return Err(CommandError::Usage(
-            "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md)".into(),
-        ));
+        // A file that cannot be read may be where it is.
+        let unknown: Vec<String> = config
+            .orphan_problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        return Err(CommandError::Usage(format!(
+            "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md){}",
+            match unknown.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; a file that cannot be used may hold it: {}",
+                    unknown.join("; ")
+                ),
+            }
+        )));
     };
-    let managed = config.synced_credentials();
+    // As apply serves them: a service whose file is broken or refused still
+    // uses its credentials (its last good definition does).
+    let served = rotation::Served::load(&ctx.root, &config)?;
+    let mut managed = config.synced_credentials();
+    if sources.manage == Manage::Used {
+        managed.extend(served.services.values().flat_map(|s| s.credentials()));
+    }
     for n in &args.names {
         names::credential(n).map_err(CommandError::Usage)?;
         if !managed.contains(n.as_str()) {
@@ -99,11 +119,11 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     });
     if wanted.is_empty() {
         doc["credentials"] = json!([]);
-        return Ok(Output::new(
-            exit::OK,
-            "no credential to sync: no service uses one and [sources] lists none\n".into(),
-            doc,
-        ));
+        let mut human = String::new();
+        let hidden = seal::say_note(&served, &[], &mut human, &mut doc);
+        human.push_str("no credential to sync: no service uses one and [sources] lists none\n");
+        let code = if hidden { exit::FAILED } else { exit::OK };
+        return Ok(Output::new(code, human, doc));
     }
 
     // 1. Fetch everything, with no lock held and nothing touched.
@@ -209,7 +229,16 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         }
         rotation_human = r.human.clone();
         if r.consumers.is_empty() {
-            rotation_human.push_str("no service uses them: nothing to apply\n");
+            let hidden = seal::say_note(&served, &[], &mut rotation_human, &mut doc);
+            rotation_human.push_str(match hidden {
+                true => "the new values are installed, but no service got them\n",
+                false => "no service uses them: nothing to apply\n",
+            });
+            if hidden && code == exit::OK {
+                code = exit::FAILED;
+            }
+        } else if !served.problems.is_empty() {
+            doc["config_errors"] = json!(served.problems);
         }
         doc["rotation"] = json!(r);
     }

@@ -53,6 +53,15 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
             s.origin
         )));
     }
+    // A broken or refused file may define it: a second definition would
+    // only break both.
+    if let Some(problems) = existing.broken.get(&service) {
+        return Err(usage(format!(
+            "service {service} is defined in a file that cannot be used: {}; fix that file, \
+             or pick another name with --service",
+            crate::state::describe(problems)
+        )));
+    }
     let legacy = import::inspect(
         &ctx.root,
         &existing.loader,
