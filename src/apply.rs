@@ -17,6 +17,7 @@ use crate::config::{Config, Delivery, Service, Source};
 use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
 use crate::envfile;
 use crate::lock::{self, LockError};
+use crate::newline;
 use crate::root::Root;
 use crate::runas;
 use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError, Owner};
@@ -73,6 +74,10 @@ pub struct ServiceReport {
     /// The `systemctl` verb queued for it, if any.
     pub action: Option<String>,
     pub decrypted: Vec<String>,
+    /// Credentials whose sealed value ends in a newline that its env file
+    /// got without (see [`crate::newline`]); only on runs that decrypt them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub newline_removed: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -107,6 +112,7 @@ impl ServiceReport {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
+            newline_removed: Vec::new(),
             error: Some(error),
         }
     }
@@ -359,6 +365,7 @@ fn run(
             decrypt.systemd_creds
         );
     }
+    warnings.extend(newline_warnings(&plans, &plain));
     for (name, p) in &plain {
         if let Ok(Plain { legacy: true, .. }) = p {
             warnings.push(format!(
@@ -568,6 +575,44 @@ fn run(
         }
     }
     Ok(report)
+}
+
+/// A warning for each credential decrypted in this run whose sealed value
+/// ends in a newline that its consumers being built do not keep: env files
+/// get it without (as `$(cat ...)` did), `delivery = "credential"` gets it
+/// as sealed. Only runs that decrypt it say so, so no-op runs stay no-ops;
+/// the state records the fact for `check`.
+fn newline_warnings(
+    plans: &[Plan],
+    plain: &BTreeMap<String, Result<Plain, CredError>>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, p) in plain {
+        let Ok(p) = p else { continue };
+        if !newline::ends_in_newline(p.secret.expose()) {
+            continue;
+        }
+        let (mut stripped, mut handed) = (Vec::new(), Vec::new());
+        for plan in plans.iter().filter(|p| {
+            p.error.is_none()
+                && !p.up_to_date
+                && p.digests.contains_key(name)
+                && !p.reused.contains_key(name)
+                && !p.service.keep_newline.contains(name)
+        }) {
+            match plan.service.delivery {
+                Delivery::Env => stripped.push(plan.service.name.as_str()),
+                Delivery::Credential => handed.push(plan.service.name.as_str()),
+            }
+        }
+        if !stripped.is_empty() {
+            warnings.push(newline::stripped_warning(name, &stripped));
+        }
+        if !handed.is_empty() {
+            warnings.push(newline::handed_warning(name, &handed));
+        }
+    }
+    warnings
 }
 
 /// Makes systemd catch up with the files: one daemon-reload if any drop-in
@@ -829,6 +874,9 @@ struct Plan<'a> {
     /// Values of unchanged credentials, taken back from the env file this
     /// service was last given (see [`Plan::reusable_values`]).
     reused: BTreeMap<String, Reused>,
+    /// Credentials whose sealed bytes were never decrypted by a version
+    /// that records whether they end in a newline: decrypted once.
+    newline_unknown: BTreeSet<String>,
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
@@ -856,6 +904,7 @@ impl<'a> Plan<'a> {
             dropin_id_now: None,
             env_file_ours: state.wrote_env_file(&service.env_file),
             reused: BTreeMap::new(),
+            newline_unknown: BTreeSet::new(),
             up_to_date: false,
             error: None,
             record: None,
@@ -885,7 +934,18 @@ impl<'a> Plan<'a> {
             return plan;
         }
         plan.inputs = plan.digest();
-        plan.up_to_date = plan.check_up_to_date(dirs);
+        plan.newline_unknown = plan
+            .digests
+            .iter()
+            .filter(|(c, d)| {
+                state
+                    .sealed
+                    .get(*c)
+                    .is_none_or(|r| r.digest != **d || r.ends_in_newline.is_none())
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        plan.up_to_date = plan.newline_unknown.is_empty() && plan.check_up_to_date(dirs);
         plan
     }
 
@@ -957,9 +1017,11 @@ impl<'a> Plan<'a> {
             return out;
         };
         let unchanged = |c: &str| {
-            prev.credentials
-                .get(c)
-                .is_some_and(|d| self.digests.get(c) == Some(d))
+            !self.newline_unknown.contains(c)
+                && prev
+                    .credentials
+                    .get(c)
+                    .is_some_and(|d| self.digests.get(c) == Some(d))
         };
         if self.service.delivery == Delivery::Credential {
             // PID 1 decrypts these itself; apply only vets changed ones.
@@ -999,7 +1061,10 @@ impl<'a> Plan<'a> {
             let Source::Credential(c) = &var.source else {
                 continue;
             };
-            if out.contains_key(c) || !unchanged(c) {
+            // A value rendered under another newline choice is not the one due now.
+            let same_keep =
+                old_def.keep_newline.contains(c) == self.service.keep_newline.contains(c);
+            if out.contains_key(c) || !unchanged(c) || !same_keep {
                 continue;
             }
             // The last assignment wins, as in systemd.
@@ -1094,6 +1159,7 @@ impl<'a> Plan<'a> {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
+            newline_removed: Vec::new(),
             error: self.config_error.clone(),
         }
     }
@@ -1129,6 +1195,20 @@ impl<'a> Plan<'a> {
         let errors = self.credential_errors(plain);
         if !errors.is_empty() {
             return self.fail(errors.join("; "));
+        }
+        if self.service.delivery == Delivery::Env {
+            report.newline_removed = report
+                .decrypted
+                .iter()
+                .filter(|c| !self.service.keep_newline.contains(*c))
+                .filter(|c| {
+                    plain
+                        .get(*c)
+                        .and_then(|p| p.as_ref().ok())
+                        .is_some_and(|p| newline::ends_in_newline(p.secret.expose()))
+                })
+                .cloned()
+                .collect();
         }
 
         let account = self.account.expect("resolved");
@@ -1210,7 +1290,13 @@ impl<'a> Plan<'a> {
             let (value, what): (&[u8], String) = match &var.source {
                 Source::Credential(c) => match (self.reused.get(c), plain.get(c)) {
                     (Some(Reused::Value(v)), _) => (v.expose(), format!("credential {c}")),
-                    (_, Some(Ok(p))) => (p.secret.expose(), format!("credential {c}")),
+                    (_, Some(Ok(p))) => (
+                        newline::delivered(
+                            p.secret.expose(),
+                            self.service.keep_newline.contains(c),
+                        ),
+                        format!("credential {c}"),
+                    ),
                     _ => unreachable!("checked above"),
                 },
                 Source::Static(s) => (s.as_bytes(), format!("static {}", var.name)),

@@ -467,6 +467,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         }
     }
 
+    newline_findings(&mut f, &served, &state, &store);
+
     // Env dirs: nobody but root may write to them.
     let mut env_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     env_dirs.insert(loader.env_dir.clone());
@@ -511,6 +513,60 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
 
     f.0.sort_by(|a, b| (a.severity, &a.subject).cmp(&(b.severity, &b.subject)));
     f.0
+}
+
+/// Sealed values that end in a newline their consumers do not keep, as the
+/// last apply that decrypted them recorded (see [`crate::newline`]): an
+/// env file gets the value without it (a warning: the service gets what
+/// `$(cat ...)` gave it, but the sealed file is not what is meant), while
+/// `delivery = "credential"` gets it as sealed (an error: the service
+/// receives bytes the policy says are not part of the value).
+fn newline_findings(f: &mut Findings, served: &Served, state: &State, store: &Store) {
+    for name in served.all_credentials() {
+        let (Some(rec), Ok(sealed)) = (state.sealed.get(name), store.sealed(name)) else {
+            continue;
+        };
+        if rec.ends_in_newline != Some(true) || rec.digest != sealed.digest {
+            continue;
+        }
+        let (mut stripped, mut handed) = (Vec::new(), Vec::new());
+        for s in served
+            .consumers(name)
+            .filter(|s| !s.keep_newline.contains(name))
+        {
+            match s.delivery {
+                Delivery::Env => stripped.push(s.name.as_str()),
+                Delivery::Credential => handed.push(s.name.as_str()),
+            }
+        }
+        let subject = format!("credential {name}");
+        if !stripped.is_empty() {
+            f.add(
+                Severity::Warning,
+                subject.clone(),
+                format!(
+                    "its sealed value ends in a newline (as `echo` adds); {} get{} it without \
+                     (as `$(cat ...)` gave it)",
+                    stripped.join(", "),
+                    if stripped.len() == 1 { "s" } else { "" }
+                ),
+                crate::newline::fix(name),
+            );
+        }
+        if !handed.is_empty() {
+            f.add(
+                Severity::Error,
+                subject,
+                format!(
+                    "its sealed value ends in a newline, and {} (delivery = \"credential\") \
+                     get{} it as sealed, newline included",
+                    handed.join(", "),
+                    if handed.len() == 1 { "s" } else { "" }
+                ),
+                crate::newline::fix(name),
+            );
+        }
+    }
 }
 
 /// Whether `dir` (or, if it does not exist yet, its nearest existing

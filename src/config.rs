@@ -6,7 +6,7 @@
 //! ones, and each `[services.NAME]` may be defined once across all files.
 //! Every mistake found is reported together, each with its file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,6 +193,11 @@ pub struct Service {
     pub on_change: OnChange,
     pub health_check: Option<Vec<String>>,
     pub health_timeout: Duration,
+    /// Its credentials whose value keeps a trailing newline
+    /// (`[credentials.NAME] keep_newline = true`; see [`crate::newline`]).
+    /// Part of the definition, so a change re-renders its env file.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub keep_newline: BTreeSet<String>,
     #[serde(skip)]
     pub origin: Origin,
 }
@@ -422,8 +427,20 @@ pub struct Config {
     /// to run over them (see [`Config::sources_error`]); every other
     /// command reports them and goes on.
     pub sources_problems: Vec<Problem>,
+    /// `[credentials.NAME]`: options of single credentials, whichever
+    /// service uses them.
+    pub credentials: BTreeMap<String, CredentialOptions>,
     /// The files it was read from, in order.
     pub files: Vec<PathBuf>,
+}
+
+/// `[credentials.NAME]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialOptions {
+    /// The value keeps a trailing newline: sealed and delivered as given
+    /// (default: trailing line breaks are not part of a value).
+    pub keep_newline: bool,
+    pub origin: Origin,
 }
 
 impl Config {
@@ -477,6 +494,11 @@ impl Config {
             .filter(move |s| s.credentials().contains(&credential))
     }
 
+    /// Whether `[credentials.NAME] keep_newline = true` is set for `name`.
+    pub fn keeps_newline(&self, name: &str) -> bool {
+        self.credentials.get(name).is_some_and(|c| c.keep_newline)
+    }
+
     /// Every credential any service needs.
     pub fn all_credentials(&self) -> std::collections::BTreeSet<&str> {
         self.services
@@ -512,6 +534,14 @@ struct RawFile<S = Spanned<RawSources>> {
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
     sources: Option<S>,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, RawCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    keep_newline: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -825,6 +855,8 @@ pub fn build(
     let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let mut orphan_problems = Vec::new();
     let mut sources_problems = Vec::new();
+    // `[credentials.NAME]` of files that cannot be used: unknown options.
+    let mut unknown_options = Vec::new();
     for r in refused {
         let glimpse = r.glimpse()?;
         glimpse.record(
@@ -832,6 +864,7 @@ pub fn build(
             &mut broken,
             &mut orphan_problems,
             &mut sources_problems,
+            &mut unknown_options,
         );
     }
     for (path, text) in files {
@@ -857,6 +890,7 @@ pub fn build(
                 loader: lenient.loader,
                 services: lenient.services,
                 sources: None,
+                credentials: lenient.credentials,
             };
             parsed.push(Parsed { path, text, raw });
             continue;
@@ -891,6 +925,7 @@ pub fn build(
             &mut broken,
             &mut orphan_problems,
             &mut sources_problems,
+            &mut unknown_options,
         );
     }
 
@@ -966,6 +1001,24 @@ pub fn build(
         services.remove(&name);
         broken.entry(name).or_default().push(problem);
     }
+    let (credentials, option_problems) = resolve_credentials(&parsed);
+    for (credential, problem) in option_problems.into_iter().chain(unknown_options) {
+        break_consumers(
+            &mut services,
+            &mut broken,
+            &mut orphan_problems,
+            &credential,
+            problem,
+        );
+    }
+    for service in services.values_mut() {
+        service.keep_newline = service
+            .credentials()
+            .into_iter()
+            .filter(|c| credentials.get(*c).is_some_and(|o| o.keep_newline))
+            .map(str::to_string)
+            .collect();
+    }
     let mut sources: Option<Sources> = None;
     for file in &parsed {
         let Some(raw) = &file.raw.sources else {
@@ -998,8 +1051,69 @@ pub fn build(
         services,
         sources,
         sources_problems,
+        credentials,
         files: parsed.into_iter().map(|p| p.path).collect(),
     })
+}
+
+/// `[credentials.NAME]` of every file, each defined in one file only.
+/// A mistake comes back with the credential it concerns.
+fn resolve_credentials(
+    parsed: &[Parsed],
+) -> (BTreeMap<String, CredentialOptions>, Vec<(String, Problem)>) {
+    let mut options: BTreeMap<String, CredentialOptions> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for file in parsed {
+        for (name, raw) in &file.raw.credentials {
+            let origin = file.origin(name);
+            let cname = name.get_ref();
+            let message = if let Err(m) = names::credential(cname) {
+                format!("credentials.{}: {m}", cname.escape_default())
+            } else if let Some(first) = options.get(cname) {
+                format!(
+                    "[credentials.{cname}] is already defined at {}; define it in one file only",
+                    first.origin
+                )
+            } else {
+                let keep_newline = raw.keep_newline.as_ref().is_some_and(|k| *k.get_ref());
+                options.insert(
+                    cname.clone(),
+                    CredentialOptions {
+                        keep_newline,
+                        origin,
+                    },
+                );
+                continue;
+            };
+            problems.push((cname.clone(), Problem { origin, message }));
+        }
+    }
+    (options, problems)
+}
+
+/// A mistake about credential `credential`'s options breaks the services
+/// that use it (served from their last good definition until it is
+/// fixed); one no service uses concerns nobody in particular.
+fn break_consumers(
+    services: &mut BTreeMap<String, Service>,
+    broken: &mut BTreeMap<String, Vec<Problem>>,
+    orphan_problems: &mut Vec<Problem>,
+    credential: &str,
+    problem: Problem,
+) {
+    let users: Vec<String> = services
+        .values()
+        .filter(|s| s.credentials().contains(&credential))
+        .map(|s| s.name.clone())
+        .collect();
+    if users.is_empty() {
+        orphan_problems.push(problem);
+        return;
+    }
+    for name in users {
+        services.remove(&name);
+        broken.entry(name).or_default().push(problem.clone());
+    }
 }
 
 /// The line a TOML error points at.
@@ -1015,6 +1129,8 @@ fn syntax_line(text: &str, e: &toml::de::Error) -> usize {
 #[derive(Debug, Default)]
 struct Glimpse {
     services: Vec<String>,
+    /// The credentials it has `[credentials.NAME]` options for.
+    credentials: Vec<String>,
     loader: bool,
     sources: bool,
 }
@@ -1035,11 +1151,22 @@ impl Glimpse {
                             .collect()
                     })
                     .unwrap_or_default(),
+                credentials: t
+                    .get("credentials")
+                    .and_then(toml::Value::as_table)
+                    .map(|c| {
+                        c.keys()
+                            .filter(|n| names::credential(n).is_ok())
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 loader: t.contains_key("loader"),
                 sources: t.contains_key("sources"),
             },
             Err(_) => Glimpse {
                 services: service_headers(text),
+                credentials: credential_headers(text),
                 loader: may_hold(text, "loader"),
                 sources: may_hold(text, "sources"),
             },
@@ -1050,13 +1177,17 @@ impl Glimpse {
     /// served from its last good definition); a file that names none goes
     /// to the problems no service could be attached to, so that every
     /// service it may define is (see [`Config::orphan_problems`]). `sync`
-    /// is told why its `[sources]` is missing, if the file may hold it.
+    /// is told why its `[sources]` is missing, if the file may hold it. Its
+    /// `[credentials.NAME]` options are unknown: each goes to `options`, so
+    /// that the services using NAME are served from their last good
+    /// definition, which has them.
     fn record(
         &self,
         problem: Problem,
         broken: &mut BTreeMap<String, Vec<Problem>>,
         orphans: &mut Vec<Problem>,
         sources: &mut Vec<Problem>,
+        options: &mut Vec<(String, Problem)>,
     ) {
         if self.sources {
             sources.push(problem.clone());
@@ -1067,7 +1198,10 @@ impl Glimpse {
                 .or_default()
                 .push(problem.clone());
         }
-        if self.services.is_empty() {
+        for name in &self.credentials {
+            options.push((name.clone(), problem.clone()));
+        }
+        if self.services.is_empty() && self.credentials.is_empty() {
             orphans.push(problem);
         }
     }
@@ -1081,6 +1215,16 @@ fn service_headers(text: &str) -> Vec<String> {
         .filter_map(|rest| rest.split(']').next())
         .map(|n| n.trim().trim_matches('"').to_string())
         .filter(|n| names::service(n).is_ok())
+        .collect()
+}
+
+/// The `[credentials.NAME]` headers of a file that does not parse.
+fn credential_headers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("[credentials."))
+        .filter_map(|rest| rest.split(']').next())
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| names::credential(n).is_ok())
         .collect()
 }
 
@@ -1639,6 +1783,7 @@ fn resolve_service(
         on_change: raw.on_change,
         health_check: raw.health_check.as_ref().map(|c| c.get_ref().clone()),
         health_timeout,
+        keep_newline: BTreeSet::new(),
         origin,
     })
 }
@@ -1715,6 +1860,87 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn keep_newline_is_a_credential_option_its_consumers_carry() {
+        let svc = |n: &str, c: &str| {
+            format!(
+                "[services.{n}]\nunit = \"{n}.service\"\nuser = \"qt\"\ncredentials = [\"{c}\"]\n"
+            )
+        };
+        let c = cfg(&[
+            (
+                "/m.toml",
+                "[credentials.PEM]\nkeep_newline = true\n[credentials.K]\n",
+            ),
+            (
+                "/d/a.toml",
+                &format!("{}{}", svc("a", "PEM"), svc("b", "K")),
+            ),
+        ])
+        .unwrap();
+        assert!(c.is_clean(), "{:?}", c.broken);
+        assert!(c.keeps_newline("PEM") && !c.keeps_newline("K") && !c.keeps_newline("X"));
+        assert_eq!(
+            c.services["a"].keep_newline.iter().collect::<Vec<_>>(),
+            ["PEM"]
+        );
+        assert!(c.services["b"].keep_newline.is_empty());
+
+        // An unknown key is an error at its line, like everywhere else.
+        let e = cfg(&[("/m.toml", "[credentials.K]\nkeep_newlines = true\n")]).unwrap_err();
+        assert!(e.to_string().starts_with("/m.toml:2:"), "{e}");
+        assert!(e.to_string().contains("keep_newlines"), "{e}");
+
+        // Defined twice: its consumers are broken (served from their last
+        // good definition), naming both places; an invalid name is reported.
+        let c = cfg(&[
+            (
+                "/m.toml",
+                "[credentials.K]\nkeep_newline = true\n[credentials.\"a/b\"]\n",
+            ),
+            (
+                "/d/a.toml",
+                &format!("{}[credentials.K]\nkeep_newline = false\n", svc("b", "K")),
+            ),
+        ])
+        .unwrap();
+        assert!(!c.services.contains_key("b"));
+        let b = broken(&c, "b");
+        assert!(
+            b.starts_with("/d/a.toml:5:") && b.contains("already defined at /m.toml:1"),
+            "{b}"
+        );
+        assert_eq!(c.orphan_problems.len(), 1, "{:?}", c.orphan_problems);
+        assert!(c.orphan_problems[0].to_string().starts_with("/m.toml:3:"));
+
+        // A drop-in that does not parse may have set K's option: K's
+        // consumers in other files are served from their last good definition.
+        let c = cfg(&[
+            ("/m.toml", "# main\n"),
+            ("/d/a.toml", &svc("a", "K")),
+            ("/d/b.toml", &svc("b", "L")),
+            ("/d/opts.toml", "[credentials.K]\nkeep_newline = tru\n"),
+        ])
+        .unwrap();
+        assert!(c.broken.contains_key("a") && c.services.contains_key("b"));
+        assert!(
+            broken(&c, "a").starts_with("/d/opts.toml:2:"),
+            "{}",
+            broken(&c, "a")
+        );
+        assert!(c.orphan_problems.is_empty());
+        // Likewise one that is TOML but has a mistake (an unknown key).
+        let c = cfg(&[
+            ("/m.toml", "# main\n"),
+            ("/d/a.toml", &svc("a", "K")),
+            ("/d/b.toml", &svc("b", "L")),
+            ("/d/opts.toml", "[credentials.K]\nkeep_newlines = true\n"),
+        ])
+        .unwrap();
+        assert!(c.broken.contains_key("a") && c.services.contains_key("b"));
+        assert!(c.orphan_problems.is_empty());
     }
 
     #[test]

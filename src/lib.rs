@@ -24,6 +24,7 @@ pub mod lock;
 pub mod logging;
 pub mod manifest;
 pub mod names;
+pub mod newline;
 pub mod root;
 pub mod rotation;
 pub mod runas;

@@ -873,7 +873,11 @@ pub fn service_env(
         .iter()
         .map(|v| {
             let value = match &v.source {
-                Source::Credential(c) => Secret::copy_from(plain[c.as_str()].expose()),
+                // What apply delivers (see `crate::newline`).
+                Source::Credential(c) => Secret::copy_from(crate::newline::delivered(
+                    plain[c.as_str()].expose(),
+                    service.keep_newline.contains(c),
+                )),
                 Source::Static(s) => Secret::copy_from(s.as_bytes()),
             };
             (v.name.clone(), value)

@@ -107,6 +107,13 @@ pub struct SealedRecord {
     /// (see [`crate::boot`]); false in a state written before this existed.
     #[serde(default)]
     pub verified: bool,
+    /// The value these bytes decrypt to ends in a newline: one bit, never
+    /// the value. apply leaves that newline out of env files (unless the
+    /// credential keeps it, see [`crate::newline`]) and warns when it does;
+    /// `check` reports it from here every time. `None`: not yet decrypted
+    /// by a version that records it (the next apply decrypts it once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_in_newline: Option<bool>,
 }
 
 impl State {

@@ -29,14 +29,15 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
             creds.path().display()
         )));
     }
-    let value = read_value(&args.input, &name)?;
-    validate(&served, &name, &value)?;
+    let entered = seal::enter(&config, &served, &name, read_value(&args.input, &name)?)?;
+    validate(&served, &name, &entered.value)?;
     let not_after = seal::not_after(&args.input)?;
-    let (sealed, info) = seal::seal(&name, &value, args.input.key, not_after)?;
-    let masked = value.masked();
-    let length = value.len();
-    let note = seal::newline_note(&name, &value);
-    drop(value);
+    let (sealed, info) = seal::seal(&name, &entered.value, args.input.key, not_after)?;
+    let masked = entered.value.masked();
+    let length = entered.value.len();
+    let note = entered.note(&name).map(|n| n + "\n").unwrap_or_default();
+    let value_doc = seal::value_doc(&entered);
+    drop(entered);
 
     let manager = ctx.manager();
     let new = NewValue {
@@ -58,7 +59,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     human.push_str(&note);
     let mut doc = json!({
         "name": name,
-        "value": { "masked": masked, "length": length },
+        "value": value_doc,
         "previous_generation": generation,
         "consumers": consumers,
         "applied": r.applied,

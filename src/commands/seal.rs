@@ -11,6 +11,7 @@ use crate::cli::{SealArgs, ValueInput};
 use crate::config::{Config, ConfigError, Delivery, Loader, Source};
 use crate::creds::{hex_digest, Store};
 use crate::generations::{self, History, Info};
+use crate::newline::{self, Entered};
 use crate::root::Root;
 use crate::rotation::Served;
 use crate::secret::{read_secret, Secret, SecretBuf};
@@ -36,10 +37,11 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             creds.path().join(Store::file_name(&name)).display()
         )));
     }
-    let value = read_value(&args.input, &name)?;
-    validate(&served, &name, &value)?;
+    let entered = enter(&config, &served, &name, read_value(&args.input, &name)?)?;
+    let value = &entered.value;
+    validate(&served, &name, value)?;
     let not_after = not_after(&args.input)?;
-    let (sealed, info) = seal(&name, &value, args.input.key, not_after)?;
+    let (sealed, info) = seal(&name, value, args.input.key, not_after)?;
     install(&creds, &name, &sealed)?;
     record_current(&ctx.root, &config.loader, &name, info.clone());
 
@@ -55,6 +57,9 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             .map(|t| format!(", not after {}", generations::format_utc(t)))
             .unwrap_or_default()
     );
+    if let Some(note) = entered.note(&name) {
+        let _ = writeln!(human, "{note}");
+    }
     let mut doc = json!({
         "name": name,
         "path": path,
@@ -62,7 +67,7 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
         "key": key,
         "not_after": not_after,
         "consumers": consumers,
-        "value": { "masked": value.masked(), "length": value.len() },
+        "value": value_doc(&entered),
     });
     let hidden = say_note(&served, &consumers, &mut human, &mut doc);
     if hidden {
@@ -88,7 +93,6 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             consumers.join(", ")
         );
     }
-    human.push_str(&newline_note(&name, &value));
     let code = if hidden { exit::FAILED } else { exit::OK };
     Ok(Output::new(code, human, doc))
 }
@@ -129,6 +133,7 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
             services: Default::default(),
             sources: None,
             sources_problems: Vec::new(),
+            credentials: Default::default(),
             files: Vec::new(),
         }),
         Err(e) => Err(e),
@@ -185,17 +190,42 @@ pub(super) fn not_after(input: &ValueInput) -> Result<Option<u64>, CommandError>
         .map_err(CommandError::Usage)
 }
 
-/// A hint when the value of `name` ends in a newline (as `echo` adds): it
-/// is kept.
-pub(super) fn newline_note(name: &str, value: &Secret) -> String {
-    if value.expose().ends_with(b"\n") {
-        format!(
-            "note: the value ends with a newline, which is kept as part of it; if that is not \
-             meant, replace it without one (`printf %s ... | credloader rotate {name}`)\n"
-        )
-    } else {
-        String::new()
+/// Whether `name` keeps a trailing newline: `[credentials.NAME]
+/// keep_newline = true`, as the configuration has it now or as a service
+/// served from its last good definition had it.
+pub(super) fn keeps_newline(config: &Config, served: &Served, name: &str) -> bool {
+    config.keeps_newline(name)
+        || served
+            .consumers(name)
+            .any(|s| s.keep_newline.contains(name))
+}
+
+/// `value`, about to be sealed as `name`, after the newline policy
+/// ([`newline`]); refused when nothing but line breaks is left of it.
+pub(super) fn enter(
+    config: &Config,
+    served: &Served,
+    name: &str,
+    value: Secret,
+) -> Result<Entered, CommandError> {
+    let entered = newline::enter(value, keeps_newline(config, served, name));
+    if entered.value.is_empty() && entered.removed > 0 {
+        return Err(CommandError::Usage(format!(
+            "credential {name}: the value is nothing but a line break; nothing was sealed"
+        )));
     }
+    Ok(entered)
+}
+
+/// The JSON of a value that entered: masked, its length as sealed, and
+/// what the newline policy did to it.
+pub(super) fn value_doc(entered: &Entered) -> serde_json::Value {
+    json!({
+        "masked": entered.value.masked(),
+        "length": entered.value.len(),
+        "newline_removed": entered.removed > 0,
+        "newline_kept": entered.kept,
+    })
 }
 
 /// Checks a value before sealing: not empty, within systemd-creds' limits,

@@ -49,6 +49,12 @@ struct Item {
     status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Trailing line breaks were removed from the fetched value (see
+    /// `crate::newline`).
+    newline_removed: bool,
+    /// What the newline policy did, for the human output.
+    #[serde(skip)]
+    note: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
@@ -154,19 +160,25 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             from,
             status: Status::Failed,
             error: None,
+            newline_removed: false,
+            note: None,
         };
         match result
             .map_err(|e| format!("{e}; the local copy was kept"))
             .and_then(|value| {
-                check(&served, &name, &value)?;
+                let entered = seal::enter(&config, &served, &name, value).map_err(refusal)?;
+                validate(&served, &name, &entered.value).map_err(refusal)?;
                 let current = match &creds {
                     Some(dir) => seal::current_sealed(dir, &name).map_err(|e| e.to_string())?,
                     None => None,
                 };
-                Ok((value, current))
+                Ok((entered, current))
             }) {
             Err(e) => item.error = Some(e),
-            Ok((value, current)) => {
+            Ok((entered, current)) => {
+                item.newline_removed = entered.removed > 0;
+                item.note = entered.note(&name);
+                let value = entered.value;
                 let exists = current.is_some();
                 if current.is_some_and(|c| same(&name, &c, &value)) {
                     item.status = Status::Unchanged;
@@ -256,6 +268,9 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
                 .unwrap_or_default(),
             i.from
         );
+        if let Some(note) = &i.note {
+            let _ = writeln!(human, "  {note}");
+        }
     }
     human.push_str(&rotation_human);
     let changed = items
@@ -287,13 +302,11 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     Ok(Output::new(code, human, doc))
 }
 
-/// What `seal` checks, as a per-credential refusal.
-fn check(served: &rotation::Served, name: &str, value: &Secret) -> Result<(), String> {
-    validate(served, name, value).map_err(|e| {
-        let m = e.to_string();
-        let m = m.strip_suffix("; nothing was sealed").unwrap_or(&m);
-        format!("{m}; refused, the local copy was kept")
-    })
+/// What `seal` refuses, as a per-credential refusal.
+fn refusal(e: CommandError) -> String {
+    let m = e.to_string();
+    let m = m.strip_suffix("; nothing was sealed").unwrap_or(&m);
+    format!("{m}; refused, the local copy was kept")
 }
 
 /// Whether the sealed `current` holds `value` (decrypted in memory only).
