@@ -307,6 +307,7 @@ mod tests {
                     digest: "d".into(),
                     id: FileId::from(&st),
                     verified: true,
+                    ends_in_newline: None,
                 },
             );
         }
@@ -400,6 +401,7 @@ mod tests {
                     digest: "d".into(),
                     id: FileId::from(&st),
                     verified: true,
+                    ends_in_newline: None,
                 },
             );
         }

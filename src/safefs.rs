@@ -95,6 +95,26 @@ impl Owner {
     }
 }
 
+/// Why [`Dir::write_atomic`] refuses to replace what is at `path` (its
+/// `lstat` is `st`): a symlink, anything but a regular file, or a file with
+/// another name elsewhere. `None`: a plain file it may replace.
+pub fn unreplaceable(path: &Path, st: &FileStat) -> Option<FsError> {
+    let path = path.to_path_buf();
+    if is(st, SFlag::S_IFLNK) {
+        return Some(FsError::Symlink { path, what: "file" });
+    }
+    if !is(st, SFlag::S_IFREG) {
+        return Some(FsError::NotRegular {
+            path,
+            kind: kind(st),
+        });
+    }
+    (st.st_nlink > 1).then_some(FsError::Hardlinked {
+        path,
+        links: st.st_nlink,
+    })
+}
+
 fn kind(st: &FileStat) -> &'static str {
     match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFREG => "regular file",
@@ -326,22 +346,8 @@ impl Dir {
     /// Refuses to replace anything but a regular file with a single link.
     pub fn write_atomic(&self, name: &OsStr, contents: &[u8], owner: Owner) -> Result<(), FsError> {
         let path = self.path.join(name);
-        if let Some(st) = self.entry(name)? {
-            if is(&st, SFlag::S_IFLNK) {
-                return Err(FsError::Symlink { path, what: "file" });
-            }
-            if !is(&st, SFlag::S_IFREG) {
-                return Err(FsError::NotRegular {
-                    path,
-                    kind: kind(&st),
-                });
-            }
-            if st.st_nlink > 1 {
-                return Err(FsError::Hardlinked {
-                    path,
-                    links: st.st_nlink,
-                });
-            }
+        if let Some(e) = self.entry(name)?.and_then(|st| unreplaceable(&path, &st)) {
+            return Err(e);
         }
         let (tmp_name, fd) = self.create_temp(name)?;
         let cleanup = |e: FsError| {

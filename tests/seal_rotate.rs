@@ -254,6 +254,8 @@ health_timeout_sec = 10
 "#,
     );
     t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    // Sealed with a newline, as `echo` leaves it: the service gets it
+    // without (the newline policy), and that is the form masked.
     t.seal("BINANCE_API_SECRET", b"secret-value-9876543210\n");
     t.credloader(&["apply"]).ok();
     let run = t.credloader_with_stdin(
@@ -268,7 +270,7 @@ health_timeout_sec = 10
     assert_eq!(
         health["output"],
         serde_json::json!([
-            "key=ne...*** secret=sec...*** brain=true",
+            "key=ne...*** secret=se...*** brain=true",
             "{\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}"
         ]),
         "{j}"
@@ -282,7 +284,7 @@ health_timeout_sec = 10
             .contains("health check failed with exit status 3")
             && human
                 .stdout
-                .contains("| key=ne...*** secret=sec...*** brain=true")
+                .contains("| key=ne...*** secret=se...*** brain=true")
             && human.stdout.contains("-2015"),
         "{human:?}"
     );
