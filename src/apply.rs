@@ -16,10 +16,12 @@ use thiserror::Error;
 use crate::config::{Config, Delivery, Service, Source};
 use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
 use crate::envfile;
+use crate::holds::Hold;
 use crate::lock::{self, LockError};
+use crate::provenance::{self, Pending};
 use crate::root::Root;
 use crate::runas;
-use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError, Owner};
+use crate::safefs::{self, Dir, DirCache, DirPolicy, Existing, FsError, Owner};
 use crate::secret::Secret;
 use crate::state::{self, FileId, ServiceState, State};
 use crate::systemd::Manager;
@@ -398,7 +400,9 @@ fn run(
     let mut reports = Vec::with_capacity(plans.len());
     for plan in &mut plans {
         reports.push(plan.execute(&dirs, &plain, opts.dry_run));
+        warnings.append(&mut plan.warnings);
     }
+    settle_env_ids(&mut plans, &mut warnings);
 
     for (name, text) in unservable {
         tracing::error!(service = %name, "{text}");
@@ -792,6 +796,52 @@ fn remove_files(
     Ok(())
 }
 
+/// What [`Plan::write_env`] did.
+struct EnvWrite {
+    written: bool,
+    /// Its content changed (or could not be compared).
+    changed: bool,
+    /// The file, to prove before its identity is recorded.
+    pending: Option<Pending>,
+}
+
+impl EnvWrite {
+    /// A dry run: it would be written.
+    fn would(changed: bool) -> EnvWrite {
+        EnvWrite {
+            written: true,
+            changed,
+            pending: None,
+        }
+    }
+}
+
+/// Records the identity of each env file this run wrote or found equal,
+/// once proven to hold what credloader wrote (one wait for the whole run,
+/// see [`crate::provenance`]); one that is not proven is recorded with no
+/// identity, so that the next run writes it again.
+fn settle_env_ids(plans: &mut [Plan], warnings: &mut Vec<String>) {
+    let (mut owners, mut pending) = (Vec::new(), Vec::new());
+    for (i, plan) in plans.iter_mut().enumerate() {
+        if let Some(p) = plan.pending.take() {
+            owners.push(i);
+            pending.push(p);
+        }
+    }
+    for (i, proven) in owners.into_iter().zip(provenance::settle(pending)) {
+        let plan = &mut plans[i];
+        match (proven, plan.record.as_mut()) {
+            (Ok(st), Some(rec)) => rec.env_file_id = Some(FileId::from(&st)),
+            (Ok(_), None) => {}
+            (Err(e), _) => {
+                let text = format!("service {}: {e}", plan.service.name);
+                tracing::warn!(service = %plan.service.name, "{text}");
+                warnings.push(text);
+            }
+        }
+    }
+}
+
 /// An unchanged credential that is not decrypted again.
 enum Reused {
     /// Its value, read back from the env file credloader wrote.
@@ -821,6 +871,11 @@ struct Plan<'a> {
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
+    /// The env file this run wrote (or found equal), whose identity is
+    /// recorded only once proven (see [`crate::provenance`]).
+    pending: Option<Pending>,
+    /// What this run has to say about the service without failing it.
+    warnings: Vec<String>,
 }
 
 impl<'a> Plan<'a> {
@@ -847,6 +902,8 @@ impl<'a> Plan<'a> {
             up_to_date: false,
             error: None,
             record: None,
+            pending: None,
+            warnings: Vec::new(),
         };
         match accounts.lookup(&service.user, service.group.as_deref()) {
             Ok(a) => plan.account = Some(a),
@@ -1111,13 +1168,12 @@ impl<'a> Plan<'a> {
         }
 
         let account = self.account.expect("resolved");
-        let mut env_file_id = None;
         match self.service.delivery {
             Delivery::Env => match self.write_env(dirs, account, plain, dry_run) {
-                Ok((written, changed, id)) => {
-                    report.env_file_written = written;
-                    report.secrets_changed = changed;
-                    env_file_id = id;
+                Ok(w) => {
+                    report.env_file_written = w.written;
+                    report.secrets_changed = w.changed;
+                    self.pending = w.pending;
                 }
                 Err(e) => return self.fail(e),
             },
@@ -1155,7 +1211,8 @@ impl<'a> Plan<'a> {
             credentials: self.digests.clone(),
             env_file: (self.service.delivery == Delivery::Env)
                 .then(|| self.service.env_file.clone()),
-            env_file_id,
+            // Settled with the other env files of the run (`settle_env_ids`).
+            env_file_id: None,
             dropin: self.dropin_path.clone(),
             dropin_id,
             applied_at: state::now(),
@@ -1175,15 +1232,75 @@ impl<'a> Plan<'a> {
         report
     }
 
-    /// Renders and (if different) writes the env file.
-    /// Returns (written, content changed, identity after writing).
+    /// Renders and (if different) writes the env file. What its owner
+    /// holds on the old file (another name, a lease) keeps it from being
+    /// read, not from being replaced: see [`crate::holds`].
     fn write_env(
-        &self,
+        &mut self,
         dirs: &DirCache,
         account: Account,
         plain: &BTreeMap<String, Result<Plain, CredError>>,
         dry_run: bool,
-    ) -> Result<(bool, bool, Option<FileId>), String> {
+    ) -> Result<EnvWrite, String> {
+        let rendered = self.render_env(plain)?;
+        let (dir_path, name) = safefs::split(&self.service.env_file);
+        let dir = open_target_dir(dirs, dir_path, dry_run).map_err(|e| e.to_string())?;
+        let owner = Owner {
+            uid: account.uid,
+            gid: account.gid,
+            mode: 0o600,
+        };
+        let Some(dir) = dir else {
+            return Ok(EnvWrite::would(true)); // dry run, directory not there yet
+        };
+        if !dry_run {
+            dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
+        }
+        let host = dir.path().join(name);
+        let same_content = match dir
+            .read_existing(name, envfile::MAX_ASSIGNMENT * 64)
+            .map_err(|e| e.to_string())?
+        {
+            Existing::Read { secret, stat, file } if rendered.ct_eq(secret.expose()) => {
+                if owner.matches(&stat) {
+                    let pending = (!dry_run)
+                        .then(|| Pending::new(file, rendered, &host))
+                        .transpose()
+                        .map_err(|e| e.to_string())?;
+                    return Ok(EnvWrite {
+                        written: false,
+                        changed: false,
+                        pending,
+                    });
+                }
+                true
+            }
+            Existing::Held(hold) => {
+                self.warn_held(&host, hold);
+                false
+            }
+            Existing::Read { .. } | Existing::Absent => false,
+        };
+        if dry_run {
+            return Ok(EnvWrite::would(!same_content));
+        }
+        let file = dir
+            .replace(name, rendered.expose(), owner, true)
+            .map_err(|e| e.to_string())?;
+        let pending = Pending::new(file, rendered, &host).map_err(|e| e.to_string())?;
+        Ok(EnvWrite {
+            written: true,
+            changed: !same_content,
+            pending: Some(pending),
+        })
+    }
+
+    /// The env file's text: each variable's value, checked that an env
+    /// file can carry it.
+    fn render_env(
+        &self,
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+    ) -> Result<Secret, String> {
         let mut values: Vec<(&str, &[u8])> = Vec::with_capacity(self.service.vars.len());
         for var in &self.service.vars {
             let (value, what): (&[u8], String) = match &var.source {
@@ -1208,40 +1325,25 @@ impl<'a> Plan<'a> {
             }
             values.push((var.name.as_str(), value));
         }
-        let rendered = envfile::render(values.iter().copied());
+        Ok(envfile::render(values.iter().copied()))
+    }
 
-        let (dir_path, name) = safefs::split(&self.service.env_file);
-        let dir = open_target_dir(dirs, dir_path, dry_run).map_err(|e| e.to_string())?;
-        let owner = Owner {
-            uid: account.uid,
-            gid: account.gid,
-            mode: 0o600,
-        };
-        let Some(dir) = dir else {
-            return Ok((true, true, None)); // dry run, directory not there yet
-        };
-        if !dry_run {
-            dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
-        }
-        let existing = dir
-            .read_secret(name, envfile::MAX_ASSIGNMENT * 64)
-            .map_err(|e| e.to_string())?;
-        let (same_content, same_owner) = match &existing {
-            Some((old, st)) => (rendered.ct_eq(old.expose()), owner.matches(st)),
-            None => (false, false),
-        };
-        drop(existing);
-        if same_content && same_owner {
-            let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
-            return Ok((false, false, id));
-        }
-        if dry_run {
-            return Ok((true, !same_content, None));
-        }
-        dir.write_atomic(name, rendered.expose(), owner)
-            .map_err(|e| e.to_string())?;
-        let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
-        Ok((true, !same_content, id))
+    /// The old env file cannot be read because its owner holds it: say what
+    /// that means. It is replaced anyway (and counted as changed).
+    fn warn_held(&mut self, host: &Path, hold: Hold) {
+        let path = host.display().to_string();
+        let text = format!(
+            "service {}: {path} {}, so credloader could not compare it and replaced it \
+             anyway (counted as changed); that only keeps the old file, with its old values, \
+             reachable to whoever holds it. A service has no reason to do this: if {} did not \
+             mean to, treat it as compromised and rotate its credentials ({})",
+            self.service.name,
+            hold.describe(),
+            self.service.unit,
+            hold.finder(&path),
+        );
+        tracing::warn!(service = %self.service.name, "{text}");
+        self.warnings.push(text);
     }
 
     /// Writes the drop-in if its content differs. Returns whether it wrote.

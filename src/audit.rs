@@ -12,6 +12,7 @@ use crate::apply::sealed_names;
 use crate::config::{Config, Delivery, Service};
 use crate::creds::Store;
 use crate::generations::{format_utc, History};
+use crate::holds;
 use crate::root::Root;
 use crate::runas;
 use crate::safefs::{self, Dir, DirPolicy};
@@ -599,6 +600,7 @@ fn service_checks(
                         );
                     }
                 }
+                held_env_file(f, root, s, &st);
                 if let Some(rec) = rec {
                     if rec.env_file_id != Some(FileId::from(&st)) {
                         f.add(
@@ -684,6 +686,32 @@ fn service_checks(
                 f.add(Severity::Error, subject.clone(), problem, fix);
             }
         }
+    }
+}
+
+/// Another name for a service's env file, or a lease on it: its owner's
+/// doing (see [`crate::holds`]). It does not stop credloader, but a service
+/// has no reason to do it.
+fn held_env_file(f: &mut Findings, root: &Root, s: &Service, st: &nix::sys::stat::FileStat) {
+    let path = root.host(&s.env_file).display().to_string();
+    for hold in holds::of(st) {
+        f.add(
+            Severity::Error,
+            path.clone(),
+            format!(
+                "env file of service {} {}: whoever holds it keeps its current values even \
+                 after they are rotated",
+                s.name,
+                hold.describe()
+            ),
+            format!(
+                "{}; if {} did not mean to, treat it as compromised and rotate its credentials \
+                 (`credloader rotate NAME` for each of {})",
+                hold.finder(&path),
+                s.unit,
+                s.credentials().join(", ")
+            ),
+        );
     }
 }
 

@@ -304,15 +304,40 @@ fn a_symlinked_env_dir_and_a_service_writable_env_dir_are_refused() {
 }
 
 #[test]
-fn a_hardlinked_env_file_is_refused() {
+fn a_hardlinked_env_file_is_replaced_and_the_other_name_keeps_only_the_old_file() {
+    // Its owner may link its own file (issue 13; tests/hardening_hostile.rs
+    // does it as that user): that is no reason to fail the service. The
+    // other name keeps the old file, and apply says so.
     let t = Tree::new();
     position_monitor(&t);
     t.credloader(&["apply"]).ok();
     std::fs::hard_link(t.path(ENV), t.path("/run/credloader/copy")).unwrap();
     t.seal("BINANCE_API_KEY", b"k-new-value-00000");
     let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(
+        run.stdout.contains("warning") && run.stdout.contains("hard links"),
+        "{run:?}"
+    );
+    assert!(t.read_string(ENV).contains("k-new-value-00000"));
+    let copy = t.read_string("/run/credloader/copy");
+    assert!(copy.contains("k-1111111111111111") && !copy.contains("k-new-value"));
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+}
+
+#[test]
+fn a_hardlinked_file_of_roots_at_an_env_path_is_refused() {
+    // Nobody but root can put a name into the env dir: root's own file with
+    // another name there is a mistake, refused as before.
+    let t = Tree::new();
+    position_monitor(&t);
+    t.mkdir("/run/credloader", 0o755);
+    t.write("/run/credloader/roots", b"root's\n", 0o600);
+    std::fs::hard_link(t.path("/run/credloader/roots"), t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("hard links"), "{run:?}");
+    assert_eq!(t.read("/run/credloader/roots"), b"root's\n");
 }
 
 #[test]
