@@ -16,6 +16,7 @@ use thiserror::Error;
 use crate::config::{Config, Delivery, Service, Source};
 use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
 use crate::envfile;
+use crate::escape::ShowPath;
 use crate::holds::Hold;
 use crate::lock::{self, LockError};
 use crate::provenance::{self, Pending};
@@ -191,7 +192,7 @@ fn sweep_stale_temps(config: &Config, root: &Root, state: &Dir) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 "{}: removed {n} temp file(s) of an interrupted run",
-                d.path().display()
+                d.path().shown()
             ),
             Err(e) => tracing::warn!("could not remove temp files of an interrupted run: {e}"),
         }
@@ -271,9 +272,9 @@ fn run(
             if st.st_mode & 0o077 != 0 {
                 warnings.push(format!(
                     "{} is mode {:04o}; make it 0700 (`chmod 0700 {}`)",
-                    dir.path().display(),
+                    dir.path().shown(),
                     st.st_mode & 0o7777,
-                    dir.path().display()
+                    dir.path().shown()
                 ));
             }
         }
@@ -431,9 +432,9 @@ fn run(
                     state
                         .config
                         .as_ref()
-                        .map(|c| c.display().to_string())
+                        .map(|c| c.shown().to_string())
                         .unwrap_or_default(),
-                    config.main.display()
+                    config.main.shown()
                 )
             });
         }
@@ -755,14 +756,14 @@ fn remove_left_env_files(
         };
         match removed {
             Ok(()) => {
-                tracing::info!("removed {}, which no service uses any more", old.display());
+                tracing::info!("removed {}, which no service uses any more", old.shown());
                 false
             }
             Err(e) => {
                 report.warnings.push(format!(
                     "{} holds secrets no service uses any more and stays until a later run \
                      can remove it ({e})",
-                    old.display()
+                    old.shown()
                 ));
                 true
             }
@@ -1331,7 +1332,7 @@ impl<'a> Plan<'a> {
     /// The old env file cannot be read because its owner holds it: say what
     /// that means. It is replaced anyway (and counted as changed).
     fn warn_held(&mut self, host: &Path, hold: Hold) {
-        let path = host.display().to_string();
+        let path = host.shown().to_string();
         let text = format!(
             "service {}: {path} {}, so credloader could not compare it and replaced it \
              anyway (counted as changed); that only keeps the old file, with its old values, \

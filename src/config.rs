@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
-use crate::{envfile, names};
+use crate::{envfile, escape, names};
 
 pub const DEFAULT_CONFIG: &str = "/etc/quantum/credloader.toml";
 
@@ -30,7 +31,7 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        write!(f, "{}:{}", escape::Shown(&self.file), self.line)
     }
 }
 
@@ -43,13 +44,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.origin, self.message)
+        write!(f, "{}: {}", self.origin, escape::text(&self.message))
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}", escape::Shown(path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -57,10 +58,11 @@ pub enum ConfigError {
     #[error(
         "no configuration: neither {} nor any {}/*.toml exists; \
          create one (see docs/configuration.md) or pass --config",
-        main.display(), dropins.display()
+        escape::Shown(main),
+        escape::Shown(dropins)
     )]
     Missing { main: PathBuf, dropins: PathBuf },
-    #[error("{}:{line}: {message}", path.display())]
+    #[error("{}:{line}: {}", escape::Shown(path), escape::text(message))]
     Syntax {
         path: PathBuf,
         line: usize,
@@ -68,7 +70,11 @@ pub enum ConfigError {
     },
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
-    #[error("{}: refusing this configuration: {problem}", path.display())]
+    #[error(
+        "{}: refusing this configuration: {}",
+        escape::Shown(path),
+        escape::text(problem)
+    )]
     Unsafe { path: PathBuf, problem: String },
 }
 
@@ -690,14 +696,14 @@ fn read_trusted_in(
         return Err(unsafe_(format!(
             "owned by uid {}, who could hand any secret to any user; fix with `chown root:root {}`",
             st.st_uid,
-            path.display()
+            path.shown()
         )));
     }
     if st.st_mode & 0o022 != 0 {
         return Err(unsafe_(format!(
             "mode {:04o} lets others change which user gets which secret; fix with `chmod go-w {}`",
             st.st_mode & 0o7777,
-            path.display()
+            path.shown()
         )));
     }
     String::from_utf8(bytes)

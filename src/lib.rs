@@ -14,6 +14,7 @@ pub mod config;
 pub mod creds;
 pub mod dropin;
 pub mod envfile;
+pub mod escape;
 pub mod exit;
 pub mod generations;
 pub mod harden;

@@ -31,6 +31,7 @@ use nix::sys::stat::{fstat, FileStat};
 use nix::time::{clock_gettime, ClockId};
 use zeroize::Zeroizing;
 
+use crate::escape::ShowPath;
 use crate::secret::Secret;
 
 /// Why an identity is not recorded.
@@ -39,16 +40,16 @@ pub enum Unproven {
     #[error(
         "{}: changed while credloader wrote it (its owner wrote to it), so it is not \
          recorded as applied and the next apply writes it again",
-        path.display()
+        path.shown()
     )]
     Changed { path: PathBuf },
     #[error(
         "{}: its change time is ahead of the system clock (was the clock set back?), so \
          it is not recorded as applied and the next apply writes it again",
-        path.display()
+        path.shown()
     )]
     ClockBehind { path: PathBuf },
-    #[error("{}: cannot read back what was written: {}", path.display(), errno.desc())]
+    #[error("{}: cannot read back what was written: {}", path.shown(), errno.desc())]
     Os {
         path: PathBuf,
         errno: nix::errno::Errno,

@@ -22,25 +22,34 @@ use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
 use thiserror::Error;
 
+use crate::escape::Shown;
 use crate::holds::Hold;
 use crate::root::Root;
 use crate::secret::{read_secret, Secret};
 
 #[derive(Debug, Error)]
 pub enum FsError {
-    #[error("{}: is a symbolic link; credloader never follows links on a managed path. Replace it with the real {what}", path.display())]
+    #[error("{}: is a symbolic link; credloader never follows links on a managed path. Replace it with the real {what}", Shown(path))]
     Symlink { path: PathBuf, what: &'static str },
-    #[error("{}: is a {kind}, not a regular file; remove it so credloader can write the file", path.display())]
+    #[error(
+        "{}: is a {kind}, not a regular file; remove it so credloader can write the file",
+        Shown(path)
+    )]
     NotRegular { path: PathBuf, kind: &'static str },
-    #[error("{}: has {links} hard links, so another name could reveal it; remove the other links (`find / -xdev -samefile {}`)", path.display(), path.display())]
+    #[error("{}: has {links} hard links, so another name could reveal it; remove the other links (`find / -xdev -samefile {}`)", Shown(path), Shown(path))]
     Hardlinked { path: PathBuf, links: u64 },
-    #[error("{}: {problem}; fix with `chown root:root {} && chmod go-w {}`", path.display(), path.display(), path.display())]
+    #[error(
+        "{}: {problem}; fix with `chown root:root {} && chmod go-w {}`",
+        Shown(path),
+        Shown(path),
+        Shown(path)
+    )]
     UnsafeDir { path: PathBuf, problem: String },
-    #[error("{}: is not a directory", path.display())]
+    #[error("{}: is not a directory", Shown(path))]
     NotADirectory { path: PathBuf },
-    #[error("{}: larger than {limit} bytes", path.display())]
+    #[error("{}: larger than {limit} bytes", Shown(path))]
     TooLarge { path: PathBuf, limit: usize },
-    #[error("cannot {op} {}: {}", path.display(), describe(*errno))]
+    #[error("cannot {op} {}: {}", Shown(path), describe(*errno))]
     Os {
         op: &'static str,
         path: PathBuf,

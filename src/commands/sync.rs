@@ -223,9 +223,9 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             },
             i.error
                 .as_ref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!(": {}", crate::escape::text(e)))
                 .unwrap_or_default(),
-            i.from
+            crate::escape::text(&i.from)
         );
     }
     human.push_str(&rotation_human);
