@@ -398,10 +398,18 @@ fn run(
     }
 
     // Render and write, service by service.
+    // Each written env file stays open until its identity is settled: in
+    // batches, so that a large fleet stays far below the open-file limit.
     let mut reports = Vec::with_capacity(plans.len());
-    for plan in &mut plans {
-        reports.push(plan.execute(&dirs, &plain, opts.dry_run));
-        warnings.append(&mut plan.warnings);
+    let (mut open, max_open) = (0, max_open_pending());
+    for i in 0..plans.len() {
+        reports.push(plans[i].execute(&dirs, &plain, opts.dry_run));
+        warnings.append(&mut plans[i].warnings);
+        open += plans[i].pending.is_some() as usize;
+        if open >= max_open {
+            settle_env_ids(&mut plans[..=i], &mut warnings);
+            open = 0;
+        }
     }
     settle_env_ids(&mut plans, &mut warnings);
 
@@ -817,6 +825,16 @@ impl EnvWrite {
     }
 }
 
+/// How many written env files a run keeps open before it settles their
+/// identities: a quarter of the open-file limit (often 1024), within 16..256.
+fn max_open_pending() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft / 4).unwrap_or(256))
+        .unwrap_or(64)
+        .clamp(16, 256)
+}
+
 /// Records the identity of each env file this run wrote or found equal,
 /// once proven to hold what credloader wrote (one wait for the whole run,
 /// see [`crate::provenance`]); one that is not proven is recorded with no
@@ -829,7 +847,16 @@ fn settle_env_ids(plans: &mut [Plan], warnings: &mut Vec<String>) {
             pending.push(p);
         }
     }
-    for (i, proven) in owners.into_iter().zip(provenance::settle(pending)) {
+    if pending.is_empty() {
+        return;
+    }
+    let (count, started) = (pending.len(), std::time::Instant::now());
+    let settled = provenance::settle(pending);
+    tracing::debug!(
+        "proved what {count} env file(s) hold in {:?}",
+        started.elapsed()
+    );
+    for (i, proven) in owners.into_iter().zip(settled) {
         let plan = &mut plans[i];
         match (proven, plan.record.as_mut()) {
             (Ok(st), Some(rec)) => rec.env_file_id = Some(FileId::from(&st)),

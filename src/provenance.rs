@@ -145,7 +145,7 @@ fn wait_past(ctime_ns: i64) -> bool {
     loop {
         match coarse_now() {
             Some(now) if now > ctime_ns => return true,
-            Some(_) if start.elapsed() < MAX_WAIT => std::thread::sleep(Duration::from_micros(250)),
+            Some(_) if start.elapsed() < MAX_WAIT => std::thread::sleep(Duration::from_micros(100)),
             _ => return false,
         }
     }

@@ -1112,3 +1112,46 @@ fn an_image_is_not_told_systemd_was_reloaded() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn a_fleet_larger_than_the_open_file_limit_is_served_and_every_file_proven() {
+    // Each written env file stays open until what it holds is proven
+    // (src/provenance.rs): in batches of a quarter of the limit, so a limit
+    // that holds the run's directories (one drop-in directory per service,
+    // kept open) but not also every env file still serves them all.
+    let t = Tree::new();
+    const N: usize = 100;
+    for i in 0..N {
+        t.config(
+            &format!("s{i}.toml"),
+            &service(&format!("s{i}"), "qt", &["SHARED_KEY"]),
+        );
+    }
+    t.seal("SHARED_KEY", b"shared-value-1234567");
+    let mut cmd = t.command(&["apply", "--json"]);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_NOFILE, 192, 192).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&t.read("/var/lib/credloader/state.json")).unwrap();
+    for i in 0..N {
+        assert!(t
+            .read_string(&format!("/run/credloader/s{i}.env"))
+            .contains("shared-value-1234567"));
+        assert!(
+            !state["services"][format!("s{i}")]["env_file_id"].is_null(),
+            "s{i}: no identity recorded"
+        );
+    }
+    let again = t.credloader(&["apply", "--json"]).json();
+    assert!(again["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["outcome"] == "unchanged" && s["decrypted"] == serde_json::json!([])));
+}
