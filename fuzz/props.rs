@@ -60,6 +60,8 @@ pub fn config_loader(data: &[u8]) {
                 }
                 if s.delivery == config::Delivery::Env {
                     assert!(env_files.insert(s.env_file.clone()), "shared env file");
+                    let places = c.loader.places(std::path::Path::new("/f0.toml"));
+                    assert_eq!(places.check_file(&s.env_file), Ok(()), "env file place");
                 }
                 let _ = credloader::dropin::render(s, &c.loader);
             }

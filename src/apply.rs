@@ -19,6 +19,7 @@ use crate::envfile;
 use crate::escape::ShowPath;
 use crate::holds::Hold;
 use crate::lock::{self, LockError};
+use crate::newline;
 use crate::provenance::{self, Pending};
 use crate::root::Root;
 use crate::runas;
@@ -76,6 +77,10 @@ pub struct ServiceReport {
     /// The `systemctl` verb queued for it, if any.
     pub action: Option<String>,
     pub decrypted: Vec<String>,
+    /// Credentials whose sealed value ends in a newline that its env file
+    /// got without (see [`crate::newline`]); only on runs that decrypt them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub newline_removed: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -110,6 +115,7 @@ impl ServiceReport {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
+            newline_removed: Vec::new(),
             error: Some(error),
         }
     }
@@ -235,13 +241,6 @@ fn run(
     state_dir: Option<Dir>,
 ) -> Result<Report, ApplyError> {
     let loader = &config.loader;
-    for name in &opts.only {
-        if !config.services.contains_key(name) && !config.broken.contains_key(name) {
-            return Err(ApplyError::UnknownService(name.clone()));
-        }
-    }
-    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
-
     let mut warnings = Vec::new();
     let mut state = match &state_dir {
         Some(d) => {
@@ -252,6 +251,14 @@ fn run(
         None => State::default(),
     };
     let loaded = state.clone();
+    // A service whose file is broken is still one (see `State::fallbacks`).
+    for name in &opts.only {
+        if !config.services.contains_key(name) && !state.fallbacks(config).any(|(n, ..)| n == name)
+        {
+            return Err(ApplyError::UnknownService(name.clone()));
+        }
+    }
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
 
     // A service whose definition is broken keeps being served from the
     // definition it was last applied from; it is still reported as failed.
@@ -361,6 +368,7 @@ fn run(
             decrypt.systemd_creds
         );
     }
+    warnings.extend(newline_warnings(&plans, &plain));
     for (name, p) in &plain {
         if let Ok(Plain { legacy: true, .. }) = p {
             warnings.push(format!(
@@ -388,6 +396,12 @@ fn run(
                 rec.pending_reload = true;
                 rec.pending_restart = true;
                 intent = true;
+            }
+            // A moved env file is credloader's from now on, even if this run
+            // dies before its record names it (see `Plan::env_file_ours`).
+            let recorded = rec.env_file.clone();
+            if let Some(new) = plan.env_path().filter(|p| recorded.as_ref() != Some(*p)) {
+                intent |= state.leftover_env_files.insert(new.clone());
             }
         }
         if intent {
@@ -426,10 +440,9 @@ fn run(
     let mut dropins_removed = false;
     let same_config = state.config.as_ref().is_none_or(|c| *c == config.main);
     if !config.is_clean() || !same_config {
-        let gone = state
-            .services
-            .keys()
-            .any(|n| !config.services.contains_key(n) && !config.broken.contains_key(n));
+        let gone = state.services.keys().any(|n| {
+            !config.services.contains_key(n) && !state.fallbacks(config).any(|(f, ..)| f == n)
+        });
         if gone && opts.only.is_empty() {
             warnings.push(if same_config {
                 "the configuration has errors, so no service's files are removed in this run"
@@ -490,6 +503,7 @@ fn run(
         config_problems: config
             .orphan_problems
             .iter()
+            .chain(&config.place_problems)
             .map(|p| p.to_string())
             .collect(),
         warnings,
@@ -574,6 +588,44 @@ fn run(
         }
     }
     Ok(report)
+}
+
+/// A warning for each credential decrypted in this run whose sealed value
+/// ends in a newline that its consumers being built do not keep: env files
+/// get it without (as `$(cat ...)` did), `delivery = "credential"` gets it
+/// as sealed. Only runs that decrypt it say so, so no-op runs stay no-ops;
+/// the state records the fact for `check`.
+fn newline_warnings(
+    plans: &[Plan],
+    plain: &BTreeMap<String, Result<Plain, CredError>>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, p) in plain {
+        let Ok(p) = p else { continue };
+        if !newline::ends_in_newline(p.secret.expose()) {
+            continue;
+        }
+        let (mut stripped, mut handed) = (Vec::new(), Vec::new());
+        for plan in plans.iter().filter(|p| {
+            p.error.is_none()
+                && !p.up_to_date
+                && p.digests.contains_key(name)
+                && !p.reused.contains_key(name)
+                && !p.service.keep_newline.contains(name)
+        }) {
+            match plan.service.delivery {
+                Delivery::Env => stripped.push(plan.service.name.as_str()),
+                Delivery::Credential => handed.push(plan.service.name.as_str()),
+            }
+        }
+        if !stripped.is_empty() {
+            warnings.push(newline::stripped_warning(name, &stripped));
+        }
+        if !handed.is_empty() {
+            warnings.push(newline::handed_warning(name, &handed));
+        }
+    }
+    warnings
 }
 
 /// Makes systemd catch up with the files: one daemon-reload if any drop-in
@@ -893,9 +945,16 @@ struct Plan<'a> {
     /// The drop-in's identity, when it was verified by content and differs
     /// from the recorded one.
     dropin_id_now: Option<FileId>,
+    /// The state says credloader wrote whatever is at the env file's path
+    /// ([`State::wrote_env_file`]). Any other file there is not replaced:
+    /// it is not credloader's to hand to the service user.
+    env_file_ours: bool,
     /// Values of unchanged credentials, taken back from the env file this
     /// service was last given (see [`Plan::reusable_values`]).
     reused: BTreeMap<String, Reused>,
+    /// Credentials whose sealed bytes were never decrypted by a version
+    /// that records whether they end in a newline: decrypted once.
+    newline_unknown: BTreeSet<String>,
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
@@ -926,7 +985,9 @@ impl<'a> Plan<'a> {
             previous,
             config_error: None,
             dropin_id_now: None,
+            env_file_ours: state.wrote_env_file(&service.env_file),
             reused: BTreeMap::new(),
+            newline_unknown: BTreeSet::new(),
             up_to_date: false,
             error: None,
             record: None,
@@ -939,6 +1000,10 @@ impl<'a> Plan<'a> {
                 plan.error = Some(format!("{e} ({})", service.origin));
                 return plan;
             }
+        }
+        if let Err(e) = plan.check_env_path(dirs) {
+            plan.error = Some(e);
+            return plan;
         }
         let mut errors = Vec::new();
         for name in service.credentials() {
@@ -954,7 +1019,18 @@ impl<'a> Plan<'a> {
             return plan;
         }
         plan.inputs = plan.digest();
-        plan.up_to_date = plan.check_up_to_date(dirs);
+        plan.newline_unknown = plan
+            .digests
+            .iter()
+            .filter(|(c, d)| {
+                state
+                    .sealed
+                    .get(*c)
+                    .is_none_or(|r| r.digest != **d || r.ends_in_newline.is_none())
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        plan.up_to_date = plan.newline_unknown.is_empty() && plan.check_up_to_date(dirs);
         plan
     }
 
@@ -1026,9 +1102,11 @@ impl<'a> Plan<'a> {
             return out;
         };
         let unchanged = |c: &str| {
-            prev.credentials
-                .get(c)
-                .is_some_and(|d| self.digests.get(c) == Some(d))
+            !self.newline_unknown.contains(c)
+                && prev
+                    .credentials
+                    .get(c)
+                    .is_some_and(|d| self.digests.get(c) == Some(d))
         };
         if self.service.delivery == Delivery::Credential {
             // PID 1 decrypts these itself; apply only vets changed ones.
@@ -1068,7 +1146,10 @@ impl<'a> Plan<'a> {
             let Source::Credential(c) = &var.source else {
                 continue;
             };
-            if out.contains_key(c) || !unchanged(c) {
+            // A value rendered under another newline choice is not the one due now.
+            let same_keep =
+                old_def.keep_newline.contains(c) == self.service.keep_newline.contains(c);
+            if out.contains_key(c) || !unchanged(c) || !same_keep {
                 continue;
             }
             // The last assignment wins, as in systemd.
@@ -1080,6 +1161,11 @@ impl<'a> Plan<'a> {
             }
         }
         out
+    }
+
+    /// The env file this service is written, if it is delivered by one.
+    fn env_path(&self) -> Option<&PathBuf> {
+        (self.service.delivery == Delivery::Env).then_some(&self.service.env_file)
     }
 
     /// What the state says about a service before its first files exist:
@@ -1158,6 +1244,7 @@ impl<'a> Plan<'a> {
             secrets_changed: false,
             action: None,
             decrypted: Vec::new(),
+            newline_removed: Vec::new(),
             error: self.config_error.clone(),
         }
     }
@@ -1193,6 +1280,20 @@ impl<'a> Plan<'a> {
         let errors = self.credential_errors(plain);
         if !errors.is_empty() {
             return self.fail(errors.join("; "));
+        }
+        if self.service.delivery == Delivery::Env {
+            report.newline_removed = report
+                .decrypted
+                .iter()
+                .filter(|c| !self.service.keep_newline.contains(*c))
+                .filter(|c| {
+                    plain
+                        .get(*c)
+                        .and_then(|p| p.as_ref().ok())
+                        .is_some_and(|p| newline::ends_in_newline(p.secret.expose()))
+                })
+                .cloned()
+                .collect();
         }
 
         let account = self.account.expect("resolved");
@@ -1281,6 +1382,11 @@ impl<'a> Plan<'a> {
         let Some(dir) = dir else {
             return Ok(EnvWrite::would(true)); // dry run, directory not there yet
         };
+        if let Some(st) = dir.entry(name).map_err(|e| e.to_string())? {
+            if !self.env_file_ours {
+                return Err(self.not_ours(dir.path(), name, &st));
+            }
+        }
         if !dry_run {
             dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
         }
@@ -1334,7 +1440,13 @@ impl<'a> Plan<'a> {
             let (value, what): (&[u8], String) = match &var.source {
                 Source::Credential(c) => match (self.reused.get(c), plain.get(c)) {
                     (Some(Reused::Value(v)), _) => (v.expose(), format!("credential {c}")),
-                    (_, Some(Ok(p))) => (p.secret.expose(), format!("credential {c}")),
+                    (_, Some(Ok(p))) => (
+                        newline::delivered(
+                            p.secret.expose(),
+                            self.service.keep_newline.contains(c),
+                        ),
+                        format!("credential {c}"),
+                    ),
                     _ => unreachable!("checked above"),
                 },
                 Source::Static(s) => (s.as_bytes(), format!("static {}", var.name)),
@@ -1372,6 +1484,44 @@ impl<'a> Plan<'a> {
         );
         tracing::warn!(service = %self.service.name, "{text}");
         self.warnings.push(text);
+    }
+
+    /// Refuses, before anything is recorded or decrypted, an env file path
+    /// where a file that credloader did not write already is.
+    fn check_env_path(&self, dirs: &DirCache) -> Result<(), String> {
+        if self.env_file_ours || self.service.delivery != Delivery::Env {
+            return Ok(());
+        }
+        let (dir, name) = safefs::split(&self.service.env_file);
+        // A directory that is missing, or unsafe (said when it is written).
+        let Ok(dir) = dirs.open(dir, DirPolicy::EXISTING) else {
+            return Ok(());
+        };
+        match dir.entry(name).map_err(|e| e.to_string())? {
+            Some(st) => Err(self.not_ours(dir.path(), name, &st)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why what was found at the env file's path (in `dir`, host path) is
+    /// not replaced: what safefs refuses anyway (a symlink...), or a file
+    /// credloader did not write.
+    fn not_ours(
+        &self,
+        dir: &Path,
+        name: &std::ffi::OsStr,
+        st: &nix::sys::stat::FileStat,
+    ) -> String {
+        let setting = self.service.env_file_setting();
+        if let Some(e) = safefs::unreplaceable(&dir.join(name), st, false) {
+            return format!("{e} ({setting})");
+        }
+        let path = self.service.env_file.shown();
+        format!(
+            "refusing to write {path} ({setting}): a file is already there that credloader did \
+             not write, and its service user would own it; move it away \
+             (`mv {path} {path}.orig`) or pick another env_file"
+        )
     }
 
     /// Writes the drop-in if its content differs. Returns whether it wrote.

@@ -227,6 +227,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             format!("fix or remove {}", p.origin.file.shown()),
         );
     }
+    unnamed_findings(&mut f, config, &served);
+    place_findings(&mut f, config);
     // `[sources]` is read by `sync` alone: it refuses to run, nothing else stops.
     for p in config.sources_only_problems() {
         f.add(
@@ -467,6 +469,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         }
     }
 
+    newline_findings(&mut f, &served, &state, &store);
+
     // Env dirs: nobody but root may write to them.
     let mut env_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     env_dirs.insert(loader.env_dir.clone());
@@ -513,6 +517,60 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     f.0
 }
 
+/// Sealed values that end in a newline their consumers do not keep, as the
+/// last apply that decrypted them recorded (see [`crate::newline`]): an
+/// env file gets the value without it (a warning: the service gets what
+/// `$(cat ...)` gave it, but the sealed file is not what is meant), while
+/// `delivery = "credential"` gets it as sealed (an error: the service
+/// receives bytes the policy says are not part of the value).
+fn newline_findings(f: &mut Findings, served: &Served, state: &State, store: &Store) {
+    for name in served.all_credentials() {
+        let (Some(rec), Ok(sealed)) = (state.sealed.get(name), store.sealed(name)) else {
+            continue;
+        };
+        if rec.ends_in_newline != Some(true) || rec.digest != sealed.digest {
+            continue;
+        }
+        let (mut stripped, mut handed) = (Vec::new(), Vec::new());
+        for s in served
+            .consumers(name)
+            .filter(|s| !s.keep_newline.contains(name))
+        {
+            match s.delivery {
+                Delivery::Env => stripped.push(s.name.as_str()),
+                Delivery::Credential => handed.push(s.name.as_str()),
+            }
+        }
+        let subject = format!("credential {name}");
+        if !stripped.is_empty() {
+            f.add(
+                Severity::Warning,
+                subject.clone(),
+                format!(
+                    "its sealed value ends in a newline (as `echo` adds); {} get{} it without \
+                     (as `$(cat ...)` gave it)",
+                    stripped.join(", "),
+                    if stripped.len() == 1 { "s" } else { "" }
+                ),
+                crate::newline::fix(name),
+            );
+        }
+        if !handed.is_empty() {
+            f.add(
+                Severity::Error,
+                subject,
+                format!(
+                    "its sealed value ends in a newline, and {} (delivery = \"credential\") \
+                     get{} it as sealed, newline included",
+                    handed.join(", "),
+                    if handed.len() == 1 { "s" } else { "" }
+                ),
+                crate::newline::fix(name),
+            );
+        }
+    }
+}
+
 /// Whether `dir` (or, if it does not exist yet, its nearest existing
 /// parent) is on a tmpfs or ramfs.
 fn on_tmpfs(dir: &Path) -> bool {
@@ -523,10 +581,56 @@ fn on_tmpfs(dir: &Path) -> bool {
     statfs(existing).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
 }
 
+/// `env_file_dirs` entries that may not be declared (see `envplace`).
+fn place_findings(f: &mut Findings, config: &Config) {
+    for p in &config.place_problems {
+        f.add(
+            Severity::Error,
+            p.origin.file.display().to_string(),
+            p.to_string(),
+            format!(
+                "remove that entry at {} and declare a directory that holds only env files \
+                 (see docs/configuration.md)",
+                p.origin
+            ),
+        );
+    }
+}
+
+/// A file whose services cannot be named may define any service that left
+/// the configuration: apply keeps serving those (see `State::fallbacks`).
+fn unnamed_findings(f: &mut Findings, config: &Config, served: &Served) {
+    let files: Vec<String> = config
+        .orphan_problems
+        .iter()
+        .map(|p| p.origin.file.display().to_string())
+        .collect();
+    let unnamed = served
+        .stored
+        .keys()
+        .chain(served.unservable.keys())
+        .filter(|n| !config.broken.contains_key(**n));
+    for name in unnamed {
+        f.add(
+            Severity::Error,
+            format!("service {name}"),
+            format!(
+                "no file that loads defines it, but {} cannot be used and may; {}",
+                files.join(", "),
+                match served.stored.contains_key(name) {
+                    true => "until it is fixed the service is served from its last good definition",
+                    false => "it was never applied, so it is not served",
+                }
+            ),
+            format!("fix {} and run `credloader apply`", files.join(", ")),
+        );
+    }
+}
+
 /// `s` is a last good definition from the state, not one from the files
 /// (it has no file and line to point at).
 fn served_from_last_good(config: &Config, s: &Service) -> bool {
-    config.broken.contains_key(&s.name)
+    !config.services.contains_key(&s.name)
 }
 
 fn libc_ifmt() -> u32 {

@@ -308,6 +308,7 @@ mod tests {
                     digest: "d".into(),
                     id: FileId::from(&st),
                     verified: true,
+                    ends_in_newline: None,
                 },
             );
         }
@@ -401,6 +402,7 @@ mod tests {
                     digest: "d".into(),
                     id: FileId::from(&st),
                     verified: true,
+                    ends_in_newline: None,
                 },
             );
         }

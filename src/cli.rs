@@ -56,8 +56,23 @@ pub enum Command {
     /// Decrypt credentials, write env files and drop-ins, restart what changed.
     Apply(ApplyArgs),
     /// Seal a new credential from stdin (or --from-file) into the creds dir.
+    ///
+    /// On a terminal it asks twice without echo; otherwise it reads stdin (or
+    /// --from-file) to the end.
+    ///
+    /// A trailing line break is not part of a value: every trailing newline (and
+    /// the CR of a trailing CRLF) is removed before sealing, as `$(cat FILE)` does,
+    /// so `echo KEY | credloader seal NAME` and a file made with `echo KEY > FILE`
+    /// seal KEY. When it removes one, the output says so on a line of its own
+    /// (`.value.newline_removed` in JSON). A value whose newline belongs to it (a
+    /// PEM block, say) keeps it with `[credentials.NAME]` `keep_newline = true` in
+    /// the configuration: seal, rotate, import and sync then seal it as given, and
+    /// apply delivers it as sealed.
     Seal(SealArgs),
     /// Replace a credential's value, verify its consumers, roll back on failure.
+    ///
+    /// The new value is read like `seal` reads it, trailing newline policy
+    /// included (see `credloader help seal`).
     Rotate(RotateArgs),
     /// Fetch credentials from the configured source (AWS Secrets Manager), seal and
     /// deliver the changed ones as `rotate` does; unchanged ones cost no write.
@@ -75,6 +90,12 @@ pub enum Command {
     /// Audit modes, owners, links, references and expiry; non-zero exit on problems.
     Check,
     /// Migrate a hand-made plaintext env file and its drop-in to credloader.
+    ///
+    /// A credential already sealed with the same value is reused. One sealed by hand
+    /// (without --name, or from `echo` with its trailing newline) is resealed cleanly,
+    /// and the old file is kept as a generation. One sealed with a truly different
+    /// value stops the import, unless --prefer says which one goes live; the other is
+    /// kept as a generation. --dry-run runs every check the real run does.
     Import(ImportArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
@@ -192,9 +213,23 @@ pub struct ImportArgs {
     /// The key to seal with.
     #[arg(long, value_enum, default_value_t = Key::Auto)]
     pub key: Key,
-    /// Show every step and change nothing.
+    /// When a credential is already sealed with a different value than the env file's:
+    /// which one goes live. The other is kept as a generation (`credloader rollback NAME`
+    /// puts it back). Without it, import stops and names both.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub prefer: Option<Prefer>,
+    /// Run every check the real run does, show every step, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `import --prefer`: which of two different values goes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prefer {
+    /// The env file's value (what the service has been reading).
+    EnvFile,
+    /// The value already sealed in the creds dir.
+    Sealed,
 }
 
 #[derive(Debug, Args)]

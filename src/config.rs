@@ -6,7 +6,7 @@
 //! ones, and each `[services.NAME]` may be defined once across all files.
 //! Every mistake found is reported together, each with its file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::envplace::{PlaceError, Places};
 use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
@@ -121,11 +122,32 @@ pub struct Loader {
     pub env_dir: PathBuf,
     pub dropin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Directories besides `env_dir` that env files may be placed in
+    /// (see [`crate::envplace`]).
+    pub env_file_dirs: Vec<PathBuf>,
     /// How many previous sealed generations `rotate` keeps per credential.
     pub keep_generations: u32,
     /// How long a second `apply` waits for the first one's lock.
     #[serde(skip)]
     pub lock_timeout: Duration,
+}
+
+impl Loader {
+    /// Where env files may be placed ([`crate::envplace`]), for the
+    /// configuration whose main file the system sees as `main`: beneath
+    /// `env_dir` and `env_file_dirs`, and out of credloader's own places.
+    pub fn places(&self, main: &Path) -> Places {
+        let mut own: Vec<(PathBuf, &'static str)> = vec![
+            (self.creds_dir.clone(), "the sealed credentials"),
+            (self.state_dir.clone(), "credloader's state"),
+            (self.dropin_dir.clone(), "the unit drop-ins"),
+        ];
+        for m in [main, Path::new(DEFAULT_CONFIG)] {
+            own.push((m.to_path_buf(), "credloader's configuration"));
+            own.push((dropin_dir_for(m), "credloader's configuration"));
+        }
+        Places::new(&self.env_dir, &self.env_file_dirs, own)
+    }
 }
 
 impl Default for Loader {
@@ -135,6 +157,7 @@ impl Default for Loader {
             env_dir: "/run/credloader".into(),
             dropin_dir: "/etc/systemd/system".into(),
             state_dir: "/var/lib/credloader".into(),
+            env_file_dirs: Vec::new(),
             keep_generations: 3,
             lock_timeout: Duration::from_secs(60),
         }
@@ -168,11 +191,19 @@ pub struct Service {
     /// Sorted by variable name.
     pub vars: Vec<Var>,
     pub env_file: PathBuf,
+    /// Where `env_file` is set (`None`: the default, `<env_dir>/<NAME>.env`).
+    #[serde(skip)]
+    pub env_file_at: Option<Origin>,
     pub delivery: Delivery,
     pub required: bool,
     pub on_change: OnChange,
     pub health_check: Option<Vec<String>>,
     pub health_timeout: Duration,
+    /// Its credentials whose value keeps a trailing newline
+    /// (`[credentials.NAME] keep_newline = true`; see [`crate::newline`]).
+    /// Part of the definition, so a change re-renders its env file.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub keep_newline: BTreeSet<String>,
     #[serde(skip)]
     pub origin: Origin,
 }
@@ -183,7 +214,20 @@ impl Service {
     pub fn same_definition(&self, other: &Service) -> bool {
         let mut other = other.clone();
         other.origin = self.origin.clone();
+        other.env_file_at = self.env_file_at.clone();
         *self == other
+    }
+
+    /// Where its env file is set, for messages: the `env_file` line, or the
+    /// service's own line for the default one.
+    pub fn env_file_setting(&self) -> String {
+        match &self.env_file_at {
+            Some(at) => format!("env_file at {at}"),
+            None => format!(
+                "the default env file of service {} ({})",
+                self.name, self.origin
+            ),
+        }
     }
 
     /// The distinct credentials this service needs, sorted.
@@ -370,18 +414,39 @@ pub struct Config {
     /// that does not parse), with what is wrong. They are not in
     /// `services`; apply keeps serving them from their last good definition.
     pub broken: BTreeMap<String, Vec<Problem>>,
-    /// Problems that no service name could be attached to.
+    /// Problems that no service name could be attached to: a file that
+    /// cannot be read (a symlink, not UTF-8) or that does not parse and
+    /// names no `[services.NAME]`. What it defines is unknown, so every
+    /// service the state records that is not configured may be defined
+    /// there: apply keeps serving it from its last good definition and
+    /// removes nothing (see [`crate::state::State::fallbacks`]).
     pub orphan_problems: Vec<Problem>,
     pub loader: Loader,
     pub services: BTreeMap<String, Service>,
     /// `[sources]`, if any: what `sync` reads. `None` when it has problems.
     pub sources: Option<Sources>,
+    /// `[loader] env_file_dirs` entries that are no place for env files
+    /// (see [`crate::envplace`]). Each service whose env file lies beneath
+    /// one is broken by it; `check` reports every one.
+    pub place_problems: Vec<Problem>,
     /// Mistakes in `[sources]`. Only `sync` uses it, so only `sync` refuses
     /// to run over them (see [`Config::sources_error`]); every other
     /// command reports them and goes on.
     pub sources_problems: Vec<Problem>,
+    /// `[credentials.NAME]`: options of single credentials, whichever
+    /// service uses them.
+    pub credentials: BTreeMap<String, CredentialOptions>,
     /// The files it was read from, in order.
     pub files: Vec<PathBuf>,
+}
+
+/// `[credentials.NAME]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialOptions {
+    /// The value keeps a trailing newline: sealed and delivered as given
+    /// (default: trailing line breaks are not part of a value).
+    pub keep_newline: bool,
+    pub origin: Origin,
 }
 
 impl Config {
@@ -435,6 +500,11 @@ impl Config {
             .filter(move |s| s.credentials().contains(&credential))
     }
 
+    /// Whether `[credentials.NAME] keep_newline = true` is set for `name`.
+    pub fn keeps_newline(&self, name: &str) -> bool {
+        self.credentials.get(name).is_some_and(|c| c.keep_newline)
+    }
+
     /// Every credential any service needs.
     pub fn all_credentials(&self) -> std::collections::BTreeSet<&str> {
         self.services
@@ -470,6 +540,14 @@ struct RawFile<S = Spanned<RawSources>> {
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
     sources: Option<S>,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, RawCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    keep_newline: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -523,6 +601,7 @@ struct RawLoader {
     env_dir: Option<Spanned<String>>,
     dropin_dir: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
+    env_file_dirs: Option<Vec<Spanned<String>>>,
     keep_generations: Option<Spanned<u32>>,
     lock_timeout_sec: Option<u64>,
 }
@@ -590,7 +669,6 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
     })?;
     let dropins = dropin_dir_for(&main);
     let mut files = Vec::new();
-    let mut unsafe_files = Vec::new();
     match read_trusted(&main) {
         Ok(Some(text)) => files.push((main.clone(), text)),
         Ok(None) if !main_must_exist => {}
@@ -602,56 +680,99 @@ pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
         }
         Err(e) => return Err(e),
     }
-    match Dir::open(&Root::live(), &dropins, DirPolicy::EXISTING) {
-        Ok(dir) => {
-            let names = dir.list().map_err(|e| ConfigError::Unsafe {
-                path: dropins.clone(),
-                problem: e.to_string(),
-            })?;
-            for name in names {
-                let text = name.to_string_lossy();
-                if !text.ends_with(".toml") || text.starts_with('.') {
-                    continue;
-                }
-                let path = dropins.join(&name);
-                match read_trusted_in(&dir, &name, &path) {
-                    Ok(Some(text)) => files.push((path, text)),
-                    Ok(None) => {}
-                    // One unsafe drop-in is refused like a broken one: loudly,
-                    // without stopping the others.
-                    Err(e) => unsafe_files.push(Problem {
-                        origin: Origin {
-                            file: path,
-                            line: 1,
-                        },
-                        // The origin names the file already.
-                        message: match e {
-                            ConfigError::Unsafe { problem, .. } => {
-                                format!("refusing this file: {problem}")
-                            }
-                            e => e.to_string(),
-                        },
-                    }),
-                }
-            }
+    let (dropin_files, refused) = read_dropins(&dropins)?;
+    files.extend(dropin_files);
+    if files.is_empty() && refused.is_empty() {
+        return Err(ConfigError::Missing { main, dropins });
+    }
+    build(files, refused, &main)
+}
+
+/// A config file refused as unsafe (see [`read_trusted`]): why, and its
+/// text when it could be read at all. It is a broken file, never a source
+/// of definitions: its text only names the services it meant to define.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub path: PathBuf,
+    pub problem: String,
+    pub text: Option<String>,
+}
+
+impl Refused {
+    /// What its text shows. A file that may set `[loader]` stops the run:
+    /// were it skipped, the run would fall back to the default paths (as
+    /// for a drop-in that does not parse, see [`build`]).
+    fn glimpse(&self) -> Result<Glimpse, ConfigError> {
+        let glimpse = self.text.as_deref().map(Glimpse::of).unwrap_or_default();
+        if glimpse.loader {
+            return Err(ConfigError::Unsafe {
+                path: self.path.clone(),
+                problem: format!(
+                    "{}; this file may set [loader] paths, so where credentials, env files and \
+                     state are is unknown: nothing is done until it is fixed",
+                    self.problem
+                ),
+            });
         }
+        Ok(glimpse)
+    }
+
+    fn problem(&self) -> Problem {
+        Problem {
+            origin: Origin {
+                file: self.path.clone(),
+                line: 1,
+            },
+            // The origin names the file already.
+            message: format!("refusing this file: {}", self.problem),
+        }
+    }
+}
+
+/// Config files and their text, in precedence order.
+type Texts = Vec<(PathBuf, String)>;
+
+/// The `*.toml` drop-ins of `dropins` in lexical order: those that can be
+/// trusted, with their text, and those refused as unsafe.
+fn read_dropins(dropins: &Path) -> Result<(Texts, Vec<Refused>), ConfigError> {
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    let dir = match Dir::open(&Root::live(), dropins, DirPolicy::EXISTING) {
+        Ok(dir) => dir,
         Err(FsError::Os {
             errno: nix::errno::Errno::ENOENT,
             ..
-        }) => {}
+        }) => return Ok((files, refused)),
         Err(e) => {
             return Err(ConfigError::Unsafe {
-                path: dropins.clone(),
+                path: dropins.to_path_buf(),
                 problem: e.to_string(),
             })
         }
+    };
+    let names = dir.list().map_err(|e| ConfigError::Unsafe {
+        path: dropins.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    for name in names {
+        let text = name.to_string_lossy();
+        if !text.ends_with(".toml") || text.starts_with('.') {
+            continue;
+        }
+        let path = dropins.join(&name);
+        match read_checked(&dir, &name, &path) {
+            Ok(Some(text)) => files.push((path, text)),
+            Ok(None) => {}
+            // One unsafe drop-in is refused like a broken one: loudly,
+            // without stopping the others.
+            Err((problem, text)) => refused.push(Refused {
+                path,
+                problem,
+                text,
+            }),
+        }
     }
-    if files.is_empty() && unsafe_files.is_empty() {
-        return Err(ConfigError::Missing { main, dropins });
-    }
-    let mut config = from_texts_with_main(files, &main)?;
-    config.orphan_problems.extend(unsafe_files);
-    Ok(config)
+    Ok((files, refused))
 }
 
 /// Reads a config file that decides who gets which secret, so only one that
@@ -672,43 +793,43 @@ fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
         }) => return Ok(None),
         Err(e) => return Err(unsafe_(e.to_string())),
     };
-    read_trusted_in(&dir, name, path)
+    read_checked(&dir, name, path).map_err(|(problem, _)| unsafe_(problem))
 }
 
 /// [`read_trusted`] of `name` in an already opened (and checked) directory.
-fn read_trusted_in(
+/// A refusal says why, with the text when the file could be read (an
+/// unsafe owner or mode), so that its services can still be named.
+fn read_checked(
     dir: &Dir,
     name: &std::ffi::OsStr,
     path: &Path,
-) -> Result<Option<String>, ConfigError> {
-    let unsafe_ = |problem: String| ConfigError::Unsafe {
-        path: path.to_path_buf(),
-        problem,
-    };
+) -> Result<Option<String>, (String, Option<String>)> {
     let Some((bytes, st)) = dir
         .read(name, 1024 * 1024)
-        .map_err(|e| unsafe_(e.to_string()))?
+        .map_err(|e| (e.to_string(), None))?
     else {
         return Ok(None);
     };
+    let text = String::from_utf8(bytes).ok();
     let me = nix::unistd::Uid::effective().as_raw();
     if st.st_uid != 0 && st.st_uid != me {
-        return Err(unsafe_(format!(
+        let problem = format!(
             "owned by uid {}, who could hand any secret to any user; fix with `chown root:root {}`",
             st.st_uid,
             path.shown()
-        )));
+        );
+        return Err((problem, text));
     }
     if st.st_mode & 0o022 != 0 {
-        return Err(unsafe_(format!(
+        let problem = format!(
             "mode {:04o} lets others change which user gets which secret; fix with `chmod go-w {}`",
             st.st_mode & 0o7777,
             path.shown()
-        )));
+        );
+        return Err((problem, text));
     }
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| unsafe_("is not UTF-8 text".into()))
+    text.map(Some)
+        .ok_or_else(|| ("is not UTF-8 text".to_string(), None))
 }
 
 /// Builds a configuration from `(path, contents)` pairs in precedence order.
@@ -726,10 +847,32 @@ pub fn from_texts_with_main(
     files: Vec<(PathBuf, String)>,
     main: &Path,
 ) -> Result<Config, ConfigError> {
+    build(files, Vec::new(), main)
+}
+
+/// [`from_texts_with_main`] with the drop-ins refused as unsafe: each is a
+/// broken file, like one that does not parse.
+pub fn build(
+    files: Vec<(PathBuf, String)>,
+    refused: Vec<Refused>,
+    main: &Path,
+) -> Result<Config, ConfigError> {
     let mut parsed = Vec::with_capacity(files.len());
     let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     let mut orphan_problems = Vec::new();
     let mut sources_problems = Vec::new();
+    // `[credentials.NAME]` of files that cannot be used: unknown options.
+    let mut unknown_options = Vec::new();
+    for r in refused {
+        let glimpse = r.glimpse()?;
+        glimpse.record(
+            r.problem(),
+            &mut broken,
+            &mut orphan_problems,
+            &mut sources_problems,
+            &mut unknown_options,
+        );
+    }
     for (path, text) in files {
         let e = match toml::from_str::<RawFile>(&text) {
             Ok(raw) => {
@@ -753,6 +896,7 @@ pub fn from_texts_with_main(
                 loader: lenient.loader,
                 services: lenient.services,
                 sources: None,
+                credentials: lenient.credentials,
             };
             parsed.push(Parsed { path, text, raw });
             continue;
@@ -764,13 +908,14 @@ pub fn from_texts_with_main(
                 message: syntax_message(&e),
             });
         }
+        let glimpse = Glimpse::of(&text);
         // A drop-in may set `[loader]` keys. Were it skipped, the run would
         // silently fall back to the default creds, env, drop-in and state
         // dirs: decrypt from, write secrets to and record state in places
         // nobody meant. So a drop-in that does not parse and may hold
         // `[loader]` stops the run, like the main file (the safest choice:
         // nothing is written, the last good files stay).
-        if may_hold(&text, "loader") {
+        if glimpse.loader {
             return Err(ConfigError::Syntax {
                 line: syntax_line(&text, &e),
                 path,
@@ -781,23 +926,18 @@ pub fn from_texts_with_main(
                 ),
             });
         }
-        // What the file held is unknown. `sync` is told why its `[sources]`
-        // is missing; the file still counts as broken for everyone else
-        // (it may hold services its headers do not show).
-        if may_hold(&text, "sources") {
-            sources_problems.push(problem.clone());
-        }
-        let names = service_headers(&text);
-        if names.is_empty() {
-            orphan_problems.push(problem.clone());
-        }
-        for name in names {
-            broken.entry(name).or_default().push(problem.clone());
-        }
+        glimpse.record(
+            problem,
+            &mut broken,
+            &mut orphan_problems,
+            &mut sources_problems,
+            &mut unknown_options,
+        );
     }
 
     let mut problems = Vec::new();
-    let loader = merge_loader(&parsed, &mut problems);
+    let (loader, declared_at) = merge_loader(&parsed, main, &mut problems);
+    let places = EnvPlaces::new(&loader, main, declared_at);
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     for file in &parsed {
         for (name, raw) in &file.raw.services {
@@ -823,7 +963,7 @@ pub fn from_texts_with_main(
                 continue;
             }
             let mut own = Vec::new();
-            match resolve_service(file, name, raw, &loader, &mut own) {
+            match resolve_service(file, name, raw, &places, &mut own) {
                 Some(service) if own.is_empty() => {
                     services.insert(service.name.clone(), service);
                 }
@@ -867,6 +1007,24 @@ pub fn from_texts_with_main(
         services.remove(&name);
         broken.entry(name).or_default().push(problem);
     }
+    let (credentials, option_problems) = resolve_credentials(&parsed);
+    for (credential, problem) in option_problems.into_iter().chain(unknown_options) {
+        break_consumers(
+            &mut services,
+            &mut broken,
+            &mut orphan_problems,
+            &credential,
+            problem,
+        );
+    }
+    for service in services.values_mut() {
+        service.keep_newline = service
+            .credentials()
+            .into_iter()
+            .filter(|c| credentials.get(*c).is_some_and(|o| o.keep_newline))
+            .map(str::to_string)
+            .collect();
+    }
     let mut sources: Option<Sources> = None;
     for file in &parsed {
         let Some(raw) = &file.raw.sources else {
@@ -894,12 +1052,74 @@ pub fn from_texts_with_main(
         main: main.to_path_buf(),
         broken,
         orphan_problems,
+        place_problems: places.problems(),
         loader,
         services,
         sources,
         sources_problems,
+        credentials,
         files: parsed.into_iter().map(|p| p.path).collect(),
     })
+}
+
+/// `[credentials.NAME]` of every file, each defined in one file only.
+/// A mistake comes back with the credential it concerns.
+fn resolve_credentials(
+    parsed: &[Parsed],
+) -> (BTreeMap<String, CredentialOptions>, Vec<(String, Problem)>) {
+    let mut options: BTreeMap<String, CredentialOptions> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for file in parsed {
+        for (name, raw) in &file.raw.credentials {
+            let origin = file.origin(name);
+            let cname = name.get_ref();
+            let message = if let Err(m) = names::credential(cname) {
+                format!("credentials.{}: {m}", cname.escape_default())
+            } else if let Some(first) = options.get(cname) {
+                format!(
+                    "[credentials.{cname}] is already defined at {}; define it in one file only",
+                    first.origin
+                )
+            } else {
+                let keep_newline = raw.keep_newline.as_ref().is_some_and(|k| *k.get_ref());
+                options.insert(
+                    cname.clone(),
+                    CredentialOptions {
+                        keep_newline,
+                        origin,
+                    },
+                );
+                continue;
+            };
+            problems.push((cname.clone(), Problem { origin, message }));
+        }
+    }
+    (options, problems)
+}
+
+/// A mistake about credential `credential`'s options breaks the services
+/// that use it (served from their last good definition until it is
+/// fixed); one no service uses concerns nobody in particular.
+fn break_consumers(
+    services: &mut BTreeMap<String, Service>,
+    broken: &mut BTreeMap<String, Vec<Problem>>,
+    orphan_problems: &mut Vec<Problem>,
+    credential: &str,
+    problem: Problem,
+) {
+    let users: Vec<String> = services
+        .values()
+        .filter(|s| s.credentials().contains(&credential))
+        .map(|s| s.name.clone())
+        .collect();
+    if users.is_empty() {
+        orphan_problems.push(problem);
+        return;
+    }
+    for name in users {
+        services.remove(&name);
+        broken.entry(name).or_default().push(problem.clone());
+    }
 }
 
 /// The line a TOML error points at.
@@ -907,6 +1127,90 @@ fn syntax_line(text: &str, e: &toml::de::Error) -> usize {
     e.span()
         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
         .unwrap_or(1)
+}
+
+/// What a file that cannot be used (it does not parse, or it is refused as
+/// unsafe) may hold, as far as its text shows: the services it names, and
+/// whether it may set `[loader]` or `[sources]`. Nothing in it is used.
+#[derive(Debug, Default)]
+struct Glimpse {
+    services: Vec<String>,
+    /// The credentials it has `[credentials.NAME]` options for.
+    credentials: Vec<String>,
+    loader: bool,
+    sources: bool,
+}
+
+impl Glimpse {
+    /// Read as a plain TOML table when it parses as one (a file refused
+    /// for its owner, or one with an unknown key), else line by line.
+    fn of(text: &str) -> Glimpse {
+        match toml::from_str::<toml::Table>(text) {
+            Ok(t) => Glimpse {
+                services: t
+                    .get("services")
+                    .and_then(toml::Value::as_table)
+                    .map(|s| {
+                        s.keys()
+                            .filter(|n| names::service(n).is_ok())
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                credentials: t
+                    .get("credentials")
+                    .and_then(toml::Value::as_table)
+                    .map(|c| {
+                        c.keys()
+                            .filter(|n| names::credential(n).is_ok())
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                loader: t.contains_key("loader"),
+                sources: t.contains_key("sources"),
+            },
+            Err(_) => Glimpse {
+                services: service_headers(text),
+                credentials: credential_headers(text),
+                loader: may_hold(text, "loader"),
+                sources: may_hold(text, "sources"),
+            },
+        }
+    }
+
+    /// Records the file's `problem`: each service it names is broken (and
+    /// served from its last good definition); a file that names none goes
+    /// to the problems no service could be attached to, so that every
+    /// service it may define is (see [`Config::orphan_problems`]). `sync`
+    /// is told why its `[sources]` is missing, if the file may hold it. Its
+    /// `[credentials.NAME]` options are unknown: each goes to `options`, so
+    /// that the services using NAME are served from their last good
+    /// definition, which has them.
+    fn record(
+        &self,
+        problem: Problem,
+        broken: &mut BTreeMap<String, Vec<Problem>>,
+        orphans: &mut Vec<Problem>,
+        sources: &mut Vec<Problem>,
+        options: &mut Vec<(String, Problem)>,
+    ) {
+        if self.sources {
+            sources.push(problem.clone());
+        }
+        for name in &self.services {
+            broken
+                .entry(name.clone())
+                .or_default()
+                .push(problem.clone());
+        }
+        for name in &self.credentials {
+            options.push((name.clone(), problem.clone()));
+        }
+        if self.services.is_empty() && self.credentials.is_empty() {
+            orphans.push(problem);
+        }
+    }
 }
 
 /// The `[services.NAME]` headers of a file that does not parse, found line
@@ -917,6 +1221,16 @@ fn service_headers(text: &str) -> Vec<String> {
         .filter_map(|rest| rest.split(']').next())
         .map(|n| n.trim().trim_matches('"').to_string())
         .filter(|n| names::service(n).is_ok())
+        .collect()
+}
+
+/// The `[credentials.NAME]` headers of a file that does not parse.
+fn credential_headers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("[credentials."))
+        .filter_map(|rest| rest.split(']').next())
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| names::credential(n).is_ok())
         .collect()
 }
 
@@ -959,8 +1273,16 @@ fn syntax_message(e: &toml::de::Error) -> String {
     }
 }
 
-fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
+/// The `[loader]` of every file, merged key by key, and the line of each
+/// `env_file_dirs` entry. A mistake is fatal: every path depends on it.
+fn merge_loader(
+    parsed: &[Parsed],
+    main: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Loader, BTreeMap<PathBuf, Origin>) {
     let mut loader = Loader::default();
+    let mut env_dir_at = None;
+    let mut declared_at = BTreeMap::new();
     for file in parsed {
         let Some(raw) = &file.raw.loader else {
             continue;
@@ -980,6 +1302,25 @@ fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
         path_key(&mut loader.env_dir, &raw.env_dir, "env_dir");
         path_key(&mut loader.dropin_dir, &raw.dropin_dir, "dropin_dir");
         path_key(&mut loader.state_dir, &raw.state_dir, "state_dir");
+        if let Some(v) = &raw.env_dir {
+            env_dir_at = Some(file.origin(v));
+        }
+        if let Some(dirs) = &raw.env_file_dirs {
+            loader.env_file_dirs.clear();
+            declared_at.clear();
+            for d in dirs {
+                match names::managed_path(d.get_ref()) {
+                    Ok(()) => {
+                        loader.env_file_dirs.push(PathBuf::from(d.get_ref()));
+                        declared_at.insert(PathBuf::from(d.get_ref()), file.origin(d));
+                    }
+                    Err(m) => problems.push(Problem {
+                        origin: file.origin(d),
+                        message: format!("loader.env_file_dirs: {m}"),
+                    }),
+                }
+            }
+        }
         if let Some(k) = &raw.keep_generations {
             if *k.get_ref() == 0 || *k.get_ref() > 100 {
                 problems.push(Problem {
@@ -994,7 +1335,73 @@ fn merge_loader(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Loader {
             loader.lock_timeout = Duration::from_secs(t);
         }
     }
-    loader
+    // Where every service's default env file goes, and the stamps: a
+    // directory of its own, checked once all paths are known.
+    if let Some(at) = env_dir_at {
+        if let Err(e) = loader.places(main).check_dir(&loader.env_dir) {
+            problems.push(Problem {
+                origin: at,
+                message: format!("loader.env_dir: {e}"),
+            });
+        }
+    }
+    (loader, declared_at)
+}
+
+/// Where env files may be placed ([`Places`]), with the line of each
+/// `env_file_dirs` entry, for messages.
+struct EnvPlaces {
+    env_dir: PathBuf,
+    places: Places,
+    declared_at: BTreeMap<PathBuf, Origin>,
+}
+
+impl EnvPlaces {
+    fn new(loader: &Loader, main: &Path, declared_at: BTreeMap<PathBuf, Origin>) -> EnvPlaces {
+        EnvPlaces {
+            env_dir: loader.env_dir.clone(),
+            places: loader.places(main),
+            declared_at,
+        }
+    }
+
+    /// Each `env_file_dirs` entry that is no place for env files.
+    fn problems(&self) -> Vec<Problem> {
+        self.places
+            .refused
+            .iter()
+            .map(|(dir, e)| Problem {
+                origin: self.declared_at.get(dir).cloned().unwrap_or_default(),
+                message: format!("loader.env_file_dirs: {e}; no env file may be placed beneath it"),
+            })
+            .collect()
+    }
+
+    /// What is wrong with the place of an env file set at `at` (`None`: the
+    /// default one of service `sname`, defined at `origin`), with where to
+    /// fix it: the `env_file` line, or the `env_file_dirs` line that
+    /// declares a directory no env file may be placed in.
+    fn check(
+        &self,
+        sname: &str,
+        path: &Path,
+        at: Option<&Origin>,
+        origin: &Origin,
+    ) -> Option<Problem> {
+        let e = self.places.check_file(path).err()?;
+        let setting = match at {
+            Some(_) => format!("services.{sname}.env_file"),
+            None => format!("services.{sname}: its default env file"),
+        };
+        let (origin, message) = match &e {
+            PlaceError::Undeclarable { dir, .. } => (
+                self.declared_at.get(dir).cloned().unwrap_or_default(),
+                format!("{setting} ({}): {e}", at.unwrap_or(origin)),
+            ),
+            _ => (at.unwrap_or(origin).clone(), format!("{setting}: {e}")),
+        };
+        Some(Problem { origin, message })
+    }
 }
 
 /// Validates `[sources]`: one source, an environment, and environment
@@ -1179,11 +1586,46 @@ fn resolve_sources(
     })
 }
 
+/// The env file of service `sname` (defined at `origin`), and where it is
+/// set (`None`: the default); what is wrong with it goes to `bad`. Its
+/// place is checked only for a service that gets one.
+fn resolve_env_file(
+    file: &Parsed,
+    sname: &str,
+    raw: &RawService,
+    places: &EnvPlaces,
+    origin: &Origin,
+    bad: &mut dyn FnMut(Origin, String),
+) -> (PathBuf, Option<Origin>) {
+    let by_file = raw
+        .delivery
+        .as_ref()
+        .is_none_or(|d| *d.get_ref() == Delivery::Env);
+    let (path, at) = match &raw.env_file {
+        None => (places.env_dir.join(format!("{sname}.env")), None),
+        Some(p) => {
+            let (path, at) = (PathBuf::from(p.get_ref()), file.origin(p));
+            if let Err(m) = names::managed_path(p.get_ref()) {
+                bad(at.clone(), format!("services.{sname}.env_file: {m}"));
+                return (path, Some(at));
+            }
+            (path, Some(at))
+        }
+    };
+    if let Some(p) = places
+        .check(sname, &path, at.as_ref(), origin)
+        .filter(|_| by_file)
+    {
+        bad(p.origin, p.message);
+    }
+    (path, at)
+}
+
 fn resolve_service(
     file: &Parsed,
     name: &Spanned<String>,
     raw: &RawService,
-    loader: &Loader,
+    places: &EnvPlaces,
     problems: &mut Vec<Problem>,
 ) -> Option<Service> {
     let before = problems.len();
@@ -1286,15 +1728,7 @@ fn resolve_service(
         );
     }
 
-    let env_file = match &raw.env_file {
-        Some(p) => {
-            if let Err(m) = names::managed_path(p.get_ref()) {
-                bad(file.origin(p), format!("services.{sname}.env_file: {m}"));
-            }
-            PathBuf::from(p.get_ref())
-        }
-        None => loader.env_dir.join(format!("{sname}.env")),
-    };
+    let (env_file, env_file_at) = resolve_env_file(file, sname, raw, places, &origin, &mut bad);
 
     if delivery == Delivery::Credential {
         let at = raw
@@ -1349,11 +1783,13 @@ fn resolve_service(
             .map(|(name, (source, _))| Var { name, source })
             .collect(),
         env_file,
+        env_file_at,
         delivery,
         required: raw.required,
         on_change: raw.on_change,
         health_check: raw.health_check.as_ref().map(|c| c.get_ref().clone()),
         health_timeout,
+        keep_newline: BTreeSet::new(),
         origin,
     })
 }
@@ -1433,6 +1869,87 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
     }
 
     #[test]
+    fn keep_newline_is_a_credential_option_its_consumers_carry() {
+        let svc = |n: &str, c: &str| {
+            format!(
+                "[services.{n}]\nunit = \"{n}.service\"\nuser = \"qt\"\ncredentials = [\"{c}\"]\n"
+            )
+        };
+        let c = cfg(&[
+            (
+                "/m.toml",
+                "[credentials.PEM]\nkeep_newline = true\n[credentials.K]\n",
+            ),
+            (
+                "/d/a.toml",
+                &format!("{}{}", svc("a", "PEM"), svc("b", "K")),
+            ),
+        ])
+        .unwrap();
+        assert!(c.is_clean(), "{:?}", c.broken);
+        assert!(c.keeps_newline("PEM") && !c.keeps_newline("K") && !c.keeps_newline("X"));
+        assert_eq!(
+            c.services["a"].keep_newline.iter().collect::<Vec<_>>(),
+            ["PEM"]
+        );
+        assert!(c.services["b"].keep_newline.is_empty());
+
+        // An unknown key is an error at its line, like everywhere else.
+        let e = cfg(&[("/m.toml", "[credentials.K]\nkeep_newlines = true\n")]).unwrap_err();
+        assert!(e.to_string().starts_with("/m.toml:2:"), "{e}");
+        assert!(e.to_string().contains("keep_newlines"), "{e}");
+
+        // Defined twice: its consumers are broken (served from their last
+        // good definition), naming both places; an invalid name is reported.
+        let c = cfg(&[
+            (
+                "/m.toml",
+                "[credentials.K]\nkeep_newline = true\n[credentials.\"a/b\"]\n",
+            ),
+            (
+                "/d/a.toml",
+                &format!("{}[credentials.K]\nkeep_newline = false\n", svc("b", "K")),
+            ),
+        ])
+        .unwrap();
+        assert!(!c.services.contains_key("b"));
+        let b = broken(&c, "b");
+        assert!(
+            b.starts_with("/d/a.toml:5:") && b.contains("already defined at /m.toml:1"),
+            "{b}"
+        );
+        assert_eq!(c.orphan_problems.len(), 1, "{:?}", c.orphan_problems);
+        assert!(c.orphan_problems[0].to_string().starts_with("/m.toml:3:"));
+
+        // A drop-in that does not parse may have set K's option: K's
+        // consumers in other files are served from their last good definition.
+        let c = cfg(&[
+            ("/m.toml", "# main\n"),
+            ("/d/a.toml", &svc("a", "K")),
+            ("/d/b.toml", &svc("b", "L")),
+            ("/d/opts.toml", "[credentials.K]\nkeep_newline = tru\n"),
+        ])
+        .unwrap();
+        assert!(c.broken.contains_key("a") && c.services.contains_key("b"));
+        assert!(
+            broken(&c, "a").starts_with("/d/opts.toml:2:"),
+            "{}",
+            broken(&c, "a")
+        );
+        assert!(c.orphan_problems.is_empty());
+        // Likewise one that is TOML but has a mistake (an unknown key).
+        let c = cfg(&[
+            ("/m.toml", "# main\n"),
+            ("/d/a.toml", &svc("a", "K")),
+            ("/d/b.toml", &svc("b", "L")),
+            ("/d/opts.toml", "[credentials.K]\nkeep_newlines = true\n"),
+        ])
+        .unwrap();
+        assert!(c.broken.contains_key("a") && c.services.contains_key("b"));
+        assert!(c.orphan_problems.is_empty());
+    }
+
+    #[test]
     fn duplicate_services_across_files() {
         let a = "[services.a]\nunit = \"a.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
         let c = cfg(&[("/d/10-a.toml", a), ("/d/20-a.toml", a)]).unwrap();
@@ -1499,6 +2016,63 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
     }
 
     #[test]
+    fn a_refused_file_is_broken_like_one_that_does_not_parse() {
+        let good =
+            "[services.good]\nunit = \"good.service\"\nuser = \"qt\"\ncredentials = [\"X\"]\n";
+        let refused = |name: &str, text: Option<&str>| Refused {
+            path: PathBuf::from(format!("/d/{name}")),
+            problem: "mode 0666 lets others change which user gets which secret".into(),
+            text: text.map(str::to_string),
+        };
+        let files = || {
+            vec![
+                (PathBuf::from("/m.toml"), "# main\n".to_string()),
+                ("/d/good.toml".into(), good.to_string()),
+            ]
+        };
+        // Readable: the services it names are broken, nothing of it is used.
+        let evil = good.replace("good", "evil").replace("\"qt\"", "\"root\"");
+        let text = format!("{evil}[services.other]\nunit = 1\n");
+        let c = build(
+            files(),
+            vec![refused("e.toml", Some(&text))],
+            Path::new("/m.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.broken.keys().collect::<Vec<_>>(), ["evil", "other"]);
+        assert!(c.broken["evil"][0]
+            .to_string()
+            .starts_with("/d/e.toml:1: refusing this file: mode 0666"));
+        assert!(c.services.contains_key("good") && !c.services.contains_key("evil"));
+        assert!(c.orphan_problems.is_empty() && !c.is_clean());
+        // It names a service a trusted file defines: which one is meant is unknown.
+        let c = build(
+            files(),
+            vec![refused("g.toml", Some(good))],
+            Path::new("/m.toml"),
+        )
+        .unwrap();
+        assert!(!c.services.contains_key("good") && c.broken.contains_key("good"));
+        // Unreadable: what it defines is unknown.
+        let c = build(files(), vec![refused("s.toml", None)], Path::new("/m.toml")).unwrap();
+        assert!(c.broken.is_empty() && c.orphan_problems.len() == 1);
+        // It may set [loader]: nothing is done.
+        for text in [
+            "[loader]\nenv_dir = \"/run/x\"\n",
+            "loader.env_dir = \"/run/x\"\n[services.x\n",
+        ] {
+            let e = build(
+                files(),
+                vec![refused("l.toml", Some(text))],
+                Path::new("/m.toml"),
+            )
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::Unsafe { .. }), "{e}");
+            assert!(e.to_string().contains("[loader]"), "{e}");
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_line() {
         let text = "[services.a]\nunit = \"a\"\nuser = \"qt\"\ncredentials = [\"BAD-NAME\", \"X\", \"X\"]\nstatic = { Y = \"a\\u0000b\" }\n";
         let c = cfg(&[("/m.toml", text)]).unwrap();
@@ -1531,7 +2105,7 @@ static = { EXIT_BRAIN_V35_ENABLED = "true" }
 
     #[test]
     fn shared_env_file_is_refused() {
-        let text = "[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
+        let text = "[loader]\nenv_file_dirs = [\"/e\"]\n[services.x]\nunit = \"x.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n[services.y]\nunit = \"y.service\"\nuser = \"u\"\ncredentials = [\"C\"]\nenv_file = \"/e/f.env\"\n";
         let c = cfg(&[("/m.toml", text)]).unwrap();
         assert!(
             broken(&c, "y").contains("also used by service `x`"),

@@ -136,12 +136,17 @@ impl Store {
             .iter()
             .filter_map(|(n, r)| {
                 r.as_ref().ok().map(|s| {
-                    let verified = match plain.get(n) {
-                        Some(Ok(p)) => !p.legacy,
-                        Some(Err(_)) => false,
-                        None => known
-                            .get(n)
-                            .is_some_and(|k| k.verified && k.digest == s.digest),
+                    let same = known.get(n).filter(|k| k.digest == s.digest);
+                    let (verified, ends_in_newline) = match plain.get(n) {
+                        Some(Ok(p)) => (
+                            !p.legacy,
+                            Some(crate::newline::ends_in_newline(p.secret.expose())),
+                        ),
+                        Some(Err(_)) => (false, None),
+                        None => (
+                            same.is_some_and(|k| k.verified),
+                            same.and_then(|k| k.ends_in_newline),
+                        ),
                     };
                     (
                         n.clone(),
@@ -149,6 +154,7 @@ impl Store {
                             digest: s.digest.clone(),
                             id: s.id,
                             verified,
+                            ends_in_newline,
                         },
                     )
                 })

@@ -34,6 +34,9 @@ pub struct Legacy {
     pub unit_user: Option<String>,
     /// Drop-ins to replace: (system path, current text, new text or None to remove).
     pub dropins: Vec<(PathBuf, String, Option<String>)>,
+    /// A drop-in loads the file optionally (`EnvironmentFile=-PATH`): the
+    /// unit started even without it.
+    pub optional: bool,
 }
 
 /// Opens the directory of an operator-owned file: no symlinks followed,
@@ -120,7 +123,12 @@ pub fn inspect(
             }
         }
     }
+    let optional = dropins.iter().any(|(_, text, _)| {
+        audit::assignments(text)
+            .any(|(k, v)| k == "EnvironmentFile" && v.starts_with('-') && v[1..] == wanted)
+    });
     Ok(Legacy {
+        optional,
         env_file: env_file.to_path_buf(),
         vars,
         issues: issues.iter().map(|i| i.to_string()).collect(),

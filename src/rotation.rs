@@ -51,21 +51,29 @@ pub enum RotationError {
 }
 
 /// The services apply serves, by name: an owned [`crate::state::Served`]
-/// (the configured ones and, for a service whose config file is broken, the
-/// definition it was last applied from), read under the lock. A new value
-/// is validated for, applied to and verified on all of them: apply delivers
-/// it to each anyway.
+/// (the configured ones and, for a service whose config file is broken or
+/// refused, the definition it was last applied from), read under the lock.
+/// A new value is validated for, applied to and verified on all of them:
+/// apply delivers it to each anyway.
 pub struct Served {
     pub services: BTreeMap<String, Service>,
+    /// Of those, the ones served from their last good definition: what is
+    /// wrong with their file, and the file to fix.
+    pub stored: BTreeMap<String, String>,
+    /// What is wrong with the configuration's files, as far as services
+    /// are concerned (not `[sources]`). While there is any, a credential
+    /// may have a consumer that the served ones do not show (a service
+    /// never applied whose file is broken, a file whose services cannot be
+    /// named): no command may say that nobody uses it.
+    pub problems: Vec<String>,
 }
 
 impl Served {
-    /// Reads the record of the last apply only when some service's config
-    /// file is broken. The caller holds the apply lock (or reads only).
+    /// Reads the record of the last apply only when some config file is
+    /// broken. The caller holds the apply lock (or reads only).
     pub fn load(root: &Root, config: &Config) -> Result<Served, RotationError> {
-        let mut services = config.services.clone();
-        if config.broken.is_empty() {
-            return Ok(Served { services });
+        if config.is_clean() {
+            return Ok(Served::of(config, &crate::state::Served::default()));
         }
         let state = match Dir::open(root, &config.loader.state_dir, DirPolicy::EXISTING) {
             Ok(dir) => {
@@ -82,14 +90,36 @@ impl Served {
             }) => State::default(),
             Err(e) => return Err(RotationError::Environment(format!("state dir: {e}"))),
         };
-        let served = crate::state::Served::new(config, &state);
-        services.extend(
-            served
-                .services
-                .into_iter()
-                .map(|(name, s)| (name.to_string(), s.clone())),
-        );
-        Ok(Served { services })
+        Ok(Served::of(
+            config,
+            &crate::state::Served::new(config, &state),
+        ))
+    }
+
+    /// The configured services of `config`, with those `view` serves from
+    /// their last good definition.
+    pub fn of(config: &Config, view: &crate::state::Served) -> Served {
+        let mut services = config.services.clone();
+        for (name, s) in &view.services {
+            services.insert(name.to_string(), (*s).clone());
+        }
+        let stored = view
+            .stored
+            .iter()
+            .map(|(name, problems)| (name.to_string(), crate::state::describe(problems)))
+            .collect();
+        let problems = config
+            .broken
+            .values()
+            .flatten()
+            .chain(&config.orphan_problems)
+            .map(|p| p.to_string())
+            .collect();
+        Served {
+            services,
+            stored,
+            problems,
+        }
     }
 
     /// The services that consume `credential`.
@@ -97,6 +127,31 @@ impl Served {
         self.services
             .values()
             .filter(move |s| s.credentials().contains(&credential))
+    }
+
+    /// What a command says of a credential that `consumers` (its consumers
+    /// as served) use: why those served from their last good definition
+    /// are, and when none is served, whether the configuration's errors may
+    /// hide one. `None`: nothing to say. The `bool` is true when no service
+    /// is known to use it but a broken file may: the command must not end
+    /// as if there were nothing to do.
+    pub fn note(&self, consumers: &[String]) -> Option<(String, bool)> {
+        let mut out = String::new();
+        for c in consumers {
+            if let Some(why) = self.stored.get(c) {
+                let _ = writeln!(out, "{c} is served from its last good definition: {why}");
+            }
+        }
+        let hidden = consumers.is_empty() && !self.problems.is_empty();
+        if hidden {
+            let _ = writeln!(
+                out,
+                "no service that loads uses it, but the configuration has errors and a broken or \
+                 refused file may: {}; fix it and run `credloader apply`",
+                self.problems.join("; ")
+            );
+        }
+        (!out.is_empty()).then_some((out, hidden))
     }
 }
 
@@ -523,13 +578,16 @@ impl Verified {
     /// as an error in the report, but counts when its delivery and checks
     /// passed: it gets the value either way, and a rollback would not mend
     /// its file.
+    ///
+    /// A file whose services cannot be named ([`Report::config_problems`])
+    /// does not fail it either: every service it may define that was ever
+    /// applied is among the consumers (served from its last good
+    /// definition), and the problem is said in [`Verified::human`].
     pub fn ok(&self) -> bool {
-        self.report.config_problems.is_empty()
-            && self
-                .report
-                .services
-                .iter()
-                .all(|s| s.outcome != Outcome::Failed)
+        self.report
+            .services
+            .iter()
+            .all(|s| s.outcome != Outcome::Failed)
             && self.checks.iter().all(|c| c.ok)
     }
 
@@ -554,6 +612,9 @@ impl Verified {
             if let Some(e) = &s.error {
                 let _ = writeln!(out, "  error: {}", text(e));
             }
+        }
+        for p in &self.report.config_problems {
+            let _ = writeln!(out, "config error: {p}");
         }
         for w in &self.report.warnings {
             let _ = writeln!(out, "warning: {}", text(w));
@@ -813,7 +874,11 @@ pub fn service_env(
         .iter()
         .map(|v| {
             let value = match &v.source {
-                Source::Credential(c) => Secret::copy_from(plain[c.as_str()].expose()),
+                // What apply delivers (see `crate::newline`).
+                Source::Credential(c) => Secret::copy_from(crate::newline::delivered(
+                    plain[c.as_str()].expose(),
+                    service.keep_newline.contains(c),
+                )),
                 Source::Static(s) => Secret::copy_from(s.as_bytes()),
             };
             (v.name.clone(), value)

@@ -105,6 +105,27 @@ impl Owner {
     }
 }
 
+/// Why [`Dir::write_atomic`] refuses to replace what is at `path` (its
+/// `lstat` is `st`): a symlink, anything but a regular file, or a file with
+/// another name elsewhere, unless `owners_links` and it is not root's (see
+/// [`Dir::replace`]). `None`: a plain file it may replace.
+pub fn unreplaceable(path: &Path, st: &FileStat, owners_links: bool) -> Option<FsError> {
+    let path = path.to_path_buf();
+    if is(st, SFlag::S_IFLNK) {
+        return Some(FsError::Symlink { path, what: "file" });
+    }
+    if !is(st, SFlag::S_IFREG) {
+        return Some(FsError::NotRegular {
+            path,
+            kind: kind(st),
+        });
+    }
+    (st.st_nlink > 1 && !(owners_links && st.st_uid != 0)).then_some(FsError::Hardlinked {
+        path,
+        links: st.st_nlink,
+    })
+}
+
 fn kind(st: &FileStat) -> &'static str {
     match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFREG => "regular file",
@@ -421,22 +442,11 @@ impl Dir {
         owners_links: bool,
     ) -> Result<File, FsError> {
         let path = self.path.join(name);
-        if let Some(st) = self.entry(name)? {
-            if is(&st, SFlag::S_IFLNK) {
-                return Err(FsError::Symlink { path, what: "file" });
-            }
-            if !is(&st, SFlag::S_IFREG) {
-                return Err(FsError::NotRegular {
-                    path,
-                    kind: kind(&st),
-                });
-            }
-            if st.st_nlink > 1 && !(owners_links && st.st_uid != 0) {
-                return Err(FsError::Hardlinked {
-                    path,
-                    links: st.st_nlink,
-                });
-            }
+        if let Some(e) = self
+            .entry(name)?
+            .and_then(|st| unreplaceable(&path, &st, owners_links))
+        {
+            return Err(e);
         }
         let (tmp_name, fd) = self.create_temp(name)?;
         let cleanup = |e: FsError| {

@@ -89,7 +89,10 @@ pub struct State {
     /// Env files no service uses any more (one moved its env file, or
     /// switched to credential delivery) that still hold plaintext: recorded
     /// with the record that stopped naming them, removed once systemd has
-    /// loaded that drop-in, and retried until they are gone.
+    /// loaded that drop-in, and retried until they are gone. A moved env
+    /// file's new path is recorded here too before it is first written, so
+    /// that it is credloader's even if the run dies before its record names
+    /// it ([`State::wrote_env_file`]); it is forgotten once a service uses it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub leftover_env_files: std::collections::BTreeSet<PathBuf>,
 }
@@ -105,6 +108,13 @@ pub struct SealedRecord {
     /// (see [`crate::boot`]); false in a state written before this existed.
     #[serde(default)]
     pub verified: bool,
+    /// The value these bytes decrypt to ends in a newline: one bit, never
+    /// the value. apply leaves that newline out of env files (unless the
+    /// credential keeps it, see [`crate::newline`]) and warns when it does;
+    /// `check` reports it from here every time. `None`: not yet decrypted
+    /// by a version that records it (the next apply decrypts it once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_in_newline: Option<bool>,
 }
 
 impl State {
@@ -144,6 +154,17 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Whether the file at `path` is one credloader wrote (or set out to
+    /// write, see `apply`): some service's recorded env file, or one no
+    /// service uses any more. apply never writes over any other file.
+    pub fn wrote_env_file(&self, path: &std::path::Path) -> bool {
+        self.leftover_env_files.contains(path)
+            || self
+                .services
+                .values()
+                .any(|r| r.env_file.as_deref() == Some(path))
+    }
+
     /// The definition service `name` was last applied from.
     pub fn last_good(&self, name: &str) -> Option<&Service> {
         self.services.get(name).and_then(|r| r.definition.as_ref())
@@ -151,16 +172,32 @@ impl State {
 
     /// Each service of `config` whose own definition is broken, with what
     /// is wrong and the last good definition apply serves it from (`None`:
-    /// never applied, so it cannot be served). The one rule `apply`,
-    /// `status`, `list` and `check` share; see [`Served`].
+    /// never applied, so it cannot be served). While some file's services
+    /// cannot be named ([`Config::orphan_problems`]: it cannot be read, or
+    /// does not parse and shows no header), each service recorded here that
+    /// the configuration does not have may be defined in that file, and
+    /// counts as broken by it. The one rule `apply`, `status`, `list`,
+    /// `check`, `seal`, `rotate`, `rollback` and `sync` share; see [`Served`].
     pub fn fallbacks<'a>(
         &'a self,
         config: &'a Config,
     ) -> impl Iterator<Item = (&'a str, &'a [Problem], Option<&'a Service>)> + 'a {
-        config
+        let named = config
             .broken
             .iter()
-            .map(|(name, problems)| (name.as_str(), problems.as_slice(), self.last_good(name)))
+            .map(|(name, problems)| (name.as_str(), problems.as_slice(), self.last_good(name)));
+        let unnamed = self
+            .services
+            .iter()
+            .filter(|_| !config.orphan_problems.is_empty())
+            .filter(|(name, _)| {
+                !config.services.contains_key(*name) && !config.broken.contains_key(*name)
+            })
+            .map(|(name, record)| {
+                let problems = config.orphan_problems.as_slice();
+                (name.as_str(), problems, record.definition.as_ref())
+            });
+        named.chain(unnamed)
     }
 
     /// The services whose config file is broken, among those `wanted`
@@ -357,6 +394,24 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b"]
         );
+        // A file whose services cannot be named may define any recorded
+        // service the configuration lacks: b is served from its record.
+        let unnamed = from_texts(vec![
+            ("/m.toml".into(), "# main\n".into()),
+            ("/d/a.toml".into(), svc("a", "A")),
+            (
+                "/d/b.toml".into(),
+                "services.b.unit = \"b.service\nuser = 1\n".into(),
+            ),
+        ])
+        .unwrap();
+        assert!(unnamed.broken.is_empty() && unnamed.orphan_problems.len() == 1);
+        let served_unnamed = Served::new(&unnamed, &state);
+        assert_eq!(
+            served_unnamed.stored.keys().copied().collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(served_unnamed.services["b"], state.last_good("b").unwrap());
         let d = describe(served.stored["b"]);
         assert!(
             d.starts_with("/d/b.toml:3: ") && d.ends_with("(fix /d/b.toml)"),

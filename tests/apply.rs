@@ -654,6 +654,10 @@ fn a_service_that_stops_using_its_env_file_leaves_no_plaintext_behind() {
     // Moved elsewhere: the new file holds the values, the old one is gone.
     t.mkdir("/run/secrets", 0o755);
     t.config(
+        "00-loader.toml",
+        "[loader]\nenv_file_dirs = [\"/run/secrets\"]\n",
+    );
+    t.config(
         "a.toml",
         &format!(
             "{}env_file = \"/run/secrets/a.env\"\n",

@@ -75,12 +75,14 @@ fn configuration_reference_names_every_key() {
     let doc = read("docs/configuration.md");
     let loader = raw_keys(&config, "RawLoader");
     let service = raw_keys(&config, "RawService");
+    let credential = raw_keys(&config, "RawCredential");
+    assert_eq!(credential, ["keep_newline"]);
     assert!(
         loader.contains(&"keep_generations".to_string()),
         "{loader:?}"
     );
     assert!(service.contains(&"static".to_string()), "{service:?}");
-    for key in loader.iter().chain(&service) {
+    for key in loader.iter().chain(&service).chain(&credential) {
         assert!(
             doc.contains(&format!("`{key}`")),
             "docs/configuration.md does not document `{key}`"

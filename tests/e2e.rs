@@ -262,10 +262,17 @@ fn hard_values_reach_the_service_byte_for_byte() {
     ));
 
     let names: Vec<String> = values.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    // A trailing newline is part of a value only when its credential says so.
+    let keep: String = values
+        .iter()
+        .filter(|(_, v)| v.ends_with(b"\n"))
+        .map(|(n, _)| format!("[credentials.{n}]\nkeep_newline = true\n"))
+        .collect();
+    assert!(!keep.is_empty());
     bed.config(
         "gamma",
         &format!(
-            "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [{}]\n",
+            "[services.gamma]\nunit = \"gamma.service\"\nuser = \"qt\"\ncredentials = [{}]\n{keep}",
             names.join(", ")
         ),
     );

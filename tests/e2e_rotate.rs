@@ -152,3 +152,57 @@ health_timeout_sec = 15
     assert_eq!(s["dropin_loaded"], true, "{j}");
     assert_eq!(s["env_file_matches"], true, "{j}");
 }
+
+/// A consumer's config file copied by a deploy user (still theirs) is
+/// refused, not skipped: a rotation still reaches the consumer from its last
+/// good definition, restarts it with the new key, and says why the file is
+/// not used.
+#[test]
+fn a_rotation_reaches_a_consumer_whose_file_a_deploy_user_owns() {
+    let bed = boot();
+    bed.add_user("deploy");
+    bed.config(
+        "alpha",
+        "[services.alpha]\nunit = \"alpha.service\"\nuser = \"qt\"\ncredentials = [\"BINANCE_API_KEY\"]\n",
+    );
+    bed.seal("BINANCE_API_KEY", b"old-key-xyz");
+    let out = bed.credloader(&["apply"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    bed.systemctl_ok(&["start", "alpha.service"]);
+    let alpha0 = bed.main_pid("alpha.service").expect("alpha runs");
+
+    // The deploy user's copy of the same file.
+    bed.sh_ok("chown deploy:deploy /etc/quantum/credloader.d/alpha.toml");
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-xyz"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["consumers"], serde_json::json!(["alpha"]), "{j}");
+    assert_eq!(j["verified"], true, "{j}");
+    let why = j["apply"]["services"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("alpha.toml") && why.contains("chown root:root"),
+        "{j}"
+    );
+    bed.wait_until("alpha restarted", Duration::from_secs(10), || {
+        bed.main_pid("alpha.service")
+            .is_some_and(|pid| pid != alpha0)
+    });
+    assert_eq!(
+        bed.environ("alpha.service")
+            .get("BINANCE_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"new-key-xyz"[..]),
+        "alpha runs the new key"
+    );
+    // The path-triggered apply of the same change fails loudly, and still
+    // serves alpha from its last good definition.
+    let out = bed.credloader(&["apply"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("alpha.toml"), "{}", text(&out));
+    assert!(bed.active("alpha.service"));
+}

@@ -87,6 +87,10 @@ fn in_namespace(t: &Tree, setup: &str, args: &[&str], stdin: &[u8], collect: &st
 /// system in these tests), so one can be starved while the other is served.
 fn setup() -> Tree {
     let t = Tree::new();
+    t.config(
+        "00-loader.toml",
+        "[loader]\nenv_file_dirs = [\"/srv/env\"]\n",
+    );
     t.config("alpha.toml", &common::service("alpha", "qt", &["ALPHA"]));
     t.config(
         "beta.toml",

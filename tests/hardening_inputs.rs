@@ -83,6 +83,9 @@ const PATHS: &[&str] = &[
     "\"/run/../etc/x\"",
     "\"\"",
     "\"/run/x\\u0000y\"",
+    "\"/etc/shadow\"",
+    "\"/etc/systemd/system/x.service.d/e.conf\"",
+    "\"/srv/env/a.env\"",
 ];
 
 fn gen_service(r: &mut Rng, out: &mut String) {
@@ -171,6 +174,8 @@ fn gen_config(r: &mut Rng) -> String {
                 "lock_timeout_sec = 5\n",
                 "unknown = 1\n",
                 "dropin_dir = \"/etc/systemd/system\"\n",
+                "env_file_dirs = [\"/srv/env\"]\n",
+                "env_file_dirs = [\"/etc\", \"/srv/env\"]\n",
             ];
             out.push_str(lines[r.below(lines.len())]);
         }

@@ -230,3 +230,232 @@ fn import_refuses_and_changes_nothing_on_bad_input() {
     assert!(t.exists(PLAIN) && t.exists(LEGACY_DROPIN));
     assert!(!t.exists(CONF));
 }
+
+/// The layout the manual procedure really leaves: each key sealed from
+/// `echo KEY > f` without `--name` (so the sealed file holds the key plus a
+/// newline), the env file written with `$(cat ...)` of the decrypted file
+/// (so it holds the key alone), and the `-` drop-in.
+fn seed(t: &Tree) {
+    legacy(t);
+    t.seal_legacy("BINANCE_API_KEY", b"k-legacy-1111111111\n");
+    t.seal_legacy("BINANCE_API_SECRET", b"s-legacy-2222222222\n");
+    t.write(
+        PLAIN,
+        b"BINANCE_API_KEY=k-legacy-1111111111\nBINANCE_API_SECRET=s-legacy-2222222222\n\
+          EXIT_BRAIN_V35_ENABLED=true\n",
+        0o600,
+    );
+}
+
+/// The issue's command, as a new user types it (no --service).
+const SEED_IMPORT: &[&str] = &[
+    "import",
+    "--env-file",
+    PLAIN,
+    "--unit",
+    "quantum-position-monitor.service",
+    "--secret",
+    "BINANCE_API_KEY",
+    "--secret",
+    "BINANCE_API_SECRET",
+    "--static",
+    "EXIT_BRAIN_V35_ENABLED",
+];
+
+#[test]
+fn import_takes_the_seed_layout_as_it_is_in_one_command() {
+    let t = Tree::new();
+    seed(&t);
+    let old_key = t.read("/etc/quantum/creds/BINANCE_API_KEY.cred");
+    let mut dry = SEED_IMPORT.to_vec();
+    dry.push("--dry-run");
+    let run = t.credloader(&dry);
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("would reseal with its own name and without the trailing newline"),
+        "{run:?}"
+    );
+    assert_eq!(t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"), old_key);
+
+    let run = t.credloader(SEED_IMPORT);
+    assert_eq!(run.code, 0, "{run:?}");
+    no_values(&run);
+    for part in [
+        "secret BINANCE_API_KEY: k-...*** (19 bytes) resealed with its own name and without the trailing newline",
+        "the sealed file holds the same key plus the newline `echo` adds",
+        "the old file is kept as generation 1",
+        // The `-` of the legacy drop-in does not carry over silently.
+        "loads /etc/quantum/position-monitor-secrets/binance.env as optional (EnvironmentFile=-)",
+        "will not start without its secrets",
+        "`required = false`",
+    ] {
+        assert!(run.stdout.contains(part), "{part}: {run:?}");
+    }
+    assert!(!run.all().contains("remove one"), "{run:?}");
+    // Named after the unit, as the guide says.
+    let env = t.read_string("/run/credloader/quantum-position-monitor.env");
+    assert!(
+        env.ends_with(
+            "\nBINANCE_API_KEY=\"k-legacy-1111111111\"\nBINANCE_API_SECRET=\"s-legacy-2222222222\"\n\
+             EXIT_BRAIN_V35_ENABLED=\"true\"\n"
+        ),
+        "{env}"
+    );
+    // Sealed cleanly now; the hand-sealed files are kept as generation 1.
+    for k in ["BINANCE_API_KEY", "BINANCE_API_SECRET"] {
+        let show = t.credloader(&["show", k, "--json"]).json();
+        assert_eq!(
+            (show["length"].clone(), show["legacy_name"].clone()),
+            (19.into(), false.into()),
+            "{k}"
+        );
+        assert!(t.exists(&format!("/var/lib/credloader/generations/{k}/1.cred")));
+    }
+    assert_eq!(
+        t.read("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"),
+        old_key
+    );
+    let check = t.credloader(&["check", "--json"]);
+    assert_eq!(check.json()["ok"], true, "{check:?}");
+}
+
+#[test]
+fn a_dry_run_fails_where_the_real_run_would() {
+    let t = Tree::new();
+    seed(&t);
+    // A unit without User= runs as root: an env file for qt would let qt
+    // run code as root. Apply refuses it, so the dry run must too.
+    t.write(UNIT, b"[Service]\nExecStart=/bin/true\n", 0o644);
+    let mut a = SEED_IMPORT.to_vec();
+    a.extend(["--user", "qt"]);
+    for dry in [true, false] {
+        let mut a = a.clone();
+        if dry {
+            a.push("--dry-run");
+        }
+        let run = t.credloader(&a);
+        assert_eq!(run.code, 2, "dry={dry}: {run:?}");
+        assert!(
+            run.stderr.contains("runs as root (it has no User=)") && run.stderr.contains("--user"),
+            "{run:?}"
+        );
+    }
+    // A config dir others may write to: both refuse before anything changes.
+    t.write(UNIT, b"[Service]\nUser=qt\nExecStart=/bin/true\n", 0o644);
+    t.mkdir("/etc/quantum/credloader.d", 0o777);
+    let sealed = t.read("/etc/quantum/creds/BINANCE_API_KEY.cred");
+    for dry in [true, false] {
+        let extra: &[&str] = if dry { &["--dry-run"] } else { &[] };
+        let run = t.credloader(&[SEED_IMPORT, extra].concat());
+        assert_eq!(run.code, 2, "dry={dry}: {run:?}");
+        assert!(run.stderr.contains("credloader.d"), "{run:?}");
+    }
+    assert_eq!(t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"), sealed);
+    t.mkdir("/etc/quantum/credloader.d", 0o755);
+    // A legacy drop-in dir others may write to: the real run would find it
+    // only after sealing and writing the config.
+    let dropin_dir = "/etc/systemd/system/quantum-position-monitor.service.d";
+    t.mkdir(dropin_dir, 0o777);
+    for dry in [true, false] {
+        let extra: &[&str] = if dry { &["--dry-run"] } else { &[] };
+        let run = t.credloader(&[SEED_IMPORT, extra].concat());
+        assert_eq!(run.code, 3, "dry={dry}: {run:?}");
+        assert!(run.stderr.contains(dropin_dir), "{run:?}");
+    }
+    assert_eq!(t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"), sealed);
+    t.mkdir(dropin_dir, 0o755);
+    t.write(UNIT, b"[Service]\nExecStart=/bin/true\n", 0o644);
+    // Without --user, it says how a root unit is imported.
+    let run = t.credloader(&[SEED_IMPORT, &["--dry-run"]].concat());
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("pass --user root"), "{run:?}");
+    // A user that does not exist, and a unit that does not exist.
+    t.write(
+        UNIT,
+        b"[Service]\nUser=nobody-here\nExecStart=/bin/true\n",
+        0o644,
+    );
+    let run = t.credloader(&[SEED_IMPORT, &["--dry-run"]].concat());
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("nobody-here"), "{run:?}");
+    std::fs::remove_file(t.path(UNIT)).unwrap();
+    let run = t.credloader(&[SEED_IMPORT, &["--dry-run"]].concat());
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("does not exist"), "{run:?}");
+    assert!(t.exists(PLAIN) && t.exists(LEGACY_DROPIN));
+    assert!(!t.exists("/etc/quantum/credloader.d/quantum-position-monitor.toml"));
+}
+
+#[test]
+fn two_different_values_are_both_kept_one_live_as_prefer_chooses() {
+    let t = Tree::new();
+    seed(&t);
+    // The sealed key was rotated by hand at some point; the env file was not.
+    t.seal_legacy("BINANCE_API_KEY", b"k-sealed-3333333333\n");
+    let sealed = t.read("/etc/quantum/creds/BINANCE_API_KEY.cred");
+    let run = t.credloader(SEED_IMPORT);
+    assert_eq!(run.code, 2, "{run:?}");
+    for part in [
+        "credential BINANCE_API_KEY is already sealed with a different value",
+        "--prefer env-file",
+        "--prefer sealed",
+        "generation",
+        "Nothing was changed",
+    ] {
+        assert!(run.stderr.contains(part), "{part}: {run:?}");
+    }
+    assert!(!run.all().to_lowercase().contains("remove"), "{run:?}");
+    no_values(&run);
+    assert!(!run.all().contains("3333333333"));
+    assert_eq!(t.read("/etc/quantum/creds/BINANCE_API_KEY.cred"), sealed);
+
+    // --prefer sealed: the sealed key goes live (cleanly), the env file's
+    // is kept as the newest generation.
+    let t2 = Tree::new();
+    seed(&t2);
+    t2.seal_legacy("BINANCE_API_KEY", b"k-sealed-3333333333\n");
+    let run = t2.credloader(&[SEED_IMPORT, &["--prefer", "sealed", "--json"]].concat());
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["secrets"][0]["action"], "prefer-sealed");
+    assert_eq!(j["secrets"][0]["generation"], 2);
+    assert_eq!(j["secrets"][1]["action"], "reseal");
+    let env = t2.read_string("/run/credloader/quantum-position-monitor.env");
+    assert!(
+        env.contains("BINANCE_API_KEY=\"k-sealed-3333333333\"\n"),
+        "{env}"
+    );
+    let gens = t2.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+    gens.ok();
+    // The plain rollback brings the env file's value back.
+    t2.credloader(&["rollback", "BINANCE_API_KEY"]).ok();
+    let env = t2.read_string("/run/credloader/quantum-position-monitor.env");
+    assert!(
+        env.contains("BINANCE_API_KEY=\"k-legacy-1111111111\"\n"),
+        "{env}"
+    );
+
+    // --prefer env-file: the env file's goes live, the sealed one is kept.
+    let run = t.credloader(&[SEED_IMPORT, &["--prefer", "env-file"]].concat());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("sealed the env file's value (--prefer env-file); the sealed one is kept as generation 1"),
+        "{run:?}"
+    );
+    assert_eq!(
+        t.read("/var/lib/credloader/generations/BINANCE_API_KEY/1.cred"),
+        sealed
+    );
+    let env = t.read_string("/run/credloader/quantum-position-monitor.env");
+    assert!(
+        env.contains("BINANCE_API_KEY=\"k-legacy-1111111111\"\n"),
+        "{env}"
+    );
+    t.credloader(&["rollback", "BINANCE_API_KEY"]).ok();
+    let env = t.read_string("/run/credloader/quantum-position-monitor.env");
+    assert!(
+        env.contains("BINANCE_API_KEY=\"k-sealed-3333333333\"\n"),
+        "{env}"
+    );
+}

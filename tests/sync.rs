@@ -431,6 +431,45 @@ fn the_dev_file_source_syncs_like_aws() {
     assert!(run.stderr.contains("no [sources]"), "{run:?}");
 }
 
+#[test]
+fn a_fetched_value_loses_the_newline_echo_put_into_the_store() {
+    let t = Tree::new();
+    services(&t, None);
+    // A hand-sealed local copy: the key plus echo's newline.
+    t.seal_legacy("A_KEY", b"file-a-1\n");
+    t.write(
+        "/etc/quantum/dev-secrets.json",
+        br#"{"A_KEY": "file-a-1\n", "B_KEY": "file-b-1", "C_KEY": "file-c-1"}"#,
+        0o600,
+    );
+    t.config(
+        "00-sources.toml",
+        "[sources]\nenvironment = \"dev\"\n[sources.file]\npath = \"/etc/quantum/dev-secrets.json\"\n",
+    );
+    let run = credloader(&t, &["sync"]);
+    run.ok();
+    assert!(
+        run.stdout.contains(
+            "A_KEY: removed the trailing newline of the input (echo adds one); the service receives 8 bytes."
+        ),
+        "{run:?}"
+    );
+    assert!(t.read_string(ALPHA_ENV).contains("A_KEY=\"file-a-1\"\n"));
+    // The local copy is resealed cleanly: the next sync has nothing to do.
+    let run = credloader(&t, &["sync", "--json"]);
+    run.ok();
+    assert!(
+        statuses(&run).iter().all(|(_, s)| s == "unchanged"),
+        "{run:?}"
+    );
+    let a = &run.json()["credentials"][0];
+    assert_eq!(
+        (&a["name"], &a["newline_removed"]),
+        (&"A_KEY".into(), &true.into())
+    );
+    assert!(!run.all().contains("file-a"), "{run:?}");
+}
+
 #[cfg(not(feature = "aws"))]
 #[test]
 fn without_the_aws_feature_sync_says_so_and_exits_2() {

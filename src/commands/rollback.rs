@@ -122,8 +122,15 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
         "consumers": consumers,
     });
     if consumers.is_empty() {
+        if seal::say_note(&served, &consumers, &mut human, &mut doc) {
+            human.push_str("the restored value is installed, but no service got it\n");
+            return Ok(Output::new(exit::FAILED, human, doc));
+        }
         human.push_str("no service uses it: nothing to apply\n");
         return Ok(Output::new(exit::OK, human, doc));
+    }
+    if !served.problems.is_empty() {
+        doc["config_errors"] = json!(served.problems);
     }
     let v = apply_and_verify(ctx, &config, &served, ctx.manager(), &consumers, &held)?;
     human.push_str(&v.human("apply"));

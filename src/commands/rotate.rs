@@ -30,14 +30,15 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
             creds.path().shown()
         )));
     }
-    let value = read_value(&args.input, &name)?;
-    validate(&served, &name, &value)?;
+    let entered = seal::enter(&config, &served, &name, read_value(&args.input, &name)?)?;
+    validate(&served, &name, &entered.value)?;
     let not_after = seal::not_after(&args.input)?;
-    let (sealed, info) = seal::seal(&name, &value, args.input.key, not_after)?;
-    let masked = value.masked();
-    let length = value.len();
-    let note = seal::newline_note(&name, &value);
-    drop(value);
+    let (sealed, info) = seal::seal(&name, &entered.value, args.input.key, not_after)?;
+    let masked = entered.value.masked();
+    let length = entered.value.len();
+    let note = entered.note(&name).map(|n| n + "\n").unwrap_or_default();
+    let value_doc = seal::value_doc(&entered);
+    drop(entered);
 
     let manager = ctx.manager();
     let new = NewValue {
@@ -59,19 +60,30 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     human.push_str(&note);
     let mut doc = json!({
         "name": name,
-        "value": { "masked": masked, "length": length },
+        "value": value_doc,
         "previous_generation": generation,
         "consumers": consumers,
         "applied": r.applied,
         "rolled_back": r.rolled_back,
     });
-    if args.no_apply {
-        human.push_str("staged only (--no-apply): nothing applied or restarted; run `credloader apply` to deliver it\n");
-        return Ok(Output::new(exit::OK, human, doc));
+    if args.no_apply || consumers.is_empty() {
+        // Nothing is applied: why some consumers are served from their last
+        // good definition, or that a broken file may hide one, is said here.
+        let hidden = seal::say_note(&served, consumers, &mut human, &mut doc);
+        human.push_str(match (args.no_apply, hidden) {
+            (true, _) => "staged only (--no-apply): nothing applied or restarted; run `credloader apply` to deliver it\n",
+            (false, true) => "the new value is installed, but no service got it\n",
+            (false, false) => "no service uses it: nothing to apply\n",
+        });
+        let code = if hidden && !args.no_apply {
+            exit::FAILED
+        } else {
+            exit::OK
+        };
+        return Ok(Output::new(code, human, doc));
     }
-    if consumers.is_empty() {
-        human.push_str("no service uses it: nothing to apply\n");
-        return Ok(Output::new(exit::OK, human, doc));
+    if !served.problems.is_empty() {
+        doc["config_errors"] = json!(served.problems);
     }
     human.extend(lines);
     doc["apply"] = json!(r.apply);

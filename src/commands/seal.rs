@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError, Delivery, Loader, Source};
 use crate::creds::{hex_digest, Store};
 use crate::escape::ShowPath;
 use crate::generations::{self, History, Info};
+use crate::newline::{self, Entered};
 use crate::root::Root;
 use crate::rotation::Served;
 use crate::secret::{read_secret, Secret, SecretBuf};
@@ -37,10 +38,11 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             creds.path().join(Store::file_name(&name)).shown()
         )));
     }
-    let value = read_value(&args.input, &name)?;
-    validate(&served, &name, &value)?;
+    let entered = enter(&config, &served, &name, read_value(&args.input, &name)?)?;
+    let value = &entered.value;
+    validate(&served, &name, value)?;
     let not_after = not_after(&args.input)?;
-    let (sealed, info) = seal(&name, &value, args.input.key, not_after)?;
+    let (sealed, info) = seal(&name, value, args.input.key, not_after)?;
     install(&creds, &name, &sealed)?;
     record_current(&ctx.root, &config.loader, &name, info.clone());
 
@@ -56,7 +58,22 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             .map(|t| format!(", not after {}", generations::format_utc(t)))
             .unwrap_or_default()
     );
-    if consumers.is_empty() {
+    if let Some(note) = entered.note(&name) {
+        let _ = writeln!(human, "{note}");
+    }
+    let mut doc = json!({
+        "name": name,
+        "path": path,
+        "sealed_size": sealed.len(),
+        "key": key,
+        "not_after": not_after,
+        "consumers": consumers,
+        "value": value_doc(&entered),
+    });
+    let hidden = say_note(&served, &consumers, &mut human, &mut doc);
+    if hidden {
+        let _ = writeln!(human, "{name} is sealed, but nothing may get it until then");
+    } else if consumers.is_empty() {
         // `credentials = [NAME]` makes NAME the variable too, which must be
         // a valid one; any credential can be mapped with `env`.
         let how = if crate::envfile::valid_name(&name) {
@@ -77,20 +94,30 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
             crate::escape::text(&consumers.join(", "))
         );
     }
-    human.push_str(&newline_note(&name, &value));
-    Ok(Output::new(
-        exit::OK,
-        human,
-        json!({
-            "name": name,
-            "path": path,
-            "sealed_size": sealed.len(),
-            "key": key,
-            "not_after": not_after,
-            "consumers": consumers,
-            "value": { "masked": value.masked(), "length": value.len() },
-        }),
-    ))
+    let code = if hidden { exit::FAILED } else { exit::OK };
+    Ok(Output::new(code, human, doc))
+}
+
+/// Says in `human` and `doc` what `served` knows of a credential's
+/// `consumers` ([`Served::note`]): why some are served from their last good
+/// definition, and whether a broken or refused file may hide one. True in
+/// that last case: the command must then not end as if nothing were to do.
+pub(super) fn say_note(
+    served: &Served,
+    consumers: &[String],
+    human: &mut String,
+    doc: &mut serde_json::Value,
+) -> bool {
+    if !served.problems.is_empty() {
+        doc["config_errors"] = json!(served.problems);
+    }
+    match served.note(consumers) {
+        Some((text, hidden)) => {
+            human.push_str(&text);
+            hidden
+        }
+        None => false,
+    }
 }
 
 /// The configuration, or the defaults when there is none at all yet (a
@@ -102,10 +129,12 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
             main,
             broken: Default::default(),
             orphan_problems: Vec::new(),
+            place_problems: Vec::new(),
             loader: Loader::default(),
             services: Default::default(),
             sources: None,
             sources_problems: Vec::new(),
+            credentials: Default::default(),
             files: Vec::new(),
         }),
         Err(e) => Err(e),
@@ -162,17 +191,42 @@ pub(super) fn not_after(input: &ValueInput) -> Result<Option<u64>, CommandError>
         .map_err(CommandError::Usage)
 }
 
-/// A hint when the value of `name` ends in a newline (as `echo` adds): it
-/// is kept.
-pub(super) fn newline_note(name: &str, value: &Secret) -> String {
-    if value.expose().ends_with(b"\n") {
-        format!(
-            "note: the value ends with a newline, which is kept as part of it; if that is not \
-             meant, replace it without one (`printf %s ... | credloader rotate {name}`)\n"
-        )
-    } else {
-        String::new()
+/// Whether `name` keeps a trailing newline: `[credentials.NAME]
+/// keep_newline = true`, as the configuration has it now or as a service
+/// served from its last good definition had it.
+pub(super) fn keeps_newline(config: &Config, served: &Served, name: &str) -> bool {
+    config.keeps_newline(name)
+        || served
+            .consumers(name)
+            .any(|s| s.keep_newline.contains(name))
+}
+
+/// `value`, about to be sealed as `name`, after the newline policy
+/// ([`newline`]); refused when nothing but line breaks is left of it.
+pub(super) fn enter(
+    config: &Config,
+    served: &Served,
+    name: &str,
+    value: Secret,
+) -> Result<Entered, CommandError> {
+    let entered = newline::enter(value, keeps_newline(config, served, name));
+    if entered.value.is_empty() && entered.removed > 0 {
+        return Err(CommandError::Usage(format!(
+            "credential {name}: the value is nothing but a line break; nothing was sealed"
+        )));
     }
+    Ok(entered)
+}
+
+/// The JSON of a value that entered: masked, its length as sealed, and
+/// what the newline policy did to it.
+pub(super) fn value_doc(entered: &Entered) -> serde_json::Value {
+    json!({
+        "masked": entered.value.masked(),
+        "length": entered.value.len(),
+        "newline_removed": entered.removed > 0,
+        "newline_kept": entered.kept,
+    })
 }
 
 /// Checks a value before sealing: not empty, within systemd-creds' limits,

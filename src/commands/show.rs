@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{CommandError, Context, Output};
 use crate::cli::NameArg;
 use crate::creds::Store;
-use crate::{exit, names, systemd_creds};
+use crate::{exit, names, newline, systemd_creds};
 
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
@@ -20,27 +20,39 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
         .map_err(|e| CommandError::Failed(format!("credential {name}: {e}")))?;
     let masked = secret.masked();
     let length = secret.len();
+    let ends_in_newline = newline::ends_in_newline(secret.expose());
+    let trimmed = newline::trim(secret.expose()).len();
     drop(secret);
     // As apply serves them (a service whose file is broken still uses it).
     let state = crate::state::State::inspect(&ctx.root, &config.loader.state_dir);
-    let served = crate::state::Served::new(&config, &state);
+    let view = crate::state::Served::new(&config, &state);
+    let served = crate::rotation::Served::of(&config, &view);
     let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
+    let keep = super::seal::keeps_newline(&config, &served, &name);
     let mut human = format!("{name}: {masked} ({length} bytes)\n");
+    if ends_in_newline && !keep {
+        human.push_str(&format!(
+            "note: the sealed value ends in a newline; env files get it without, {trimmed} bytes \
+             (delivery = \"credential\" gets it as sealed); {}\n",
+            newline::fix(&name)
+        ));
+    }
     if legacy {
         human.push_str(&format!(
             "note: sealed without --name (legacy); reseal with `credloader rotate {name}`\n"
         ));
     }
-    Ok(Output::new(
-        exit::OK,
-        human,
-        json!({
-            "name": name,
-            "masked": masked,
-            "length": length,
-            "legacy_name": legacy,
-            "key": systemd_creds::sealed_key(&sealed.bytes),
-            "consumers": consumers,
-        }),
-    ))
+    let mut doc = json!({
+        "name": name,
+        "masked": masked,
+        "length": length,
+        "legacy_name": legacy,
+        "ends_in_newline": ends_in_newline,
+        "keep_newline": keep,
+        "key": systemd_creds::sealed_key(&sealed.bytes),
+        "consumers": consumers,
+    });
+    // Showing is not auditing: why, but no failure (`check` fails on it).
+    super::seal::say_note(&served, &consumers, &mut human, &mut doc);
+    Ok(Output::new(exit::OK, human, doc))
 }

@@ -478,6 +478,11 @@ impl TestBed {
 
     /// The environment of the unit's main process (`/proc/<MainPID>/environ`
     /// inside), values as raw bytes. Panics if the unit has no main process.
+    ///
+    /// A `Type=simple` unit is active as soon as PID 1 has forked its main
+    /// process, which until its `execve` still has PID 1's environment; so
+    /// this waits (up to 10 s) for the process to run something other than
+    /// systemd.
     pub fn environ(&self, unit: &str) -> BTreeMap<String, Vec<u8>> {
         let pid = self.main_pid(unit).unwrap_or_else(|| {
             panic!(
@@ -485,6 +490,15 @@ impl TestBed {
                 self.journal(unit)
             )
         });
+        let exe = |pid: u32| fs::read_link(self.root().join(format!("proc/{pid}/exe"))).ok();
+        let systemd = exe(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exe(pid) == systemd {
+            if Instant::now() > deadline {
+                panic!("testbed: the main process {pid} of {unit} did not exec within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let raw = fs::read(self.root().join(format!("proc/{pid}/environ")))
             .unwrap_or_else(|e| panic!("testbed: read environ of {unit} (pid {pid}): {e}"));
         raw.split(|b| *b == 0)
