@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::apply::sealed_names;
 use crate::config::{Config, Delivery, Service};
 use crate::creds::Store;
+use crate::escape::ShowPath;
 use crate::generations::{format_utc, History};
+use crate::holds;
 use crate::root::Root;
 use crate::runas;
 use crate::safefs::{self, Dir, DirPolicy};
@@ -213,16 +215,16 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 Severity::Error,
                 format!("service {name}"),
                 format!("{p}{how}"),
-                format!("fix {} and run `credloader apply`", p.origin.file.display()),
+                format!("fix {} and run `credloader apply`", p.origin.file.shown()),
             );
         }
     }
     for p in &config.orphan_problems {
         f.add(
             Severity::Error,
-            p.origin.file.display().to_string(),
+            p.origin.file.shown().to_string(),
             p.to_string(),
-            format!("fix or remove {}", p.origin.file.display()),
+            format!("fix or remove {}", p.origin.file.shown()),
         );
     }
     unnamed_findings(&mut f, config, &served);
@@ -231,7 +233,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     for p in config.sources_only_problems() {
         f.add(
             Severity::Error,
-            p.origin.file.display().to_string(),
+            p.origin.file.shown().to_string(),
             format!(
                 "{p}; `credloader sync` refuses to run until it is fixed (apply is not affected)"
             ),
@@ -273,9 +275,9 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if reported.insert(link.clone()) {
                 f.add(
                     Severity::Error,
-                    root.host(&link).display().to_string(),
-                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", root.host(p).display()),
-                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", root.host(&link).display(), root.host(&link).display()),
+                    root.host(&link).shown().to_string(),
+                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", root.host(p).shown()),
+                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", root.host(&link).shown(), root.host(&link).shown()),
                 );
             }
         }
@@ -288,7 +290,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != 0o700 {
                 f.add(
                     Severity::Error,
-                    root.host(&loader.creds_dir).display().to_string(),
+                    root.host(&loader.creds_dir).shown().to_string(),
                     format!(
                         "creds dir is {}:{} mode {:04o}, not root:root 0700",
                         m.uid(),
@@ -297,7 +299,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     ),
                     format!(
                         "chown root:root {0} && chmod 0700 {0}",
-                        root.host(&loader.creds_dir).display()
+                        root.host(&loader.creds_dir).shown()
                     ),
                 );
             }
@@ -305,7 +307,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         Ok(_) => {}
         Err(_) => f.add(
             Severity::Warning,
-            root.host(&loader.creds_dir).display().to_string(),
+            root.host(&loader.creds_dir).shown().to_string(),
             "creds dir does not exist",
             "seal a credential with `credloader seal NAME` (it creates the directory root 0700)",
         ),
@@ -330,7 +332,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if fmt != 0o100000 {
                 f.add(
                     Severity::Error,
-                    root.host(&sys).display().to_string(),
+                    root.host(&sys).shown().to_string(),
                     "is not a regular file",
                     format!("remove it and seal {name} again"),
                 );
@@ -339,7 +341,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o600 {
                 f.add(
                     Severity::Error,
-                    root.host(&sys).display().to_string(),
+                    root.host(&sys).shown().to_string(),
                     format!(
                         "credential {name} is {}:{} mode {:04o}, not root:root 0600",
                         st.st_uid,
@@ -348,7 +350,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     ),
                     format!(
                         "chown root:root {0} && chmod 0600 {0}",
-                        root.host(&sys).display()
+                        root.host(&sys).shown()
                     ),
                 );
             }
@@ -356,7 +358,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 if systemd_creds::sealed_key(&sealed.bytes).is_none() {
                     f.add(
                         Severity::Error,
-                        root.host(&sys).display().to_string(),
+                        root.host(&sys).shown().to_string(),
                         format!(
                             "credential {name} is not a credential systemd-creds can read \
                              (damaged, or not made by `systemd-creds encrypt`)"
@@ -374,9 +376,9 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     let sys = loader.creds_dir.join(&entry);
                     f.add(
                         Severity::Error,
-                        root.host(&sys).display().to_string(),
+                        root.host(&sys).shown().to_string(),
                         "is a symbolic link in the creds dir; credloader will not read it",
-                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", root.host(&sys).display()),
+                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", root.host(&sys).shown()),
                     );
                 }
             }
@@ -399,7 +401,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     "is used by {} but {} does not exist",
                     users.join(", "),
                     root.host(&loader.creds_dir.join(format!("{name}.cred")))
-                        .display()
+                        .shown()
                 ),
                 format!("seal it with `credloader seal {name}`"),
             );
@@ -419,7 +421,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 format!(
                     "add it to a service's `credentials`, or remove {} if it is no longer needed",
                     root.host(&loader.creds_dir.join(format!("{name}.cred")))
-                        .display()
+                        .shown()
                 ),
             );
         } else {
@@ -484,7 +486,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         if !root.is_offline() && !on_tmpfs(d) {
             f.add(
                 Severity::Warning,
-                root.host(d).display().to_string(),
+                root.host(d).shown().to_string(),
                 "env dir is not on a tmpfs: plaintext env files are written to a disk and outlive a power-off",
                 "keep env files under /run (the default `env_dir`), or mount a tmpfs there",
             );
@@ -493,13 +495,13 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if m.file_type().is_dir() && (m.uid() != 0 || m.mode() & 0o022 != 0) {
                 f.add(
                     Severity::Error,
-                    root.host(d).display().to_string(),
+                    root.host(d).shown().to_string(),
                     format!(
                         "env dir is owned by uid {} with mode {:04o}: someone other than root can create or swap files in it",
                         m.uid(),
                         m.mode() & 0o7777
                     ),
-                    format!("chown root:root {0} && chmod 0755 {0}", root.host(d).display()),
+                    format!("chown root:root {0} && chmod 0755 {0}", root.host(d).shown()),
                 );
             }
         }
@@ -665,7 +667,7 @@ fn service_checks(
         match st {
             None if rec.is_some() => f.add(
                 Severity::Error,
-                root.host(&s.env_file).display().to_string(),
+                root.host(&s.env_file).shown().to_string(),
                 format!(
                     "env file of service {} is missing although it was applied",
                     s.name
@@ -674,7 +676,7 @@ fn service_checks(
             ),
             None => f.add(
                 Severity::Warning,
-                root.host(&s.env_file).display().to_string(),
+                root.host(&s.env_file).shown().to_string(),
                 format!("env file of service {} has not been written yet", s.name),
                 "run `credloader apply`",
             ),
@@ -689,7 +691,7 @@ fn service_checks(
                     {
                         f.add(
                             Severity::Error,
-                            root.host(&s.env_file).display().to_string(),
+                            root.host(&s.env_file).shown().to_string(),
                             format!(
                                 "env file is {}:{} mode {:04o}; service {} needs {}:{} 0600",
                                 st.st_uid,
@@ -703,11 +705,12 @@ fn service_checks(
                         );
                     }
                 }
+                held_env_file(f, root, s, &st);
                 if let Some(rec) = rec {
                     if rec.env_file_id != Some(FileId::from(&st)) {
                         f.add(
                             Severity::Error,
-                            root.host(&s.env_file).display().to_string(),
+                            root.host(&s.env_file).shown().to_string(),
                             format!("env file of service {} was modified since the last apply", s.name),
                             "run `credloader apply` to restore it; edit credentials with `credloader rotate`, not in the file",
                         );
@@ -721,7 +724,7 @@ fn service_checks(
     if read_system(root, &ours).is_none() {
         f.add(
             Severity::Warning,
-            root.host(&ours).display().to_string(),
+            root.host(&ours).shown().to_string(),
             format!(
                 "the drop-in of service {} is missing, so {} does not get its secrets",
                 s.name, s.unit
@@ -767,7 +770,7 @@ fn service_checks(
             let exists = std::fs::symlink_metadata(root.host(Path::new(file))).is_ok();
             f.add(
                 if exists { Severity::Error } else { Severity::Warning },
-                root.host(path).display().to_string(),
+                root.host(path).shown().to_string(),
                 format!(
                     "legacy drop-in for {} loads EnvironmentFile={v}{}",
                     s.unit,
@@ -776,7 +779,7 @@ fn service_checks(
                 format!(
                     "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {} and run `systemctl daemon-reload`",
                     s.unit,
-                    root.host(path).display()
+                    root.host(path).shown()
                 ),
             );
         }
@@ -788,6 +791,32 @@ fn service_checks(
                 f.add(Severity::Error, subject.clone(), problem, fix);
             }
         }
+    }
+}
+
+/// Another name for a service's env file, or a lease on it: its owner's
+/// doing (see [`crate::holds`]). It does not stop credloader, but a service
+/// has no reason to do it.
+fn held_env_file(f: &mut Findings, root: &Root, s: &Service, st: &nix::sys::stat::FileStat) {
+    let path = root.host(&s.env_file).shown().to_string();
+    for hold in holds::of(st) {
+        f.add(
+            Severity::Error,
+            path.clone(),
+            format!(
+                "env file of service {} {}: whoever holds it keeps its current values even \
+                 after they are rotated",
+                s.name,
+                hold.describe()
+            ),
+            format!(
+                "{}; if {} did not mean to, treat it as compromised and rotate its credentials \
+                 (`credloader rotate NAME` for each of {})",
+                hold.finder(&path),
+                s.unit,
+                s.credentials().join(", ")
+            ),
+        );
     }
 }
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::apply::{self, Options, Outcome, Report};
 use crate::config::{Config, Delivery, Loader, Service, Source};
 use crate::creds::{hex_digest, Store};
+use crate::escape::text;
 use crate::generations::{History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
@@ -596,8 +597,8 @@ impl Verified {
             let _ = writeln!(
                 out,
                 "{what}: {} ({}): {}{}",
-                s.service,
-                s.unit,
+                text(&s.service),
+                text(&s.unit),
                 match s.outcome {
                     Outcome::Unchanged => "unchanged",
                     Outcome::Updated => "updated",
@@ -609,21 +610,21 @@ impl Verified {
                     .unwrap_or_default()
             );
             if let Some(e) = &s.error {
-                let _ = writeln!(out, "  error: {e}");
+                let _ = writeln!(out, "  error: {}", text(e));
             }
         }
         for p in &self.report.config_problems {
             let _ = writeln!(out, "config error: {p}");
         }
         for w in &self.report.warnings {
-            let _ = writeln!(out, "warning: {w}");
+            let _ = writeln!(out, "warning: {}", text(w));
         }
         for c in &self.checks {
             let _ = writeln!(
                 out,
                 "verify {}: unit {}; health check {}{}",
-                c.service,
-                c.unit_state,
+                text(&c.service),
+                text(&c.unit_state),
                 c.health
                     .as_ref()
                     .map(|h| h.describe())

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::audit::{assignments, dropins, privileged_exec, unit_file};
 use crate::config::Service;
+use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::systemd::Manager;
 use crate::users::{Account, Accounts};
@@ -111,10 +112,10 @@ fn from_files(root: &Root, dropin_dir: &Path, unit: &str) -> RunsAs {
                 "User" => user = v.to_string(),
                 "DynamicUser" => dynamic = matches!(v, "yes" | "true" | "on" | "1"),
                 "PermissionsStartOnly" if matches!(v, "yes" | "true" | "on" | "1") => {
-                    privileged.push(format!("{k}= in {}", root.host(&path).display()))
+                    privileged.push(format!("{k}= in {}", root.host(&path).shown()))
                 }
                 _ if k.starts_with("Exec") && privileged_exec(v) => {
-                    privileged.push(format!("{k}= in {}", root.host(&path).display()))
+                    privileged.push(format!("{k}= in {}", root.host(&path).shown()))
                 }
                 _ => {}
             }

@@ -304,15 +304,40 @@ fn a_symlinked_env_dir_and_a_service_writable_env_dir_are_refused() {
 }
 
 #[test]
-fn a_hardlinked_env_file_is_refused() {
+fn a_hardlinked_env_file_is_replaced_and_the_other_name_keeps_only_the_old_file() {
+    // Its owner may link its own file (issue 13; tests/hardening_hostile.rs
+    // does it as that user): that is no reason to fail the service. The
+    // other name keeps the old file, and apply says so.
     let t = Tree::new();
     position_monitor(&t);
     t.credloader(&["apply"]).ok();
     std::fs::hard_link(t.path(ENV), t.path("/run/credloader/copy")).unwrap();
     t.seal("BINANCE_API_KEY", b"k-new-value-00000");
     let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(
+        run.stdout.contains("warning") && run.stdout.contains("hard links"),
+        "{run:?}"
+    );
+    assert!(t.read_string(ENV).contains("k-new-value-00000"));
+    let copy = t.read_string("/run/credloader/copy");
+    assert!(copy.contains("k-1111111111111111") && !copy.contains("k-new-value"));
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+}
+
+#[test]
+fn a_hardlinked_file_of_roots_at_an_env_path_is_refused() {
+    // Nobody but root can put a name into the env dir: root's own file with
+    // another name there is a mistake, refused as before.
+    let t = Tree::new();
+    position_monitor(&t);
+    t.mkdir("/run/credloader", 0o755);
+    t.write("/run/credloader/roots", b"root's\n", 0o600);
+    std::fs::hard_link(t.path("/run/credloader/roots"), t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("hard links"), "{run:?}");
+    assert_eq!(t.read("/run/credloader/roots"), b"root's\n");
 }
 
 #[test]
@@ -1090,4 +1115,47 @@ fn an_image_is_not_told_systemd_was_reloaded() {
             && !run.stdout.contains("daemon-reload done"),
         "{run:#?}"
     );
+}
+
+#[test]
+fn a_fleet_larger_than_the_open_file_limit_is_served_and_every_file_proven() {
+    // Each written env file stays open until what it holds is proven
+    // (src/provenance.rs): in batches of a quarter of the limit, so a limit
+    // that holds the run's directories (one drop-in directory per service,
+    // kept open) but not also every env file still serves them all.
+    let t = Tree::new();
+    const N: usize = 100;
+    for i in 0..N {
+        t.config(
+            &format!("s{i}.toml"),
+            &service(&format!("s{i}"), "qt", &["SHARED_KEY"]),
+        );
+    }
+    t.seal("SHARED_KEY", b"shared-value-1234567");
+    let mut cmd = t.command(&["apply", "--json"]);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_NOFILE, 192, 192).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&t.read("/var/lib/credloader/state.json")).unwrap();
+    for i in 0..N {
+        assert!(t
+            .read_string(&format!("/run/credloader/s{i}.env"))
+            .contains("shared-value-1234567"));
+        assert!(
+            !state["services"][format!("s{i}")]["env_file_id"].is_null(),
+            "s{i}: no identity recorded"
+        );
+    }
+    let again = t.credloader(&["apply", "--json"]).json();
+    assert!(again["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["outcome"] == "unchanged" && s["decrypted"] == serde_json::json!([])));
 }

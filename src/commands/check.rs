@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{CommandError, Context, Output};
 use crate::audit::{self, Severity};
+use crate::escape::text;
 use crate::exit;
 
 pub fn run(ctx: &Context) -> Result<Output, CommandError> {
@@ -25,7 +26,9 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         let _ = writeln!(
             human,
             "{sev}: {}: {}\n  fix: {}",
-            f.subject, f.problem, f.fix
+            text(&f.subject),
+            text(&f.problem),
+            text(&f.fix)
         );
     }
     let _ = writeln!(

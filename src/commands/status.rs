@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{CommandError, Context, Output};
 use crate::cli::StatusArgs;
 use crate::config::Delivery;
+use crate::escape::{self, text};
 use crate::exit;
 use crate::generations::format_utc;
 use crate::safefs::{self, Dir, DirPolicy};
@@ -54,14 +55,17 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
         if !served.services.contains_key(s.as_str()) && !served.unservable.contains_key(s.as_str())
         {
             return Err(CommandError::Usage(format!(
-                "no service named `{s}` in the configuration (known: {})",
-                served
-                    .services
-                    .keys()
-                    .chain(served.unservable.keys())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "no service named `{}` in the configuration (known: {})",
+                text(s),
+                text(
+                    &served
+                        .services
+                        .keys()
+                        .chain(served.unservable.keys())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             )));
         }
     }
@@ -133,14 +137,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     let mut human = String::new();
     for s in &out {
         let yes = |b: bool| if b { "yes" } else { "NO" };
-        let _ = writeln!(human, "{} ({})", s.service, s.unit);
+        let _ = writeln!(human, "{} ({})", text(&s.service), text(&s.unit));
         if let Some(e) = &s.definition_error {
             let _ = writeln!(
                 human,
-                "  definition:    BROKEN, served from its last good definition (shown below): {e}"
+                "  definition:    BROKEN, served from its last good definition (shown below): {}",
+                text(e)
             );
         }
-        let _ = writeln!(human, "  user:          {}", s.user);
+        let _ = writeln!(human, "  user:          {}", text(&s.user));
         let _ = writeln!(
             human,
             "  delivery:      {}{}",
@@ -150,10 +155,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             },
             s.env_file
                 .as_ref()
-                .map(|p| format!(" ({})", p.display()))
+                .map(|p| format!(" ({})", escape::Shown(p)))
                 .unwrap_or_default()
         );
-        let _ = writeln!(human, "  credentials:   {}", s.credentials.join(", "));
+        let _ = writeln!(
+            human,
+            "  credentials:   {}",
+            text(&s.credentials.join(", "))
+        );
         let _ = writeln!(
             human,
             "  last apply:    {}",
@@ -176,7 +185,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             human,
             "  drop-in:       {} ({})",
             yes(s.dropin_present),
-            s.dropin.display()
+            escape::Shown(&s.dropin)
         );
         let _ = writeln!(
             human,
@@ -197,7 +206,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
         let _ = writeln!(
             human,
             "{}\n  definition:    BROKEN and never applied, so NOT served: {}",
-            n.service, n.error
+            text(&n.service),
+            text(&n.error)
         );
     }
     if out.is_empty() && not_served.is_empty() {
