@@ -33,4 +33,5 @@ pub mod stamp;
 pub mod state;
 pub mod systemd;
 pub mod systemd_creds;
+pub mod unitfile;
 pub mod users;
