@@ -298,7 +298,7 @@ fn run(
             .iter()
             .map(|&i| plans[i].service.unit.as_str())
             .collect();
-        let runs_as = runas::units(manager, root, &loader.dropin_dir, &units);
+        let runs_as = runas::units(manager, root, &units);
         for (&i, r) in owner_check.iter().zip(&runs_as) {
             let plan = &mut plans[i];
             let owner = plan.account.expect("checked");

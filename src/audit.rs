@@ -18,6 +18,7 @@ use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{FileId, Served, State};
 use crate::systemd::Manager;
 use crate::systemd_creds;
+use crate::unitfile;
 use crate::users::Accounts;
 
 /// Expiry closer than this is a warning.
@@ -58,32 +59,6 @@ impl Findings {
     }
 }
 
-/// Where unit files are looked for, in systemd's order of precedence.
-pub const UNIT_PATHS: &[&str] = &[
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-];
-
-fn search_dirs(dropin_dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![dropin_dir.to_path_buf()];
-    for p in UNIT_PATHS {
-        if Path::new(p) != dropin_dir {
-            v.push(PathBuf::from(p));
-        }
-    }
-    v
-}
-
-/// The template of an instance (`a@1.service` → `a@.service`).
-fn template(unit: &str) -> Option<String> {
-    let (stem, rest) = unit.split_once('@')?;
-    let suffix = rest.rsplit_once('.').map(|(_, s)| s)?;
-    Some(format!("{stem}@.{suffix}"))
-}
-
 /// Reads a system file beneath `root`; an absolute symlink (common for
 /// units) is resolved beneath the root, one level deep.
 fn read_system(root: &Root, path: &Path) -> Option<String> {
@@ -103,51 +78,25 @@ fn read_system(root: &Root, path: &Path) -> Option<String> {
     }
 }
 
-/// The unit's file (system path) and text, if it exists anywhere.
-pub fn unit_file(root: &Root, dropin_dir: &Path, unit: &str) -> Option<(PathBuf, String)> {
-    let names: Vec<String> = std::iter::once(unit.to_string())
-        .chain(template(unit))
-        .collect();
-    for name in &names {
-        for dir in search_dirs(dropin_dir) {
-            let p = dir.join(name);
-            if let Some(text) = read_system(root, &p) {
-                return Some((p, text));
-            }
-        }
-    }
-    None
+/// The unit's file (system path) and text: the fragment PID 1 would load
+/// (see [`crate::unitfile`]), if there is one.
+pub fn unit_file(root: &Root, unit: &str) -> Option<(PathBuf, String)> {
+    let path = unitfile::load(root.base(), unit).fragment?;
+    let text = read_system(root, &path)?;
+    Some((path, text))
 }
 
-/// Every `*.conf` drop-in of `unit` (system paths and texts), sorted by name.
-pub fn dropins(root: &Root, dropin_dir: &Path, unit: &str) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let names: Vec<String> = std::iter::once(unit.to_string())
-        .chain(template(unit))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for name in &names {
-        for dir in search_dirs(dropin_dir) {
-            let d = dir.join(format!("{name}.d"));
-            let Ok(entries) = std::fs::read_dir(root.host(&d)) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| d.join(e.file_name()))
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                .collect();
-            files.sort();
-            for f in files {
-                if seen.insert(f.clone()) {
-                    if let Some(t) = read_system(root, &f) {
-                        out.push((f, t));
-                    }
-                }
-            }
-        }
-    }
-    out
+/// Every drop-in of `unit` (system paths and texts), in the order PID 1
+/// applies them.
+pub fn dropins(root: &Root, unit: &str) -> Vec<(PathBuf, String)> {
+    unitfile::load(root.base(), unit)
+        .dropins
+        .into_iter()
+        .filter_map(|p| {
+            let text = read_system(root, &p)?;
+            Some((p, text))
+        })
+        .collect()
 }
 
 /// `(key, value)` of each assignment line in a unit file text.
@@ -160,15 +109,6 @@ pub fn assignments(text: &str) -> impl Iterator<Item = (&str, &str)> {
         let (k, v) = l.split_once('=')?;
         Some((k.trim(), v.trim()))
     })
-}
-
-/// Does an `Exec*=` value run with full privileges (`+` or `!` prefix)?
-pub fn privileged_exec(value: &str) -> bool {
-    let prefix: String = value
-        .chars()
-        .take_while(|c| "@-:+!|".contains(*c))
-        .collect();
-    prefix.contains('+') || prefix.contains('!')
 }
 
 /// The first symlink on the way to `path` beneath `root`, if any.
@@ -627,7 +567,7 @@ fn service_checks(
     }
 
     // The unit must exist.
-    let unit = unit_file(root, &loader.dropin_dir, &s.unit);
+    let unit = unit_file(root, &s.unit);
     let loaded = manager
         .property(&s.unit, "LoadState")
         .is_some_and(|l| l == "loaded");
@@ -647,7 +587,7 @@ fn service_checks(
     }
 
     // Legacy EnvironmentFile= drop-ins (privileged Exec lines: `runas`).
-    let drops = dropins(root, &loader.dropin_dir, &s.unit);
+    let drops = dropins(root, &s.unit);
     for (path, text) in &drops {
         if *path == ours {
             continue;
@@ -679,7 +619,7 @@ fn service_checks(
     }
     if let (Delivery::Env, Some(accounts)) = (s.delivery, accounts) {
         if let Ok(owner) = accounts.lookup(&s.user, s.group.as_deref()) {
-            let runs_as = runas::units(manager, root, &loader.dropin_dir, &[&s.unit]);
+            let runs_as = runas::units(manager, root, &[&s.unit]);
             if let Some((problem, fix)) = runas::mismatch(s, owner, &runs_as[0], accounts) {
                 f.add(Severity::Error, subject.clone(), problem, fix);
             }

@@ -794,6 +794,155 @@ fn an_env_file_is_never_handed_to_a_user_the_unit_does_not_run_as() {
     );
 }
 
+/// Issue #13: the owner check reads an image's unit files the way PID 1
+/// does (`src/unitfile.rs`, proved against a real PID 1 by
+/// `tests/e2e_unitfile.rs`), and refuses what it cannot decide.
+#[test]
+fn the_owner_check_reads_unit_files_as_pid1_does_and_refuses_what_it_cannot_tell() {
+    let t = Tree::new();
+    let unit = |path: &str, body: &str| t.write(path, body.as_bytes(), 0o644);
+    let run = "ExecStart=/bin/sleep infinity\n";
+    // Drop-ins apply by file name across directories: the admin's 60- in
+    // /etc comes after the vendor's 10- in /usr/lib, so this runs as root.
+    unit(
+        "/usr/lib/systemd/system/reordered.service",
+        &format!("[Service]\nUser=qt\n{run}"),
+    );
+    unit(
+        "/usr/lib/systemd/system/reordered.service.d/10-vendor.conf",
+        "[Service]\nUser=qt\n",
+    );
+    unit(
+        "/etc/systemd/system/reordered.service.d/60-override.conf",
+        "[Service]\nUser=root\n",
+    );
+    // Only [Service] counts: User= under [Install] runs nothing as qt.
+    unit(
+        "/etc/systemd/system/installed.service",
+        &format!("[Service]\n{run}[Install]\nUser=qt\nWantedBy=multi-user.target\n"),
+    );
+    // A dash-prefix drop-in (`dashed-.service.d`) applies to dashed-x.
+    unit(
+        "/etc/systemd/system/dashed-x.service",
+        &format!("[Service]\nUser=qt\n{run}"),
+    );
+    unit(
+        "/etc/systemd/system/dashed-.service.d/10.conf",
+        "[Service]\nUser=\n",
+    );
+    // A continuation line: `User=q` + `t` is the user "q t", not qt.
+    unit(
+        "/etc/systemd/system/continued.service",
+        &format!("[Service]\n{run}User=q\\\nt\n"),
+    );
+    // A user the image does not know, and one only the running system knows.
+    unit(
+        "/etc/systemd/system/ghost.service",
+        &format!("[Service]\nUser=ghost\n{run}"),
+    );
+    unit(
+        "/etc/systemd/system/hostname.service",
+        &format!("[Service]\nUser=%H\n{run}"),
+    );
+    // Fine: a template's instance named after its user, and an override
+    // that sorts last and makes the unit qt's.
+    unit(
+        "/usr/lib/systemd/system/worker@.service",
+        &format!("[Service]\nUser=%i\n{run}"),
+    );
+    unit(
+        "/usr/lib/systemd/system/back.service",
+        &format!("[Service]\n{run}"),
+    );
+    unit(
+        "/etc/systemd/system/back.service.d/override.conf",
+        "[Service]\nUser=qt\n",
+    );
+    for name in [
+        "reordered",
+        "installed",
+        "dashed-x",
+        "continued",
+        "ghost",
+        "hostname",
+        "back",
+    ] {
+        t.config(&format!("{name}.toml"), &service(name, "qt", &["K"]));
+    }
+    t.config(
+        "worker.toml",
+        "[services.worker]\nunit = \"worker@qt.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\n",
+    );
+    t.seal("K", b"value-k");
+
+    let run = t.credloader(&["apply", "--json"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let j = run.json();
+    let error = |name: &str| {
+        j["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (name, why) in [
+        (
+            "reordered",
+            "reordered.service runs as root, but its env file belongs to qt",
+        ),
+        (
+            "installed",
+            "installed.service runs as root (it has no User=)",
+        ),
+        (
+            "dashed-x",
+            "dashed-x.service runs as root (it has no User=)",
+        ),
+        (
+            "continued",
+            "continued.service runs as q t, a user this system does not know",
+        ),
+        (
+            "ghost",
+            "ghost.service runs as ghost, a user this system does not know",
+        ),
+        ("hostname", "cannot tell whom hostname.service runs as"),
+    ] {
+        assert!(error(name).contains(why), "{name}: {}", error(name));
+        assert!(!t.exists(&format!("/run/credloader/{name}.env")), "{name}");
+    }
+    assert!(error("hostname").contains("%H"), "{}", error("hostname"));
+    assert!(
+        error("hostname").contains("set `user = \"root\"`"),
+        "{}",
+        error("hostname")
+    );
+    for fine in ["worker", "back"] {
+        assert_eq!(error(fine), "", "{fine}");
+        assert_eq!(
+            t.owner_mode(&format!("/run/credloader/{fine}.env")).0,
+            QT_UID
+        );
+    }
+    let warnings = j["warnings"].to_string();
+    assert!(
+        !warnings.contains("could not tell whom worker@qt"),
+        "{warnings}"
+    );
+
+    // `check` reads the units the same way.
+    let check = t.credloader(&["check"]);
+    assert_eq!(check.code, 1, "{check:#?}");
+    assert!(
+        check.all().contains("reordered.service runs as root"),
+        "{check:#?}"
+    );
+}
+
 #[test]
 fn a_service_removed_from_the_config_loses_its_files() {
     let t = Tree::new();

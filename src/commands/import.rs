@@ -38,7 +38,6 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<Output, CommandError> {
     let loader = existing.loader.clone();
     let legacy = import::inspect(
         &ctx.root,
-        &loader,
         &args.env_file,
         &args.unit,
         args.dropin.as_deref(),
