@@ -560,6 +560,11 @@ fn run(
             }
         }
     }
+    // Something loaded after credloader's env file would win over it.
+    let served: Vec<&Service> = plans.iter().map(|p| p.service).collect();
+    report
+        .warnings
+        .extend(crate::overrides::warnings(manager, root, loader, &served));
     Ok(report)
 }
 

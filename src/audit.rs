@@ -446,9 +446,38 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     for s in served.services.values() {
         service_checks(&mut f, config, root, manager, s, &state, accounts.as_ref());
     }
+    let services: Vec<&Service> = served.services.values().copied().collect();
+    override_findings(&mut f, root, manager, loader, &services);
 
     f.0.sort_by(|a, b| (a.severity, &a.subject).cmp(&(b.severity, &b.subject)));
     f.0
+}
+
+/// Whatever in a consumer's unit wins over credloader's env file: an error
+/// when it keeps the service from getting credloader's values.
+fn override_findings(
+    f: &mut Findings,
+    root: &Root,
+    manager: Manager,
+    loader: &crate::config::Loader,
+    services: &[&Service],
+) {
+    let found = crate::overrides::find(manager, root, loader, services);
+    for (s, found) in services.iter().zip(found) {
+        for o in found {
+            let severity = if o.blocks() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            f.add(
+                severity,
+                format!("service {}", s.name),
+                o.problem(root, s),
+                o.fix(root, s),
+            );
+        }
+    }
 }
 
 /// Whether `dir` (or, if it does not exist yet, its nearest existing

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod logging;
 pub mod manifest;
 pub mod names;
+pub mod overrides;
 pub mod root;
 pub mod rotation;
 pub mod runas;

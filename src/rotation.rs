@@ -23,6 +23,7 @@ use crate::creds::{hex_digest, Store};
 use crate::generations::{History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
+use crate::overrides;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError, Owner};
 use crate::secret::Secret;
@@ -569,6 +570,9 @@ impl Verified {
                     .unwrap_or_else(|| "none configured".into()),
                 if c.ok { "" } else { "  => FAILED" }
             );
+            for o in &c.overridden {
+                let _ = writeln!(out, "  overridden: {o}");
+            }
         }
         out
     }
@@ -583,6 +587,9 @@ pub struct Check {
     pub unit_state: String,
     pub unit_ok: bool,
     pub health: Option<health::Outcome>,
+    /// What in its unit wins over credloader's env file (it then does not
+    /// get the new value, so it does not verify).
+    pub overridden: Vec<String>,
     pub ok: bool,
 }
 
@@ -626,6 +633,14 @@ pub fn apply_and_verify(
         jobs: 0,
     };
     let report = apply::apply_locked(config, root, manager, &opts, held)?;
+    // Something loaded after its env file that wins over it: the consumer
+    // keeps the value it had, whatever its unit and health check say.
+    let consumers: Vec<&Service> = report
+        .services
+        .iter()
+        .map(|s| &served.services[&s.service])
+        .collect();
+    let mut overridden = overrides::find(manager, root, &config.loader, &consumers).into_iter();
     let mut checks = Vec::new();
     for s in &report.services {
         let service = &served.services[&s.service];
@@ -647,13 +662,21 @@ pub fn apply_and_verify(
                 .as_ref()
                 .map(|argv| run_health(root, config, manager, service, argv))
         };
-        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed());
+        let overridden: Vec<String> = overridden
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .filter(|o| o.blocks())
+            .map(|o| o.problem(root, service))
+            .collect();
+        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed()) && overridden.is_empty();
         checks.push(Check {
             service: s.service.clone(),
             unit: s.unit.clone(),
             unit_state,
             unit_ok,
             health,
+            overridden,
             ok,
         });
     }

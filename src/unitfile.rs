@@ -45,7 +45,6 @@ pub mod words;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-pub use fs::read_regular;
 pub use service::{Command, EnvironmentFile, ExecFlags, Origin, Service, Setting, EXEC_KEYS};
 
 use fs::{Contents, Sys};
@@ -127,6 +126,12 @@ pub struct Lookup {
 /// Loads `unit` from the system beneath `base` (`/` for the running one).
 pub fn load(base: &Path, unit: &str) -> Unit {
     Lookup::new(base).unit(unit)
+}
+
+/// Where the system path `path` of the system beneath `base` is on this
+/// machine, its symlinks followed as PID 1 would follow them there.
+pub fn host_path(base: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    Sys::new(base).resolve(path)
 }
 
 impl Lookup {

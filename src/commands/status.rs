@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{CommandError, Context, Output};
 use crate::cli::StatusArgs;
-use crate::config::Delivery;
+use crate::config::{Delivery, Service};
 use crate::exit;
 use crate::generations::format_utc;
 use crate::safefs::{self, Dir, DirPolicy};
@@ -36,6 +36,19 @@ pub struct ServiceStatus {
     /// Its own definition is broken: what is wrong and the file to fix. It
     /// is served from the definition it was last applied from (shown here).
     pub definition_error: Option<String>,
+    /// What in its unit wins over credloader's env file (see
+    /// `crate::overrides`).
+    pub overridden: Vec<Overridden>,
+}
+
+/// One thing that takes a variable from credloader's env file.
+#[derive(Debug, Serialize)]
+pub struct Overridden {
+    pub problem: String,
+    pub fix: String,
+    /// It keeps the service from getting credloader's values (a rotation
+    /// does not verify while it is there).
+    pub blocks: bool,
 }
 
 /// A service whose definition is broken and that was never applied.
@@ -67,11 +80,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     }
     let wanted = |name: &str| args.services.is_empty() || args.services.iter().any(|s| s == name);
     let manager = ctx.manager();
+    let shown: Vec<&Service> = served
+        .services
+        .values()
+        .copied()
+        .filter(|s| wanted(&s.name))
+        .collect();
+    let overrides = crate::overrides::find(manager, &ctx.root, &config.loader, &shown);
     let mut out = Vec::new();
-    for service in served.services.values().copied() {
-        if !wanted(&service.name) {
-            continue;
-        }
+    for (service, found) in shown.iter().copied().zip(overrides) {
         let rec = state.services.get(&service.name);
         let env_file = (service.delivery == Delivery::Env).then(|| service.env_file.clone());
         let env_file_matches = match (&env_file, rec) {
@@ -119,6 +136,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .stored
                 .get(service.name.as_str())
                 .map(|p| state::describe(p)),
+            overridden: found
+                .iter()
+                .map(|o| Overridden {
+                    problem: o.problem(&ctx.root, service),
+                    fix: o.fix(&ctx.root, service),
+                    blocks: o.blocks(),
+                })
+                .collect(),
         });
     }
     let not_served: Vec<NotServed> = served
@@ -192,6 +217,17 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .clone()
                 .unwrap_or_else(|| "unknown (no running systemd)".into())
         );
+        if s.delivery == Delivery::Env && s.overridden.is_empty() {
+            let _ = writeln!(human, "  overridden:    no");
+        }
+        for o in &s.overridden {
+            let what = if o.blocks { "YES" } else { "maybe" };
+            let _ = writeln!(
+                human,
+                "  overridden:    {what}: {}\n    fix: {}",
+                o.problem, o.fix
+            );
+        }
     }
     for n in &not_served {
         let _ = writeln!(

@@ -126,7 +126,7 @@ fn components(p: &Path) -> Vec<PathBuf> {
 /// Reads `host` if it is a regular file of at most `limit` bytes; `None`
 /// for a character device. Opened without blocking, so a FIFO planted at
 /// the path cannot hang the reader.
-pub fn read_regular(host: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+fn read_regular(host: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
     let t = std::fs::metadata(host)?.file_type();
     if t.is_char_device() {
         return Ok(None);
