@@ -75,6 +75,17 @@ impl Override {
         }
     }
 
+    /// The managed variables of `s` it takes from credloader's file (none
+    /// when it does not [block](Override::blocks)).
+    pub fn takes(&self, s: &Service) -> Vec<String> {
+        match &self.kind {
+            Kind::Sets { vars, .. } => vars.clone(),
+            Kind::Unsets { var, .. } if self.blocks() => vec![var.clone()],
+            _ if self.blocks() => managed(s),
+            _ => Vec::new(),
+        }
+    }
+
     fn at(&self, root: &Root) -> String {
         match &self.origin {
             Some(o) => format!("{}:{}", root.host(&o.file).display(), o.line),

@@ -323,7 +323,9 @@ impl Job<'_> {
             return Ok(rotation);
         }
 
-        let outcome = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
+        let verify = (rotation.consumers.as_slice(), names.as_slice());
+        let outcome = apply_and_verify(root, config, served, manager, verify, held)?;
         rotation.human.push_str(&outcome.human("apply"));
         rotation.applied = true;
         rotation.verified = Some(outcome.ok());
@@ -400,7 +402,7 @@ impl Job<'_> {
                 }
             }
         }
-        let again = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        let again = apply_and_verify(root, config, served, manager, verify, held)?;
         rotation
             .human
             .push_str(&again.human("re-apply of the previous value"));
@@ -609,14 +611,15 @@ fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
 }
 
 /// Applies to `only` (restarting what changed), then verifies each of them:
-/// its unit is active again (and restarted, when a restart was queued), and
-/// its health check passes.
+/// its unit is active again (and restarted, when a restart was queued), its
+/// health check passes, and nothing in its unit takes from it a variable
+/// that carries one of `credentials` (the ones that changed).
 pub fn apply_and_verify(
     root: &Root,
     config: &Config,
     served: &Served,
     manager: Manager,
-    only: &[String],
+    (only, credentials): (&[String], &[&str]),
     held: &Lock,
 ) -> Result<Verified, RotationError> {
     let before: BTreeMap<String, Option<UnitSnapshot>> = only
@@ -662,11 +665,12 @@ pub fn apply_and_verify(
                 .as_ref()
                 .map(|argv| run_health(root, config, manager, service, argv))
         };
+        let carried = carriers(service, credentials);
         let overridden: Vec<String> = overridden
             .next()
             .unwrap_or_default()
             .iter()
-            .filter(|o| o.blocks())
+            .filter(|o| o.takes(service).iter().any(|v| carried.contains(v)))
             .map(|o| o.problem(root, service))
             .collect();
         let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed()) && overridden.is_empty();
@@ -681,6 +685,16 @@ pub fn apply_and_verify(
         });
     }
     Ok(Verified { report, checks })
+}
+
+/// The variables of `service` that carry one of `credentials`.
+fn carriers(service: &Service, credentials: &[&str]) -> Vec<String> {
+    service
+        .vars
+        .iter()
+        .filter(|v| matches!(&v.source, Source::Credential(c) if credentials.contains(&c.as_str())))
+        .map(|v| v.name.clone())
+        .collect()
 }
 
 /// Waits (up to the service's health timeout) for its unit to be active
