@@ -119,8 +119,12 @@ enum Target {
 pub struct Lookup {
     sys: Sys,
     ids: BTreeMap<String, Target>,
-    /// Fragment name → every name resolving to it (`unit_name_map`).
-    reverse: BTreeMap<String, Vec<String>>,
+    /// Fragment name → every name resolving to it, with the file it
+    /// resolves to (`unit_name_map`; masks are left out when asked).
+    reverse: BTreeMap<String, Vec<(String, PathBuf)>>,
+    /// The `NAME.d` entries of each search directory (`unit_path_cache`):
+    /// only those are looked at for drop-ins.
+    dirs: BTreeSet<PathBuf>,
 }
 
 /// Loads `unit` from the system beneath `base` (`/` for the running one).
@@ -139,6 +143,7 @@ impl Lookup {
     pub fn new(base: &Path) -> Lookup {
         let sys = Sys::new(base);
         let mut ids = BTreeMap::new();
+        let mut dirs = BTreeSet::new();
         for dir in SEARCH_PATH {
             let dir = Path::new(dir);
             let Ok(host) = sys.resolve(dir) else { continue };
@@ -151,10 +156,13 @@ impl Lookup {
                 let Some(name) = e.file_name().to_str().map(str::to_string) else {
                     continue;
                 };
+                let Ok(t) = e.file_type() else { continue };
+                if name.ends_with(".d") && (t.is_dir() || t.is_symlink()) {
+                    dirs.insert(dir.join(&name));
+                }
                 if names::kind(&name).is_none() || ids.contains_key(&name) {
                     continue;
                 }
-                let Ok(t) = e.file_type() else { continue };
                 let target = if t.is_file() {
                     Some(Target::File(dir.join(&name)))
                 } else if t.is_symlink() {
@@ -171,6 +179,7 @@ impl Lookup {
             sys,
             ids,
             reverse: BTreeMap::new(),
+            dirs,
         };
         lookup.reverse = lookup.reverse_map();
         lookup
@@ -194,24 +203,41 @@ impl Lookup {
         None
     }
 
-    fn reverse_map(&self) -> BTreeMap<String, Vec<String>> {
-        let mut reverse: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    fn reverse_map(&self) -> BTreeMap<String, Vec<(String, PathBuf)>> {
+        let mut reverse: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
         for src in self.ids.keys() {
-            let Some(dst) = self.resolve(src) else {
+            let Some(path) = self.resolve(src) else {
                 continue;
             };
-            if self.sys.is_mask(dst) != Some(false) {
-                continue;
-            }
-            let mut dst = file_name(dst);
+            let mut dst = file_name(path);
             if names::kind(&dst) == Some(Kind::Template) {
                 if let Some(i) = names::instance(src) {
                     dst = names::with_instance(&dst, i);
                 }
             }
-            reverse.entry(dst).or_default().push(src.clone());
+            reverse
+                .entry(dst)
+                .or_default()
+                .push((src.clone(), path.clone()));
         }
         reverse
+    }
+
+    /// The names that resolve to the fragment named `key`, leaving out
+    /// those whose file is a mask or cannot be looked at.
+    fn aliases(&self, key: &str) -> Vec<&str> {
+        let mut masks: BTreeMap<&Path, bool> = BTreeMap::new();
+        self.reverse
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, path)| {
+                *masks
+                    .entry(path)
+                    .or_insert_with(|| self.sys.is_mask(path) == Some(false))
+            })
+            .map(|(src, _)| src.as_str())
+            .collect()
     }
 
     /// `add_names`: `name` itself (with the instance when it is a
@@ -225,7 +251,7 @@ impl Lookup {
             };
             push_new(out, own);
         }
-        for alias in self.reverse.get(key).into_iter().flatten() {
+        for alias in self.aliases(key) {
             match (inst, names::kind(alias)) {
                 (Some(i), Some(Kind::Template)) => {
                     let n = names::with_instance(alias, i);
@@ -236,7 +262,7 @@ impl Lookup {
                         push_new(out, n);
                     }
                 }
-                _ => push_new(out, alias.clone()),
+                _ => push_new(out, alias.to_string()),
             }
         }
     }
@@ -359,9 +385,11 @@ impl Lookup {
     /// its template's and its dash prefixes' (`unit_file_find_dirs`).
     fn name_dirs(&self, search: &Path, name: &str, out: &mut Vec<PathBuf>) {
         let d = search.join(format!("{name}.d"));
-        if let Ok(real) = self.sys.chase(&d) {
-            if self.sys.host(&real).is_dir() {
-                out.push(real);
+        if self.dirs.contains(&d) {
+            if let Ok(real) = self.sys.chase(&d) {
+                if self.sys.host(&real).is_dir() {
+                    out.push(real);
+                }
             }
         }
         if let Some(t) = names::template(name) {
@@ -387,6 +415,9 @@ impl Lookup {
         let type_group = unit.names.len();
         for search in SEARCH_PATH {
             let d = Path::new(search).join(format!("{}.d", names::unit_type(&unit.id)));
+            if !self.dirs.contains(&d) {
+                continue;
+            }
             if let Ok(real) = self.sys.chase(&d) {
                 if self.sys.host(&real).is_dir() {
                     dirs.push((type_group, real));
