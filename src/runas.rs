@@ -180,7 +180,8 @@ fn from_unit(root: &Root, unit: &Unit) -> RunsAs {
 }
 
 /// Why `owner` must not own the env file of `service`, whose unit runs as
-/// `runs_as`, and the fix; `None` when it may (or when that cannot be told).
+/// `runs_as`, and the fix; `None` when it may (or when nothing runs the
+/// unit yet).
 pub fn mismatch(
     service: &Service,
     owner: Account,
@@ -190,84 +191,90 @@ pub fn mismatch(
     if owner.uid == 0 {
         return None;
     }
-    if let RunsAs::Privileged(how) = runs_as {
-        return Some((
-            format!(
-                "{unit} runs commands with full privileges ({how}), and its env file belongs to \
-                 {owner}, who could add variables such as LD_PRELOAD to it and so run code as root",
-                unit = service.unit,
-                how = how.join(", "),
-                owner = service.user,
-            ),
-            format!(
-                "drop the `+`/`!` prefixes (and PermissionsStartOnly=) from {unit}, set \
-                 `user = \"root\"` for service {name} ({origin}), or use `delivery = \"credential\"`",
-                unit = service.unit,
-                name = service.name,
-                origin = service.origin,
-            ),
-        ));
-    }
-    if let RunsAs::Undecided(why) = runs_as {
-        return Some((
-            format!(
-                "cannot tell whom {unit} runs as ({why}), so its env file cannot go to {owner}, \
-                 who could add variables such as LD_PRELOAD to it",
-                unit = service.unit,
-                owner = service.user,
-            ),
-            format!(
-                "fix {unit} so that its user is plain (`systemctl cat {unit}`), or set `user = \
-                 \"root\"` for service {name} ({origin}; PID 1 reads env files as root, so the \
-                 service still gets them), or use `delivery = \"credential\"`",
-                unit = service.unit,
-                name = service.name,
-                origin = service.origin,
-            ),
-        ));
-    }
-    let RunsAs::User(user) = runs_as else {
-        return None;
-    };
-    let uid = if user.is_empty() || user == "root" {
-        0
-    } else if let Ok(uid) = user.parse::<u32>() {
-        uid
-    } else if let Ok(a) = accounts.lookup(user, None) {
-        a.uid
-    } else {
-        return Some((
-            format!(
-                "{unit} runs as {user}, a user this system does not know, so credloader cannot \
-                 tell whether {owner} is that user; its env file is not handed to {owner}",
-                unit = service.unit,
-                owner = service.user,
-            ),
-            format!(
-                "create user {user} (`useradd --system {user}`) and set `user = \"{user}\"` for \
-                 service {name} ({origin}), or fix `User=` in {unit}",
-                name = service.name,
-                origin = service.origin,
-                unit = service.unit,
-            ),
-        ));
-    };
-    if uid == owner.uid {
-        return None;
-    }
-    let (who, as_whom) = if uid == 0 {
-        (
-            if user.is_empty() {
-                "root (it has no User=)".to_string()
+    match runs_as {
+        RunsAs::Privileged(how) => Some(privileged(service, how)),
+        RunsAs::Undecided(why) => Some(undecided(service, why)),
+        RunsAs::User(user) => {
+            let uid = if user.is_empty() || user == "root" {
+                0
+            } else if let Ok(uid) = user.parse::<u32>() {
+                uid
             } else {
-                "root".to_string()
-            },
-            "root".to_string(),
-        )
-    } else {
-        (user.clone(), user.clone())
+                match accounts.lookup(user, None) {
+                    Ok(a) => a.uid,
+                    Err(_) => return Some(unknown_user(service, user)),
+                }
+            };
+            (uid != owner.uid).then(|| other_user(service, user, uid))
+        }
+        RunsAs::Dynamic | RunsAs::Unknown => None,
+    }
+}
+
+fn privileged(service: &Service, how: &[String]) -> (String, String) {
+    (
+        format!(
+            "{unit} runs commands with full privileges ({how}), and its env file belongs to \
+             {owner}, who could add variables such as LD_PRELOAD to it and so run code as root",
+            unit = service.unit,
+            how = how.join(", "),
+            owner = service.user,
+        ),
+        format!(
+            "drop the `+`/`!` prefixes (and PermissionsStartOnly=) from {unit}, set \
+             `user = \"root\"` for service {name} ({origin}), or use `delivery = \"credential\"`",
+            unit = service.unit,
+            name = service.name,
+            origin = service.origin,
+        ),
+    )
+}
+
+fn undecided(service: &Service, why: &str) -> (String, String) {
+    (
+        format!(
+            "cannot tell whom {unit} runs as ({why}), so its env file cannot go to {owner}, \
+             who could add variables such as LD_PRELOAD to it",
+            unit = service.unit,
+            owner = service.user,
+        ),
+        format!(
+            "fix {unit} so that its user is plain (`systemctl cat {unit}`), or set `user = \
+             \"root\"` for service {name} ({origin}; PID 1 reads env files as root, so the \
+             service still gets them), or use `delivery = \"credential\"`",
+            unit = service.unit,
+            name = service.name,
+            origin = service.origin,
+        ),
+    )
+}
+
+fn unknown_user(service: &Service, user: &str) -> (String, String) {
+    (
+        format!(
+            "{unit} runs as {user}, a user this system does not know, so credloader cannot \
+             tell whether {owner} is that user; its env file is not handed to {owner}",
+            unit = service.unit,
+            owner = service.user,
+        ),
+        format!(
+            "create user {user} (`useradd --system {user}`) and set `user = \"{user}\"` for \
+             service {name} ({origin}), or fix `User=` in {unit}",
+            name = service.name,
+            origin = service.origin,
+            unit = service.unit,
+        ),
+    )
+}
+
+/// The unit runs as `user` (uid `uid`), not as the env file's owner.
+fn other_user(service: &Service, user: &str, uid: u32) -> (String, String) {
+    let (who, as_whom) = match (uid, user.is_empty()) {
+        (0, true) => ("root (it has no User=)", "root"),
+        (0, false) => ("root", "root"),
+        _ => (user, user),
     };
-    Some((
+    (
         format!(
             "{unit} runs as {who}, but its env file belongs to {owner}, who could add variables \
              such as LD_PRELOAD to it and so run code as {as_whom}",
@@ -276,13 +283,13 @@ pub fn mismatch(
         ),
         format!(
             "set `user = \"{fix_user}\"` for service {name} ({origin}), or `User={owner}` in {unit}",
-            fix_user = if uid == 0 { "root" } else { user.as_str() },
+            fix_user = if uid == 0 { "root" } else { user },
             name = service.name,
             origin = service.origin,
             owner = service.user,
             unit = service.unit,
         ),
-    ))
+    )
 }
 
 /// What to tell the operator when `runs_as` leaves the owner check unable

@@ -10,6 +10,8 @@ use crate::cli::StatusArgs;
 use crate::config::{Delivery, Service};
 use crate::exit;
 use crate::generations::format_utc;
+use crate::overrides::Override;
+use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{self, FileId, Served, State};
 use crate::systemd::Manager;
@@ -49,6 +51,34 @@ pub struct Overridden {
     /// It keeps the service from getting credloader's values (a rotation
     /// does not verify while it is there).
     pub blocks: bool,
+}
+
+impl Overridden {
+    fn all(root: &Root, service: &Service, found: &[Override]) -> Vec<Overridden> {
+        found
+            .iter()
+            .map(|o| Overridden {
+                problem: o.problem(root, service),
+                fix: o.fix(root, service),
+                blocks: o.blocks(),
+            })
+            .collect()
+    }
+
+    /// The `overridden:` lines of one service.
+    fn human(out: &mut String, s: &ServiceStatus) {
+        if s.delivery == Delivery::Env && s.overridden.is_empty() {
+            let _ = writeln!(out, "  overridden:    no");
+        }
+        for o in &s.overridden {
+            let what = if o.blocks { "YES" } else { "maybe" };
+            let _ = writeln!(
+                out,
+                "  overridden:    {what}: {}\n    fix: {}",
+                o.problem, o.fix
+            );
+        }
+    }
 }
 
 /// A service whose definition is broken and that was never applied.
@@ -136,14 +166,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .stored
                 .get(service.name.as_str())
                 .map(|p| state::describe(p)),
-            overridden: found
-                .iter()
-                .map(|o| Overridden {
-                    problem: o.problem(&ctx.root, service),
-                    fix: o.fix(&ctx.root, service),
-                    blocks: o.blocks(),
-                })
-                .collect(),
+            overridden: Overridden::all(&ctx.root, service, &found),
         });
     }
     let not_served: Vec<NotServed> = served
@@ -217,17 +240,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .clone()
                 .unwrap_or_else(|| "unknown (no running systemd)".into())
         );
-        if s.delivery == Delivery::Env && s.overridden.is_empty() {
-            let _ = writeln!(human, "  overridden:    no");
-        }
-        for o in &s.overridden {
-            let what = if o.blocks { "YES" } else { "maybe" };
-            let _ = writeln!(
-                human,
-                "  overridden:    {what}: {}\n    fix: {}",
-                o.problem, o.fix
-            );
-        }
+        Overridden::human(&mut human, s);
     }
     for n in &not_served {
         let _ = writeln!(
