@@ -12,12 +12,14 @@
 //! "succeeds" while the service keeps the old key. `Environment=` never
 //! wins, and is not reported.
 //!
-//! The unit files are read as PID 1 reads them ([`crate::unitfile`]); on a
-//! running system, the files systemd has actually loaded (`systemctl show -p
-//! EnvironmentFiles,UnsetEnvironment`) are checked too, for a unit changed
-//! without a `daemon-reload`. `apply` warns, `status` shows and `check`
-//! reports what is found; `rotate` and `rollback` do not count a consumer
-//! verified while something [blocks](Override::blocks) its new value.
+//! The unit files are read as PID 1 reads them ([`crate::unitfile`]); given
+//! a running manager, the files systemd has actually loaded (`systemctl show
+//! -p EnvironmentFiles,UnsetEnvironment`) are checked too, for a unit changed
+//! without a `daemon-reload` (`status`, `check`, `rotate`; apply reads the
+//! files only, since `show` costs several D-Bus calls per unit). `apply`
+//! warns, `status` shows and `check` reports what is found; `rotate` and
+//! `rollback` do not count a consumer verified while something takes the
+//! rotated credential's variable from it ([`Override::takes`]).
 
 use std::collections::BTreeSet;
 use std::fs::File;

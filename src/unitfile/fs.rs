@@ -3,6 +3,8 @@
 //! system (an absolute target is taken beneath the image, `..` stops at its
 //! root), as `chase_symlinks` with a root directory does.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -16,6 +18,9 @@ pub const MAX_FILE: u64 = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct Sys {
     base: PathBuf,
+    /// Directories already resolved (the same search and `.d` directories
+    /// are walked for every file in them).
+    dirs: RefCell<HashMap<PathBuf, PathBuf>>,
 }
 
 /// A file's contents, as PID 1 would read them.
@@ -30,6 +35,7 @@ impl Sys {
     pub fn new(base: &Path) -> Sys {
         Sys {
             base: base.to_path_buf(),
+            dirs: RefCell::default(),
         }
     }
 
@@ -41,6 +47,32 @@ impl Sys {
     /// `p` with every symlink on it resolved on the system (the result is
     /// a system path); missing components are kept as they are.
     pub fn chase(&self, p: &Path) -> io::Result<PathBuf> {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return self.walk(p);
+        };
+        if parent.as_os_str().is_empty() || parent == Path::new("/") {
+            return self.walk(p);
+        }
+        let cached = self.dirs.borrow().get(parent).cloned();
+        let real = match cached {
+            Some(r) => r,
+            None => {
+                let r = self.walk(parent)?;
+                self.dirs
+                    .borrow_mut()
+                    .insert(parent.to_path_buf(), r.clone());
+                r
+            }
+        };
+        let next = real.join(name);
+        match std::fs::symlink_metadata(self.host(&next)) {
+            Ok(m) if m.file_type().is_symlink() => self.walk(&next),
+            _ => Ok(next),
+        }
+    }
+
+    /// [`Sys::chase`], component by component.
+    fn walk(&self, p: &Path) -> io::Result<PathBuf> {
         let mut done = PathBuf::from("/");
         let mut todo: Vec<PathBuf> = components(p);
         let mut hops = 0;
