@@ -35,7 +35,7 @@ test-unit: deps
 
 ## Only the tests that boot a real systemd.
 test-e2e: deps
-	$(CARGO) test --test e2e --test testbed_smoke
+	$(CARGO) test --test e2e --test e2e_unitfile --test e2e_overrides --test testbed_smoke
 
 ## The hardening suite at full length (docs/threat-model.md): 1,000 crash
 ## kills and ten times the generated inputs. Fuzzing: see fuzz/README.md.

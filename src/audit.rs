@@ -20,6 +20,7 @@ use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{FileId, Served, State};
 use crate::systemd::Manager;
 use crate::systemd_creds;
+use crate::unitfile;
 use crate::users::Accounts;
 
 /// Expiry closer than this is a warning.
@@ -60,32 +61,6 @@ impl Findings {
     }
 }
 
-/// Where unit files are looked for, in systemd's order of precedence.
-pub const UNIT_PATHS: &[&str] = &[
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-];
-
-fn search_dirs(dropin_dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![dropin_dir.to_path_buf()];
-    for p in UNIT_PATHS {
-        if Path::new(p) != dropin_dir {
-            v.push(PathBuf::from(p));
-        }
-    }
-    v
-}
-
-/// The template of an instance (`a@1.service` → `a@.service`).
-fn template(unit: &str) -> Option<String> {
-    let (stem, rest) = unit.split_once('@')?;
-    let suffix = rest.rsplit_once('.').map(|(_, s)| s)?;
-    Some(format!("{stem}@.{suffix}"))
-}
-
 /// Reads a system file beneath `root`; an absolute symlink (common for
 /// units) is resolved beneath the root, one level deep.
 fn read_system(root: &Root, path: &Path) -> Option<String> {
@@ -105,51 +80,25 @@ fn read_system(root: &Root, path: &Path) -> Option<String> {
     }
 }
 
-/// The unit's file (system path) and text, if it exists anywhere.
-pub fn unit_file(root: &Root, dropin_dir: &Path, unit: &str) -> Option<(PathBuf, String)> {
-    let names: Vec<String> = std::iter::once(unit.to_string())
-        .chain(template(unit))
-        .collect();
-    for name in &names {
-        for dir in search_dirs(dropin_dir) {
-            let p = dir.join(name);
-            if let Some(text) = read_system(root, &p) {
-                return Some((p, text));
-            }
-        }
-    }
-    None
+/// The unit's file (system path) and text: the fragment PID 1 would load
+/// (see [`crate::unitfile`]), if there is one.
+pub fn unit_file(root: &Root, unit: &str) -> Option<(PathBuf, String)> {
+    let path = unitfile::load(root.base(), unit).fragment?;
+    let text = read_system(root, &path)?;
+    Some((path, text))
 }
 
-/// Every `*.conf` drop-in of `unit` (system paths and texts), sorted by name.
-pub fn dropins(root: &Root, dropin_dir: &Path, unit: &str) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let names: Vec<String> = std::iter::once(unit.to_string())
-        .chain(template(unit))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for name in &names {
-        for dir in search_dirs(dropin_dir) {
-            let d = dir.join(format!("{name}.d"));
-            let Ok(entries) = std::fs::read_dir(root.host(&d)) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| d.join(e.file_name()))
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                .collect();
-            files.sort();
-            for f in files {
-                if seen.insert(f.clone()) {
-                    if let Some(t) = read_system(root, &f) {
-                        out.push((f, t));
-                    }
-                }
-            }
-        }
-    }
-    out
+/// Every drop-in of `unit` (system paths and texts), in the order PID 1
+/// applies them.
+pub fn dropins(root: &Root, unit: &str) -> Vec<(PathBuf, String)> {
+    unitfile::load(root.base(), unit)
+        .dropins
+        .into_iter()
+        .filter_map(|p| {
+            let text = read_system(root, &p)?;
+            Some((p, text))
+        })
+        .collect()
 }
 
 /// `(key, value)` of each assignment line in a unit file text.
@@ -162,15 +111,6 @@ pub fn assignments(text: &str) -> impl Iterator<Item = (&str, &str)> {
         let (k, v) = l.split_once('=')?;
         Some((k.trim(), v.trim()))
     })
-}
-
-/// Does an `Exec*=` value run with full privileges (`+` or `!` prefix)?
-pub fn privileged_exec(value: &str) -> bool {
-    let prefix: String = value
-        .chars()
-        .take_while(|c| "@-:+!|".contains(*c))
-        .collect();
-    prefix.contains('+') || prefix.contains('!')
 }
 
 /// The first symlink on the way to `path` beneath `root`, if any.
@@ -512,6 +452,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     for s in served.services.values() {
         service_checks(&mut f, config, root, manager, s, &state, accounts.as_ref());
     }
+    let services: Vec<&Service> = served.services.values().copied().collect();
+    override_findings(&mut f, root, manager, loader, &services);
 
     f.0.sort_by(|a, b| (a.severity, &a.subject).cmp(&(b.severity, &b.subject)));
     f.0
@@ -566,6 +508,33 @@ fn newline_findings(f: &mut Findings, served: &Served, state: &State, store: &St
                     if handed.len() == 1 { "s" } else { "" }
                 ),
                 crate::newline::fix(name),
+            );
+        }
+    }
+}
+
+/// Whatever in a consumer's unit wins over credloader's env file: an error
+/// when it keeps the service from getting credloader's values.
+fn override_findings(
+    f: &mut Findings,
+    root: &Root,
+    manager: Manager,
+    loader: &crate::config::Loader,
+    services: &[&Service],
+) {
+    let found = crate::overrides::find(manager, root, loader, services);
+    for (s, found) in services.iter().zip(found) {
+        for o in found {
+            let severity = if o.blocks() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            f.add(
+                severity,
+                format!("service {}", s.name),
+                o.problem(root, s),
+                o.fix(root, s),
             );
         }
     }
@@ -734,7 +703,7 @@ fn service_checks(
     }
 
     // The unit must exist.
-    let unit = unit_file(root, &loader.dropin_dir, &s.unit);
+    let unit = unit_file(root, &s.unit);
     let loaded = manager
         .property(&s.unit, "LoadState")
         .is_some_and(|l| l == "loaded");
@@ -754,7 +723,7 @@ fn service_checks(
     }
 
     // Legacy EnvironmentFile= drop-ins (privileged Exec lines: `runas`).
-    let drops = dropins(root, &loader.dropin_dir, &s.unit);
+    let drops = dropins(root, &s.unit);
     for (path, text) in &drops {
         if *path == ours {
             continue;
@@ -786,7 +755,7 @@ fn service_checks(
     }
     if let (Delivery::Env, Some(accounts)) = (s.delivery, accounts) {
         if let Ok(owner) = accounts.lookup(&s.user, s.group.as_deref()) {
-            let runs_as = runas::units(manager, root, &loader.dropin_dir, &[&s.unit]);
+            let runs_as = runas::units(manager, root, &[&s.unit]);
             if let Some((problem, fix)) = runas::mismatch(s, owner, &runs_as[0], accounts) {
                 f.add(Severity::Error, subject.clone(), problem, fix);
             }

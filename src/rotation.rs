@@ -24,6 +24,7 @@ use crate::escape::text;
 use crate::generations::{History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
+use crate::overrides;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError, Owner};
 use crate::secret::Secret;
@@ -378,7 +379,9 @@ impl Job<'_> {
             return Ok(rotation);
         }
 
-        let outcome = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
+        let verify = (rotation.consumers.as_slice(), names.as_slice());
+        let outcome = apply_and_verify(root, config, served, manager, verify, held)?;
         rotation.human.push_str(&outcome.human("apply"));
         rotation.applied = true;
         rotation.verified = Some(outcome.ok());
@@ -455,7 +458,7 @@ impl Job<'_> {
                 }
             }
         }
-        let again = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        let again = apply_and_verify(root, config, served, manager, verify, held)?;
         rotation
             .human
             .push_str(&again.human("re-apply of the previous value"));
@@ -631,6 +634,9 @@ impl Verified {
                     .unwrap_or_else(|| "none configured".into()),
                 if c.ok { "" } else { "  => FAILED" }
             );
+            for o in &c.overridden {
+                let _ = writeln!(out, "  overridden: {o}");
+            }
         }
         out
     }
@@ -645,6 +651,9 @@ pub struct Check {
     pub unit_state: String,
     pub unit_ok: bool,
     pub health: Option<health::Outcome>,
+    /// What in its unit wins over credloader's env file (it then does not
+    /// get the new value, so it does not verify).
+    pub overridden: Vec<String>,
     pub ok: bool,
 }
 
@@ -664,14 +673,15 @@ fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
 }
 
 /// Applies to `only` (restarting what changed), then verifies each of them:
-/// its unit is active again (and restarted, when a restart was queued), and
-/// its health check passes.
+/// its unit is active again (and restarted, when a restart was queued), its
+/// health check passes, and nothing in its unit takes from it a variable
+/// that carries one of `credentials` (the ones that changed).
 pub fn apply_and_verify(
     root: &Root,
     config: &Config,
     served: &Served,
     manager: Manager,
-    only: &[String],
+    (only, credentials): (&[String], &[&str]),
     held: &Lock,
 ) -> Result<Verified, RotationError> {
     let before: BTreeMap<String, Option<UnitSnapshot>> = only
@@ -688,6 +698,14 @@ pub fn apply_and_verify(
         jobs: 0,
     };
     let report = apply::apply_locked(config, root, manager, &opts, held)?;
+    // Something loaded after its env file that wins over it: the consumer
+    // keeps the value it had, whatever its unit and health check say.
+    let consumers: Vec<&Service> = report
+        .services
+        .iter()
+        .map(|s| &served.services[&s.service])
+        .collect();
+    let mut overridden = overrides::find(manager, root, &config.loader, &consumers).into_iter();
     let mut checks = Vec::new();
     for s in &report.services {
         let service = &served.services[&s.service];
@@ -709,17 +727,36 @@ pub fn apply_and_verify(
                 .as_ref()
                 .map(|argv| run_health(root, config, manager, service, argv))
         };
-        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed());
+        let carried = carriers(service, credentials);
+        let overridden: Vec<String> = overridden
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .filter(|o| o.takes(service).iter().any(|v| carried.contains(v)))
+            .map(|o| o.problem(root, service))
+            .collect();
+        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed()) && overridden.is_empty();
         checks.push(Check {
             service: s.service.clone(),
             unit: s.unit.clone(),
             unit_state,
             unit_ok,
             health,
+            overridden,
             ok,
         });
     }
     Ok(Verified { report, checks })
+}
+
+/// The variables of `service` that carry one of `credentials`.
+fn carriers(service: &Service, credentials: &[&str]) -> Vec<String> {
+    service
+        .vars
+        .iter()
+        .filter(|v| matches!(&v.source, Source::Credential(c) if credentials.contains(&c.as_str())))
+        .map(|v| v.name.clone())
+        .collect()
 }
 
 /// Waits (up to the service's health timeout) for its unit to be active

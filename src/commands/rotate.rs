@@ -106,10 +106,10 @@ pub(super) fn apply_and_verify(
     config: &Config,
     served: &Served,
     manager: Manager,
-    only: &[String],
+    what: (&[String], &[&str]),
     held: &Lock,
 ) -> Result<Verified, CommandError> {
     Ok(rotation::apply_and_verify(
-        &ctx.root, config, served, manager, only, held,
+        &ctx.root, config, served, manager, what, held,
     )?)
 }

@@ -7,10 +7,12 @@ use serde::Serialize;
 
 use super::{CommandError, Context, Output};
 use crate::cli::StatusArgs;
-use crate::config::Delivery;
+use crate::config::{Delivery, Service};
 use crate::escape::{self, text};
 use crate::exit;
 use crate::generations::format_utc;
+use crate::overrides::Override;
+use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{self, FileId, Served, State};
 use crate::systemd::Manager;
@@ -37,6 +39,47 @@ pub struct ServiceStatus {
     /// Its own definition is broken: what is wrong and the file to fix. It
     /// is served from the definition it was last applied from (shown here).
     pub definition_error: Option<String>,
+    /// What in its unit wins over credloader's env file (see
+    /// `crate::overrides`).
+    pub overridden: Vec<Overridden>,
+}
+
+/// One thing that takes a variable from credloader's env file.
+#[derive(Debug, Serialize)]
+pub struct Overridden {
+    pub problem: String,
+    pub fix: String,
+    /// It keeps the service from getting credloader's values (a rotation
+    /// does not verify while it is there).
+    pub blocks: bool,
+}
+
+impl Overridden {
+    fn all(root: &Root, service: &Service, found: &[Override]) -> Vec<Overridden> {
+        found
+            .iter()
+            .map(|o| Overridden {
+                problem: o.problem(root, service),
+                fix: o.fix(root, service),
+                blocks: o.blocks(),
+            })
+            .collect()
+    }
+
+    /// The `overridden:` lines of one service.
+    fn human(out: &mut String, s: &ServiceStatus) {
+        if s.delivery == Delivery::Env && s.overridden.is_empty() {
+            let _ = writeln!(out, "  overridden:    no");
+        }
+        for o in &s.overridden {
+            let what = if o.blocks { "YES" } else { "maybe" };
+            let _ = writeln!(
+                out,
+                "  overridden:    {what}: {}\n    fix: {}",
+                o.problem, o.fix
+            );
+        }
+    }
 }
 
 /// A service whose definition is broken and that was never applied.
@@ -71,11 +114,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     }
     let wanted = |name: &str| args.services.is_empty() || args.services.iter().any(|s| s == name);
     let manager = ctx.manager();
+    let shown: Vec<&Service> = served
+        .services
+        .values()
+        .copied()
+        .filter(|s| wanted(&s.name))
+        .collect();
+    let overrides = crate::overrides::find(manager, &ctx.root, &config.loader, &shown);
     let mut out = Vec::new();
-    for service in served.services.values().copied() {
-        if !wanted(&service.name) {
-            continue;
-        }
+    for (service, found) in shown.iter().copied().zip(overrides) {
         let rec = state.services.get(&service.name);
         let env_file = (service.delivery == Delivery::Env).then(|| service.env_file.clone());
         let env_file_matches = match (&env_file, rec) {
@@ -123,6 +170,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .stored
                 .get(service.name.as_str())
                 .map(|p| state::describe(p)),
+            overridden: Overridden::all(&ctx.root, service, &found),
         });
     }
     let not_served: Vec<NotServed> = served
@@ -201,6 +249,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .clone()
                 .unwrap_or_else(|| "unknown (no running systemd)".into())
         );
+        Overridden::human(&mut human, s);
     }
     for n in &not_served {
         let _ = writeln!(
