@@ -468,7 +468,14 @@ fn two_beds_side_by_side() {
     assert_eq!(a.sh_ok("cat /etc/which-bed"), "a");
     assert_eq!(b.sh_ok("cat /etc/which-bed"), "b");
     for (bed, secs) in [(&a, "1001"), (&b, "1002")] {
-        let out = bed.exec(&["systemd-run", "--unit=side.service", "/bin/sleep", secs]);
+        let out = bed.exec(&[
+            "systemd-run",
+            "--unit=side.service",
+            // Returns once sleep runs: before its exec the process is systemd's.
+            "--service-type=exec",
+            "/bin/sleep",
+            secs,
+        ]);
         assert!(out.status.success(), "{}", lossy(&out.stderr));
     }
     // Each bed sees only its own processes.

@@ -33,7 +33,7 @@ export PATH
 # that serve or inspect something inside), util-linux (setpriv, findmnt).
 PACKAGES=systemd,systemd-sysv,dbus,passwd,procps,python3,util-linux
 # Bump when the recipe below changes in a way PACKAGES does not show.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 die() { echo "testbed image: $*" >&2; exit 1; }
 usage() { sed -n '2,9p' "$SELF" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -87,6 +87,19 @@ build() {
     tail -n 30 "$log" >&2
     rm -rf "$new"
     die "debootstrap $suite failed (full log: $log)"
+  fi
+  # A host installs systemd's Recommends (debootstrap does not): newer
+  # systemd dlopen()s what it used to link (OpenSSL for systemd-creds,
+  # libseccomp for SystemCallFilter=, libacl for credentials), and without
+  # them the bed would test a systemd no host runs.
+  local recommends
+  recommends=$(chroot "$new" dpkg-query -W -f='${Recommends}' systemd)
+  if [ -n "$recommends" ] &&
+     ! chroot "$new" env DEBIAN_FRONTEND=noninteractive \
+       apt-get satisfy -y -q --no-install-recommends "$recommends" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    rm -rf "$new"
+    die "installing systemd's Recommends in the $suite root failed (full log: $log)"
   fi
   # Downloaded packages are not needed to boot: ~100 MB less per root.
   rm -rf "$new/var/cache/apt/archives/"*.deb "$new/var/lib/apt/lists/"*_Packages

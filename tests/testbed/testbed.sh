@@ -72,6 +72,12 @@ MASK_UNITS=(
   dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount
   sys-kernel-tracing.mount sys-kernel-config.mount sys-fs-fuse-connections.mount
   cryptsetup.target veritysetup.target integritysetup.target
+  # Newer than 252 (Debian 13's 257, testing's): the logind socket fails with
+  # logind masked; the rest is TPM, install and console machinery.
+  systemd-logind-varlink.socket tpm-udev.path ldconfig.service
+  systemd-tpm2-setup.service systemd-tpm2-setup-early.service
+  systemd-pcrextend.socket systemd-pcrlock.socket systemd-cryptenroll.socket
+  systemd-factory-reset.socket systemd-mute-console.socket systemd-sysinstall.socket
 )
 # Generators the bed does not need (they only slow daemon-reload and boot down).
 MASK_GENERATORS=(
