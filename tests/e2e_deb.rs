@@ -68,6 +68,35 @@ fn lintian_reports_no_errors_or_warnings() {
     );
 }
 
+/// The package states what it needs (README, "Supported systems"): the
+/// oldest systemd it was tested on, the helpers its maintainer scripts call,
+/// and, recommended, what the faster paths and `sync` use.
+#[test]
+fn the_package_states_what_it_needs() {
+    let field = |name: &str| {
+        let out = Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(deb())
+            .arg(name)
+            .output()
+            .expect("dpkg-deb -f");
+        assert!(out.status.success(), "{out:?}");
+        testbed::lossy(&out.stdout).trim().to_string()
+    };
+    let depends = field("Depends");
+    for needed in [
+        "libc6 (>= ",
+        "systemd (>= 252)",
+        "init-system-helpers (>= 1.54~)",
+    ] {
+        assert!(depends.contains(needed), "Depends: {depends}");
+    }
+    assert_eq!(
+        field("Recommends"),
+        "default-dbus-system-bus | dbus-system-bus, ca-certificates"
+    );
+}
+
 /// A bed that decrypts with a throwaway host secret (never the host's own).
 fn boot() -> (TestBed, tempfile::TempDir) {
     let secret_dir = testbed::tempdir();
