@@ -8,7 +8,7 @@ RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/credloader
 # `cargo build` stays lean; release builds and the test suite include it.
 FEATURES := --features aws
 
-.PHONY: all build release demo test test-unit test-e2e test-releases test-long fuzz-smoke lint deps clean deb docs bench
+.PHONY: all build release demo test test-unit test-e2e test-releases release-roots-background test-long fuzz-smoke lint deps clean deb docs bench
 
 all: build
 
@@ -27,7 +27,7 @@ demo: deps release
 
 ## Everything: formatting, lints, unit, integration and end-to-end tests,
 ## the end-to-end suites once more on each of E2E_RELEASES.
-test: deps lint fuzz-smoke
+test: deps release-roots-background lint fuzz-smoke
 	$(CARGO) test --all-targets $(FEATURES)
 	$(MAKE) test-releases
 
@@ -41,6 +41,15 @@ E2E_RELEASES ?= debian13
 MATRIX_SKIP := e2e_sync
 MATRIX_TESTS := $(filter-out $(MATRIX_SKIP),$(basename $(notdir $(wildcard tests/e2e*.rs)))) \
 	testbed_smoke hardening_units
+
+## Starts building the roots of E2E_RELEASES that are missing, in the
+## background (~2 minutes, mostly download and unpacking), so that a cold
+## `make test` does not wait for them later: test-releases takes the same
+## lock (tests/testbed/image.sh) and finds them built, or reports why not.
+release-roots-background: deps
+	@mkdir -p target
+	@for r in $(E2E_RELEASES); do tests/testbed/image.sh path $$r; done \
+	  >target/testbed-roots.log 2>&1 </dev/null &
 
 ## The e2e suites on each of E2E_RELEASES (its root is built on first use
 ## under target/testbed-roots/, ~2 minutes, then kept).
