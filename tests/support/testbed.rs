@@ -526,9 +526,10 @@ impl TestBed {
     /// inside), values as raw bytes. Panics if the unit has no main process.
     ///
     /// A `Type=simple` start returns once PID 1 has forked; until the child
-    /// has exec'd the service's binary, its environ is systemd's own (on 257
-    /// the child is `systemd-executor` for a noticeable while). So this
-    /// waits (up to 10 s) for the exec first.
+    /// has exec'd the service's binary, its environ is PID 1's own (on 257
+    /// and later the child is `systemd-executor` for a noticeable while). So
+    /// this waits (up to 10 s) for the service's environment, which always
+    /// holds the `INVOCATION_ID` systemd sets and PID 1's never does.
     pub fn environ(&self, unit: &str) -> BTreeMap<String, Vec<u8>> {
         let pid = self.main_pid(unit).unwrap_or_else(|| {
             panic!(
@@ -536,21 +537,17 @@ impl TestBed {
                 self.journal(unit)
             )
         });
-        let exe = self.root().join(format!("proc/{pid}/exe"));
+        let path = self.root().join(format!("proc/{pid}/environ"));
+        let mut raw = Vec::new();
         self.wait_until(
-            &format!("{unit} (pid {pid}) to exec its binary"),
+            &format!("{unit} (pid {pid}) to exec with its environment"),
             Duration::from_secs(10),
             || {
-                fs::read_link(&exe).map_or(true, |p| {
-                    !matches!(
-                        p.file_name().and_then(OsStr::to_str),
-                        Some("systemd" | "systemd-executor")
-                    )
-                })
+                raw = fs::read(&path).unwrap_or_default();
+                raw.split(|b| *b == 0)
+                    .any(|kv| kv.starts_with(b"INVOCATION_ID="))
             },
         );
-        let raw = fs::read(self.root().join(format!("proc/{pid}/environ")))
-            .unwrap_or_else(|e| panic!("testbed: read environ of {unit} (pid {pid}): {e}"));
         raw.split(|b| *b == 0)
             .filter(|kv| !kv.is_empty())
             .map(|kv| match kv.iter().position(|b| *b == b'=') {
