@@ -12,7 +12,7 @@
 # root; any other is a minimal Debian root made with debootstrap on first use
 # and kept under the build output directory:
 #   ${TESTBED_ROOTS:-${CARGO_TARGET_DIR:-REPO/target}/testbed-roots}/SUITE
-# Building takes about 80-100 s and ~260 MB; later boots reuse it. Two callers
+# Building takes about 70-130 s and ~300 MB; later boots reuse it. Two callers
 # never build at once (a lock per suite), and a root counts as built only once
 # SUITE.ready holds this script's recipe, written last: a build that was
 # killed, or one made from an older recipe, is built again. `testing` moves

@@ -28,7 +28,7 @@
 #     (useradd, units, credentials...) lands in the tmpfs and vanishes with it.
 #     With TESTBED_RELEASE another Debian's root (image.sh) is the lower layer,
 #     given the host's machine id: a credential.secret made on the host is
-#     bound to it (systemd 257 discards a key file made for another id).
+#     bound to it (systemd-creds deletes a key file made for another id).
 #  5. Fresh /proc (with the kernel-wide knobs read-only), read-only /sys, cgroup2
 #     at /sys/fs/cgroup, a minimal /dev, tmpfs /run and /tmp: what PID 1 expects.
 #  6. Configure through the tmpfs layer only: mask every unit a test does not need
