@@ -16,11 +16,14 @@ use thiserror::Error;
 use crate::config::{Config, Delivery, Service, Source};
 use crate::creds::{self, CredError, Decrypter, Plain, Sealed, Store};
 use crate::envfile;
+use crate::escape::ShowPath;
+use crate::holds::Hold;
 use crate::lock::{self, LockError};
 use crate::newline;
+use crate::provenance::{self, Pending};
 use crate::root::Root;
 use crate::runas;
-use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError, Owner};
+use crate::safefs::{self, Dir, DirCache, DirPolicy, Existing, FsError, Owner};
 use crate::secret::Secret;
 use crate::state::{self, FileId, ServiceState, State};
 use crate::systemd::Manager;
@@ -195,7 +198,7 @@ fn sweep_stale_temps(config: &Config, root: &Root, state: &Dir) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 "{}: removed {n} temp file(s) of an interrupted run",
-                d.path().display()
+                d.path().shown()
             ),
             Err(e) => tracing::warn!("could not remove temp files of an interrupted run: {e}"),
         }
@@ -276,9 +279,9 @@ fn run(
             if st.st_mode & 0o077 != 0 {
                 warnings.push(format!(
                     "{} is mode {:04o}; make it 0700 (`chmod 0700 {}`)",
-                    dir.path().display(),
+                    dir.path().shown(),
                     st.st_mode & 0o7777,
-                    dir.path().display()
+                    dir.path().shown()
                 ));
             }
         }
@@ -305,7 +308,7 @@ fn run(
             .iter()
             .map(|&i| plans[i].service.unit.as_str())
             .collect();
-        let runs_as = runas::units(manager, root, &loader.dropin_dir, &units);
+        let runs_as = runas::units(manager, root, &units);
         for (&i, r) in owner_check.iter().zip(&runs_as) {
             let plan = &mut plans[i];
             let owner = plan.account.expect("checked");
@@ -409,10 +412,20 @@ fn run(
     }
 
     // Render and write, service by service.
+    // Each written env file stays open until its identity is settled: in
+    // batches, so that a large fleet stays far below the open-file limit.
     let mut reports = Vec::with_capacity(plans.len());
-    for plan in &mut plans {
-        reports.push(plan.execute(&dirs, &plain, opts.dry_run));
+    let (mut open, max_open) = (0, max_open_pending());
+    for i in 0..plans.len() {
+        reports.push(plans[i].execute(&dirs, &plain, opts.dry_run));
+        warnings.append(&mut plans[i].warnings);
+        open += plans[i].pending.is_some() as usize;
+        if open >= max_open {
+            settle_env_ids(&mut plans[..=i], &mut warnings);
+            open = 0;
+        }
     }
+    settle_env_ids(&mut plans, &mut warnings);
 
     for (name, text) in unservable {
         tracing::error!(service = %name, "{text}");
@@ -440,9 +453,9 @@ fn run(
                     state
                         .config
                         .as_ref()
-                        .map(|c| c.display().to_string())
+                        .map(|c| c.shown().to_string())
                         .unwrap_or_default(),
-                    config.main.display()
+                    config.main.shown()
                 )
             });
         }
@@ -574,6 +587,14 @@ fn run(
             }
         }
     }
+    // Something loaded after credloader's env file would win over it. From
+    // the unit files only: asking systemd too costs several D-Bus calls per
+    // unit (the bench: +700 ms a run for 50 services); status, check and
+    // rotate ask it.
+    let served: Vec<&Service> = plans.iter().map(|p| p.service).collect();
+    let files_only = Manager::Absent;
+    let found = crate::overrides::warnings(files_only, root, loader, &served);
+    report.warnings.extend(found);
     Ok(report)
 }
 
@@ -803,14 +824,14 @@ fn remove_left_env_files(
         };
         match removed {
             Ok(()) => {
-                tracing::info!("removed {}, which no service uses any more", old.display());
+                tracing::info!("removed {}, which no service uses any more", old.shown());
                 false
             }
             Err(e) => {
                 report.warnings.push(format!(
                     "{} holds secrets no service uses any more and stays until a later run \
                      can remove it ({e})",
-                    old.display()
+                    old.shown()
                 ));
                 true
             }
@@ -842,6 +863,71 @@ fn remove_files(
         }
     }
     Ok(())
+}
+
+/// What [`Plan::write_env`] did.
+struct EnvWrite {
+    written: bool,
+    /// Its content changed (or could not be compared).
+    changed: bool,
+    /// The file, to prove before its identity is recorded.
+    pending: Option<Pending>,
+}
+
+impl EnvWrite {
+    /// A dry run: it would be written.
+    fn would(changed: bool) -> EnvWrite {
+        EnvWrite {
+            written: true,
+            changed,
+            pending: None,
+        }
+    }
+}
+
+/// How many written env files a run keeps open before it settles their
+/// identities: a quarter of the open-file limit (often 1024), within 16..256.
+fn max_open_pending() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft / 4).unwrap_or(256))
+        .unwrap_or(64)
+        .clamp(16, 256)
+}
+
+/// Records the identity of each env file this run wrote or found equal,
+/// once proven to hold what credloader wrote (one wait for the whole run,
+/// see [`crate::provenance`]); one that is not proven is recorded with no
+/// identity, so that the next run writes it again.
+fn settle_env_ids(plans: &mut [Plan], warnings: &mut Vec<String>) {
+    let (mut owners, mut pending) = (Vec::new(), Vec::new());
+    for (i, plan) in plans.iter_mut().enumerate() {
+        if let Some(p) = plan.pending.take() {
+            owners.push(i);
+            pending.push(p);
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let (count, started) = (pending.len(), std::time::Instant::now());
+    let settled = provenance::settle(pending);
+    tracing::debug!(
+        "proved what {count} env file(s) hold in {:?}",
+        started.elapsed()
+    );
+    for (i, proven) in owners.into_iter().zip(settled) {
+        let plan = &mut plans[i];
+        match (proven, plan.record.as_mut()) {
+            (Ok(st), Some(rec)) => rec.env_file_id = Some(FileId::from(&st)),
+            (Ok(_), None) => {}
+            (Err(e), _) => {
+                let text = format!("service {}: {e}", plan.service.name);
+                tracing::warn!(service = %plan.service.name, "{text}");
+                warnings.push(text);
+            }
+        }
+    }
 }
 
 /// An unchanged credential that is not decrypted again.
@@ -880,6 +966,11 @@ struct Plan<'a> {
     up_to_date: bool,
     error: Option<String>,
     record: Option<ServiceState>,
+    /// The env file this run wrote (or found equal), whose identity is
+    /// recorded only once proven (see [`crate::provenance`]).
+    pending: Option<Pending>,
+    /// What this run has to say about the service without failing it.
+    warnings: Vec<String>,
 }
 
 impl<'a> Plan<'a> {
@@ -908,6 +999,8 @@ impl<'a> Plan<'a> {
             up_to_date: false,
             error: None,
             record: None,
+            pending: None,
+            warnings: Vec::new(),
         };
         match accounts.lookup(&service.user, service.group.as_deref()) {
             Ok(a) => plan.account = Some(a),
@@ -1212,13 +1305,12 @@ impl<'a> Plan<'a> {
         }
 
         let account = self.account.expect("resolved");
-        let mut env_file_id = None;
         match self.service.delivery {
             Delivery::Env => match self.write_env(dirs, account, plain, dry_run) {
-                Ok((written, changed, id)) => {
-                    report.env_file_written = written;
-                    report.secrets_changed = changed;
-                    env_file_id = id;
+                Ok(w) => {
+                    report.env_file_written = w.written;
+                    report.secrets_changed = w.changed;
+                    self.pending = w.pending;
                 }
                 Err(e) => return self.fail(e),
             },
@@ -1256,7 +1348,8 @@ impl<'a> Plan<'a> {
             credentials: self.digests.clone(),
             env_file: (self.service.delivery == Delivery::Env)
                 .then(|| self.service.env_file.clone()),
-            env_file_id,
+            // Settled with the other env files of the run (`settle_env_ids`).
+            env_file_id: None,
             dropin: self.dropin_path.clone(),
             dropin_id,
             applied_at: state::now(),
@@ -1276,15 +1369,80 @@ impl<'a> Plan<'a> {
         report
     }
 
-    /// Renders and (if different) writes the env file.
-    /// Returns (written, content changed, identity after writing).
+    /// Renders and (if different) writes the env file. What its owner
+    /// holds on the old file (another name, a lease) keeps it from being
+    /// read, not from being replaced: see [`crate::holds`].
     fn write_env(
-        &self,
+        &mut self,
         dirs: &DirCache,
         account: Account,
         plain: &BTreeMap<String, Result<Plain, CredError>>,
         dry_run: bool,
-    ) -> Result<(bool, bool, Option<FileId>), String> {
+    ) -> Result<EnvWrite, String> {
+        let rendered = self.render_env(plain)?;
+        let (dir_path, name) = safefs::split(&self.service.env_file);
+        let dir = open_target_dir(dirs, dir_path, dry_run).map_err(|e| e.to_string())?;
+        let owner = Owner {
+            uid: account.uid,
+            gid: account.gid,
+            mode: 0o600,
+        };
+        let Some(dir) = dir else {
+            return Ok(EnvWrite::would(true)); // dry run, directory not there yet
+        };
+        if let Some(st) = dir.entry(name).map_err(|e| e.to_string())? {
+            if !self.env_file_ours {
+                return Err(self.not_ours(dir.path(), name, &st));
+            }
+        }
+        if !dry_run {
+            dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
+        }
+        let host = dir.path().join(name);
+        let same_content = match dir
+            .read_existing(name, envfile::MAX_ASSIGNMENT * 64)
+            .map_err(|e| e.to_string())?
+        {
+            Existing::Read { secret, stat, file } if rendered.ct_eq(secret.expose()) => {
+                if owner.matches(&stat) {
+                    let pending = (!dry_run)
+                        .then(|| Pending::new(file, rendered, &host))
+                        .transpose()
+                        .map_err(|e| e.to_string())?;
+                    return Ok(EnvWrite {
+                        written: false,
+                        changed: false,
+                        pending,
+                    });
+                }
+                true
+            }
+            Existing::Held(hold) => {
+                self.warn_held(&host, hold);
+                false
+            }
+            Existing::Read { .. } | Existing::Absent => false,
+        };
+        if dry_run {
+            return Ok(EnvWrite::would(!same_content));
+        }
+        let file = dir
+            .replace(name, rendered.expose(), owner, true)
+            .map_err(|e| e.to_string())?;
+        let pending = Pending::new(file, rendered, &host).map_err(|e| e.to_string())?;
+        Ok(EnvWrite {
+            written: true,
+            changed: !same_content,
+            pending: Some(pending),
+        })
+    }
+
+    /// The env file's text: each variable's value, checked that an env
+    /// file can carry it.
+    fn render_env(
+        &self,
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+    ) -> Result<Secret, String> {
         let mut values: Vec<(&str, &[u8])> = Vec::with_capacity(self.service.vars.len());
         for var in &self.service.vars {
             let (value, what): (&[u8], String) = match &var.source {
@@ -1315,45 +1473,25 @@ impl<'a> Plan<'a> {
             }
             values.push((var.name.as_str(), value));
         }
-        let rendered = envfile::render(values.iter().copied());
+        Ok(envfile::render(values.iter().copied()))
+    }
 
-        let (dir_path, name) = safefs::split(&self.service.env_file);
-        let dir = open_target_dir(dirs, dir_path, dry_run).map_err(|e| e.to_string())?;
-        let owner = Owner {
-            uid: account.uid,
-            gid: account.gid,
-            mode: 0o600,
-        };
-        let Some(dir) = dir else {
-            return Ok((true, true, None)); // dry run, directory not there yet
-        };
-        if let Some(st) = dir.entry(name).map_err(|e| e.to_string())? {
-            if !self.env_file_ours {
-                return Err(self.not_ours(dir.path(), name, &st));
-            }
-        }
-        if !dry_run {
-            dir.remove_stale_temps(name).map_err(|e| e.to_string())?;
-        }
-        let existing = dir
-            .read_secret(name, envfile::MAX_ASSIGNMENT * 64)
-            .map_err(|e| e.to_string())?;
-        let (same_content, same_owner) = match &existing {
-            Some((old, st)) => (rendered.ct_eq(old.expose()), owner.matches(st)),
-            None => (false, false),
-        };
-        drop(existing);
-        if same_content && same_owner {
-            let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
-            return Ok((false, false, id));
-        }
-        if dry_run {
-            return Ok((true, !same_content, None));
-        }
-        dir.write_atomic(name, rendered.expose(), owner)
-            .map_err(|e| e.to_string())?;
-        let id = dir.entry(name).ok().flatten().map(|st| FileId::from(&st));
-        Ok((true, !same_content, id))
+    /// The old env file cannot be read because its owner holds it: say what
+    /// that means. It is replaced anyway (and counted as changed).
+    fn warn_held(&mut self, host: &Path, hold: Hold) {
+        let path = host.shown().to_string();
+        let text = format!(
+            "service {}: {path} {}, so credloader could not compare it and replaced it \
+             anyway (counted as changed); that only keeps the old file, with its old values, \
+             reachable to whoever holds it. A service has no reason to do this: if {} did not \
+             mean to, treat it as compromised and rotate its credentials ({})",
+            self.service.name,
+            hold.describe(),
+            self.service.unit,
+            hold.finder(&path),
+        );
+        tracing::warn!(service = %self.service.name, "{text}");
+        self.warnings.push(text);
     }
 
     /// Refuses, before anything is recorded or decrypted, an env file path
@@ -1383,10 +1521,10 @@ impl<'a> Plan<'a> {
         st: &nix::sys::stat::FileStat,
     ) -> String {
         let setting = self.service.env_file_setting();
-        if let Some(e) = safefs::unreplaceable(&dir.join(name), st) {
+        if let Some(e) = safefs::unreplaceable(&dir.join(name), st, false) {
             return format!("{e} ({setting})");
         }
-        let path = self.service.env_file.display();
+        let path = self.service.env_file.shown();
         format!(
             "refusing to write {path} ({setting}): a file is already there that credloader did \
              not write, and its service user would own it; move it away \

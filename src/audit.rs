@@ -11,13 +11,16 @@ use serde::Serialize;
 use crate::apply::sealed_names;
 use crate::config::{Config, Delivery, Service};
 use crate::creds::Store;
+use crate::escape::ShowPath;
 use crate::generations::{format_utc, History};
+use crate::holds;
 use crate::root::Root;
 use crate::runas;
 use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{FileId, Served, State};
 use crate::systemd::Manager;
 use crate::systemd_creds;
+use crate::unitfile;
 use crate::users::Accounts;
 
 /// Expiry closer than this is a warning.
@@ -58,32 +61,6 @@ impl Findings {
     }
 }
 
-/// Where unit files are looked for, in systemd's order of precedence.
-pub const UNIT_PATHS: &[&str] = &[
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-];
-
-fn search_dirs(dropin_dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![dropin_dir.to_path_buf()];
-    for p in UNIT_PATHS {
-        if Path::new(p) != dropin_dir {
-            v.push(PathBuf::from(p));
-        }
-    }
-    v
-}
-
-/// The template of an instance (`a@1.service` → `a@.service`).
-fn template(unit: &str) -> Option<String> {
-    let (stem, rest) = unit.split_once('@')?;
-    let suffix = rest.rsplit_once('.').map(|(_, s)| s)?;
-    Some(format!("{stem}@.{suffix}"))
-}
-
 /// Reads a system file beneath `root`; an absolute symlink (common for
 /// units) is resolved beneath the root, one level deep.
 fn read_system(root: &Root, path: &Path) -> Option<String> {
@@ -103,51 +80,25 @@ fn read_system(root: &Root, path: &Path) -> Option<String> {
     }
 }
 
-/// The unit's file (system path) and text, if it exists anywhere.
-pub fn unit_file(root: &Root, dropin_dir: &Path, unit: &str) -> Option<(PathBuf, String)> {
-    let names: Vec<String> = std::iter::once(unit.to_string())
-        .chain(template(unit))
-        .collect();
-    for name in &names {
-        for dir in search_dirs(dropin_dir) {
-            let p = dir.join(name);
-            if let Some(text) = read_system(root, &p) {
-                return Some((p, text));
-            }
-        }
-    }
-    None
+/// The unit's file (system path) and text: the fragment PID 1 would load
+/// (see [`crate::unitfile`]), if there is one.
+pub fn unit_file(root: &Root, unit: &str) -> Option<(PathBuf, String)> {
+    let path = unitfile::load(root.base(), unit).fragment?;
+    let text = read_system(root, &path)?;
+    Some((path, text))
 }
 
-/// Every `*.conf` drop-in of `unit` (system paths and texts), sorted by name.
-pub fn dropins(root: &Root, dropin_dir: &Path, unit: &str) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let names: Vec<String> = std::iter::once(unit.to_string())
-        .chain(template(unit))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for name in &names {
-        for dir in search_dirs(dropin_dir) {
-            let d = dir.join(format!("{name}.d"));
-            let Ok(entries) = std::fs::read_dir(root.host(&d)) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| d.join(e.file_name()))
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                .collect();
-            files.sort();
-            for f in files {
-                if seen.insert(f.clone()) {
-                    if let Some(t) = read_system(root, &f) {
-                        out.push((f, t));
-                    }
-                }
-            }
-        }
-    }
-    out
+/// Every drop-in of `unit` (system paths and texts), in the order PID 1
+/// applies them.
+pub fn dropins(root: &Root, unit: &str) -> Vec<(PathBuf, String)> {
+    unitfile::load(root.base(), unit)
+        .dropins
+        .into_iter()
+        .filter_map(|p| {
+            let text = read_system(root, &p)?;
+            Some((p, text))
+        })
+        .collect()
 }
 
 /// `(key, value)` of each assignment line in a unit file text.
@@ -160,15 +111,6 @@ pub fn assignments(text: &str) -> impl Iterator<Item = (&str, &str)> {
         let (k, v) = l.split_once('=')?;
         Some((k.trim(), v.trim()))
     })
-}
-
-/// Does an `Exec*=` value run with full privileges (`+` or `!` prefix)?
-pub fn privileged_exec(value: &str) -> bool {
-    let prefix: String = value
-        .chars()
-        .take_while(|c| "@-:+!|".contains(*c))
-        .collect();
-    prefix.contains('+') || prefix.contains('!')
 }
 
 /// The first symlink on the way to `path` beneath `root`, if any.
@@ -213,16 +155,16 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 Severity::Error,
                 format!("service {name}"),
                 format!("{p}{how}"),
-                format!("fix {} and run `credloader apply`", p.origin.file.display()),
+                format!("fix {} and run `credloader apply`", p.origin.file.shown()),
             );
         }
     }
     for p in &config.orphan_problems {
         f.add(
             Severity::Error,
-            p.origin.file.display().to_string(),
+            p.origin.file.shown().to_string(),
             p.to_string(),
-            format!("fix or remove {}", p.origin.file.display()),
+            format!("fix or remove {}", p.origin.file.shown()),
         );
     }
     unnamed_findings(&mut f, config, &served);
@@ -231,7 +173,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     for p in config.sources_only_problems() {
         f.add(
             Severity::Error,
-            p.origin.file.display().to_string(),
+            p.origin.file.shown().to_string(),
             format!(
                 "{p}; `credloader sync` refuses to run until it is fixed (apply is not affected)"
             ),
@@ -248,11 +190,11 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     if config.main == default_main && !default_main.exists() {
         f.add(
             Severity::Warning,
-            default_main.display().to_string(),
+            default_main.shown().to_string(),
             "does not exist, so credloader.path watches /etc/quantum instead and can miss a credential \
              renamed into the creds dir (systemd 252)",
             if root.is_offline() {
-                format!("create it (empty will do): `touch {}`", default_main.display())
+                format!("create it (empty will do): `touch {}`", default_main.shown())
             } else {
                 "put it back: `apt-get install --reinstall credloader` restores the commented default \
                  (or create it empty)"
@@ -278,9 +220,9 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if reported.insert(link.clone()) {
                 f.add(
                     Severity::Error,
-                    root.host(&link).display().to_string(),
-                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", root.host(p).display()),
-                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", root.host(&link).display(), root.host(&link).display()),
+                    root.host(&link).shown().to_string(),
+                    format!("is a symbolic link on the managed path {}; credloader refuses to follow it", root.host(p).shown()),
+                    format!("replace {} with a real directory or file (`rm {}`, then `credloader apply`)", root.host(&link).shown(), root.host(&link).shown()),
                 );
             }
         }
@@ -293,7 +235,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != 0o700 {
                 f.add(
                     Severity::Error,
-                    root.host(&loader.creds_dir).display().to_string(),
+                    root.host(&loader.creds_dir).shown().to_string(),
                     format!(
                         "creds dir is {}:{} mode {:04o}, not root:root 0700",
                         m.uid(),
@@ -302,7 +244,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     ),
                     format!(
                         "chown root:root {0} && chmod 0700 {0}",
-                        root.host(&loader.creds_dir).display()
+                        root.host(&loader.creds_dir).shown()
                     ),
                 );
             }
@@ -310,7 +252,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         Ok(_) => {}
         Err(_) => f.add(
             Severity::Warning,
-            root.host(&loader.creds_dir).display().to_string(),
+            root.host(&loader.creds_dir).shown().to_string(),
             "creds dir does not exist",
             "seal a credential with `credloader seal NAME` (it creates the directory root 0700)",
         ),
@@ -335,7 +277,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if fmt != 0o100000 {
                 f.add(
                     Severity::Error,
-                    root.host(&sys).display().to_string(),
+                    root.host(&sys).shown().to_string(),
                     "is not a regular file",
                     format!("remove it and seal {name} again"),
                 );
@@ -344,7 +286,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o600 {
                 f.add(
                     Severity::Error,
-                    root.host(&sys).display().to_string(),
+                    root.host(&sys).shown().to_string(),
                     format!(
                         "credential {name} is {}:{} mode {:04o}, not root:root 0600",
                         st.st_uid,
@@ -353,7 +295,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     ),
                     format!(
                         "chown root:root {0} && chmod 0600 {0}",
-                        root.host(&sys).display()
+                        root.host(&sys).shown()
                     ),
                 );
             }
@@ -361,7 +303,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 if systemd_creds::sealed_key(&sealed.bytes).is_none() {
                     f.add(
                         Severity::Error,
-                        root.host(&sys).display().to_string(),
+                        root.host(&sys).shown().to_string(),
                         format!(
                             "credential {name} is not a credential systemd-creds can read \
                              (damaged, or not made by `systemd-creds encrypt`)"
@@ -379,9 +321,9 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     let sys = loader.creds_dir.join(&entry);
                     f.add(
                         Severity::Error,
-                        root.host(&sys).display().to_string(),
+                        root.host(&sys).shown().to_string(),
                         "is a symbolic link in the creds dir; credloader will not read it",
-                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", root.host(&sys).display()),
+                        format!("replace it with the sealed file itself (`cp --remove-destination \"$(readlink -f {0})\" {0}`)", root.host(&sys).shown()),
                     );
                 }
             }
@@ -404,7 +346,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                     "is used by {} but {} does not exist",
                     users.join(", "),
                     root.host(&loader.creds_dir.join(format!("{name}.cred")))
-                        .display()
+                        .shown()
                 ),
                 format!("seal it with `credloader seal {name}`"),
             );
@@ -424,7 +366,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
                 format!(
                     "add it to a service's `credentials`, or remove {} if it is no longer needed",
                     root.host(&loader.creds_dir.join(format!("{name}.cred")))
-                        .display()
+                        .shown()
                 ),
             );
         } else {
@@ -504,7 +446,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         if !root.is_offline() && !on_tmpfs(d) {
             f.add(
                 Severity::Warning,
-                root.host(d).display().to_string(),
+                root.host(d).shown().to_string(),
                 "env dir is not on a tmpfs: plaintext env files are written to a disk and outlive a power-off",
                 "keep env files under /run (the default `env_dir`), or mount a tmpfs there",
             );
@@ -513,13 +455,13 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
             if m.file_type().is_dir() && (m.uid() != 0 || m.mode() & 0o022 != 0) {
                 f.add(
                     Severity::Error,
-                    root.host(d).display().to_string(),
+                    root.host(d).shown().to_string(),
                     format!(
                         "env dir is owned by uid {} with mode {:04o}: someone other than root can create or swap files in it",
                         m.uid(),
                         m.mode() & 0o7777
                     ),
-                    format!("chown root:root {0} && chmod 0755 {0}", root.host(d).display()),
+                    format!("chown root:root {0} && chmod 0755 {0}", root.host(d).shown()),
                 );
             }
         }
@@ -530,6 +472,8 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     for s in served.services.values() {
         service_checks(&mut f, config, root, manager, s, &state, accounts.as_ref());
     }
+    let services: Vec<&Service> = served.services.values().copied().collect();
+    override_findings(&mut f, root, manager, loader, &services);
 
     f.0.sort_by(|a, b| (a.severity, &a.subject).cmp(&(b.severity, &b.subject)));
     f.0
@@ -584,6 +528,33 @@ fn newline_findings(f: &mut Findings, served: &Served, state: &State, store: &St
                     if handed.len() == 1 { "s" } else { "" }
                 ),
                 crate::newline::fix(name),
+            );
+        }
+    }
+}
+
+/// Whatever in a consumer's unit wins over credloader's env file: an error
+/// when it keeps the service from getting credloader's values.
+fn override_findings(
+    f: &mut Findings,
+    root: &Root,
+    manager: Manager,
+    loader: &crate::config::Loader,
+    services: &[&Service],
+) {
+    let found = crate::overrides::find(manager, root, loader, services);
+    for (s, found) in services.iter().zip(found) {
+        for o in found {
+            let severity = if o.blocks() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            f.add(
+                severity,
+                format!("service {}", s.name),
+                o.problem(root, s),
+                o.fix(root, s),
             );
         }
     }
@@ -685,7 +656,7 @@ fn service_checks(
         match st {
             None if rec.is_some() => f.add(
                 Severity::Error,
-                root.host(&s.env_file).display().to_string(),
+                root.host(&s.env_file).shown().to_string(),
                 format!(
                     "env file of service {} is missing although it was applied",
                     s.name
@@ -694,7 +665,7 @@ fn service_checks(
             ),
             None => f.add(
                 Severity::Warning,
-                root.host(&s.env_file).display().to_string(),
+                root.host(&s.env_file).shown().to_string(),
                 format!("env file of service {} has not been written yet", s.name),
                 "run `credloader apply`",
             ),
@@ -709,7 +680,7 @@ fn service_checks(
                     {
                         f.add(
                             Severity::Error,
-                            root.host(&s.env_file).display().to_string(),
+                            root.host(&s.env_file).shown().to_string(),
                             format!(
                                 "env file is {}:{} mode {:04o}; service {} needs {}:{} 0600",
                                 st.st_uid,
@@ -723,11 +694,12 @@ fn service_checks(
                         );
                     }
                 }
+                held_env_file(f, root, s, &st);
                 if let Some(rec) = rec {
                     if rec.env_file_id != Some(FileId::from(&st)) {
                         f.add(
                             Severity::Error,
-                            root.host(&s.env_file).display().to_string(),
+                            root.host(&s.env_file).shown().to_string(),
                             format!("env file of service {} was modified since the last apply", s.name),
                             "run `credloader apply` to restore it; edit credentials with `credloader rotate`, not in the file",
                         );
@@ -741,7 +713,7 @@ fn service_checks(
     if read_system(root, &ours).is_none() {
         f.add(
             Severity::Warning,
-            root.host(&ours).display().to_string(),
+            root.host(&ours).shown().to_string(),
             format!(
                 "the drop-in of service {} is missing, so {} does not get its secrets",
                 s.name, s.unit
@@ -751,7 +723,7 @@ fn service_checks(
     }
 
     // The unit must exist.
-    let unit = unit_file(root, &loader.dropin_dir, &s.unit);
+    let unit = unit_file(root, &s.unit);
     let loaded = manager
         .property(&s.unit, "LoadState")
         .is_some_and(|l| l == "loaded");
@@ -771,7 +743,7 @@ fn service_checks(
     }
 
     // Legacy EnvironmentFile= drop-ins (privileged Exec lines: `runas`).
-    let drops = dropins(root, &loader.dropin_dir, &s.unit);
+    let drops = dropins(root, &s.unit);
     for (path, text) in &drops {
         if *path == ours {
             continue;
@@ -787,7 +759,7 @@ fn service_checks(
             let exists = std::fs::symlink_metadata(root.host(Path::new(file))).is_ok();
             f.add(
                 if exists { Severity::Error } else { Severity::Warning },
-                root.host(path).display().to_string(),
+                root.host(path).shown().to_string(),
                 format!(
                     "legacy drop-in for {} loads EnvironmentFile={v}{}",
                     s.unit,
@@ -796,7 +768,7 @@ fn service_checks(
                 format!(
                     "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {}{}",
                     s.unit,
-                    root.host(path).display(),
+                    root.host(path).shown(),
                     // An image's systemd reads its units when it boots.
                     if root.is_offline() { "" } else { " and run `systemctl daemon-reload`" }
                 ),
@@ -805,11 +777,37 @@ fn service_checks(
     }
     if let (Delivery::Env, Some(accounts)) = (s.delivery, accounts) {
         if let Ok(owner) = accounts.lookup(&s.user, s.group.as_deref()) {
-            let runs_as = runas::units(manager, root, &loader.dropin_dir, &[&s.unit]);
+            let runs_as = runas::units(manager, root, &[&s.unit]);
             if let Some((problem, fix)) = runas::mismatch(s, owner, &runs_as[0], accounts) {
                 f.add(Severity::Error, subject.clone(), problem, fix);
             }
         }
+    }
+}
+
+/// Another name for a service's env file, or a lease on it: its owner's
+/// doing (see [`crate::holds`]). It does not stop credloader, but a service
+/// has no reason to do it.
+fn held_env_file(f: &mut Findings, root: &Root, s: &Service, st: &nix::sys::stat::FileStat) {
+    let path = root.host(&s.env_file).shown().to_string();
+    for hold in holds::of(st) {
+        f.add(
+            Severity::Error,
+            path.clone(),
+            format!(
+                "env file of service {} {}: whoever holds it keeps its current values even \
+                 after they are rotated",
+                s.name,
+                hold.describe()
+            ),
+            format!(
+                "{}; if {} did not mean to, treat it as compromised and rotate its credentials \
+                 (`credloader rotate NAME` for each of {})",
+                hold.finder(&path),
+                s.unit,
+                s.credentials().join(", ")
+            ),
+        );
     }
 }
 

@@ -33,6 +33,7 @@ use nix::sys::stat::SFlag;
 
 use crate::config::{self, Config, Delivery};
 use crate::creds::{Store, PID1_BUDGET};
+use crate::escape::ShowPath;
 use crate::manifest::{entry, format_manifest, manifest_name, MISSING_ESCAPED};
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy};
@@ -198,7 +199,7 @@ pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, Stri
         Ok((s, None)) if s.sealed.is_empty() => {
             return Err(format!(
                 "no credential in {}/state.json yet; {fallback}",
-                state_dir.path().display()
+                state_dir.path().shown()
             ))
         }
         Ok((s, None)) => s,

@@ -16,9 +16,10 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::envplace::{PlaceError, Places};
+use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
-use crate::{envfile, names};
+use crate::{envfile, escape, names};
 
 pub const DEFAULT_CONFIG: &str = "/etc/quantum/credloader.toml";
 
@@ -31,7 +32,7 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        write!(f, "{}:{}", escape::Shown(&self.file), self.line)
     }
 }
 
@@ -44,13 +45,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.origin, self.message)
+        write!(f, "{}: {}", self.origin, escape::text(&self.message))
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}", escape::Shown(path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -58,10 +59,11 @@ pub enum ConfigError {
     #[error(
         "no configuration: neither {} nor any {}/*.toml exists; \
          create one (see docs/configuration.md) or pass --config",
-        main.display(), dropins.display()
+        escape::Shown(main),
+        escape::Shown(dropins)
     )]
     Missing { main: PathBuf, dropins: PathBuf },
-    #[error("{}:{line}: {message}", path.display())]
+    #[error("{}:{line}: {}", escape::Shown(path), escape::text(message))]
     Syntax {
         path: PathBuf,
         line: usize,
@@ -69,7 +71,11 @@ pub enum ConfigError {
     },
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
-    #[error("{}: refusing this configuration: {problem}", path.display())]
+    #[error(
+        "{}: refusing this configuration: {}",
+        escape::Shown(path),
+        escape::text(problem)
+    )]
     Unsafe { path: PathBuf, problem: String },
 }
 
@@ -810,7 +816,7 @@ fn read_checked(
         let problem = format!(
             "owned by uid {}, who could hand any secret to any user; fix with `chown root:root {}`",
             st.st_uid,
-            path.display()
+            path.shown()
         );
         return Err((problem, text));
     }
@@ -818,7 +824,7 @@ fn read_checked(
         let problem = format!(
             "mode {:04o} lets others change which user gets which secret; fix with `chmod go-w {}`",
             st.st_mode & 0o7777,
-            path.display()
+            path.shown()
         );
         return Err((problem, text));
     }

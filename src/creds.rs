@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
 use crate::secret::{read_secret, Secret};
@@ -22,7 +23,7 @@ use crate::systemd_creds::{self, CredsError, MAX_PLAINTEXT, MAX_SEALED};
 
 #[derive(Debug, Error, Clone)]
 pub enum CredError {
-    #[error("credential {name} is missing: no {}; seal it with `credloader seal {name}`", path.display())]
+    #[error("credential {name} is missing: no {}; seal it with `credloader seal {name}`", path.shown())]
     Missing { name: String, path: PathBuf },
     #[error("credential {name}: {message}")]
     Unreadable { name: String, message: String },
@@ -174,7 +175,7 @@ impl Store {
                         name: name.into(),
                         message: format!(
                             "{} is empty; seal it again with `credloader rotate {name}`",
-                            self.path.join(&file).display()
+                            self.path.join(&file).shown()
                         ),
                     });
                 }
@@ -511,16 +512,13 @@ fn plain_path(path: &Path) -> bool {
 fn pid1_bulk(sealed: &[&Sealed], state: &Dir) -> Result<BTreeMap<String, Secret>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
     if !exe.is_file() {
-        return Err(format!(
-            "{} is gone (upgraded while running?)",
-            exe.display()
-        ));
+        return Err(format!("{} is gone (upgraded while running?)", exe.shown()));
     }
     let scratch = Scratch::create(state).map_err(|e| e.to_string())?;
     if !plain_path(scratch.dir.path()) {
         return Err(format!(
             "{}: not a path a unit file can carry as is",
-            scratch.dir.path().display()
+            scratch.dir.path().shown()
         ));
     }
     let mut cmd = Command::new("systemd-run");

@@ -15,7 +15,6 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, Mode};
 
 use crate::audit;
-use crate::config::Loader;
 use crate::envfile;
 use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy, FsError};
@@ -55,7 +54,6 @@ fn loose_dir(root: &Root, path: &Path) -> Result<Dir, FsError> {
 /// Reads the legacy layout of `unit` around `env_file`.
 pub fn inspect(
     root: &Root,
-    loader: &Loader,
     env_file: &Path,
     unit: &str,
     dropin: Option<&Path>,
@@ -81,16 +79,13 @@ pub fn inspect(
             None => vars.push((a.key, a.value)),
         }
     }
-    let unit_file = audit::unit_file(root, &loader.dropin_dir, unit);
-    let drops = audit::dropins(root, &loader.dropin_dir, unit);
-    let mut unit_user = None;
-    for (_, text) in unit_file.iter().chain(drops.iter()) {
-        for (k, v) in audit::assignments(text) {
-            if k == "User" {
-                unit_user = (!v.is_empty()).then(|| v.to_string());
-            }
-        }
-    }
+    let unit_file = audit::unit_file(root, unit);
+    let drops = audit::dropins(root, unit);
+    // `User=` of [Service], as PID 1 reads the unit and its drop-ins.
+    let unit_user = crate::unitfile::load(root.base(), unit)
+        .service
+        .user
+        .map(|u| u.value);
     let wanted = env_file.to_string_lossy().to_string();
     let names_it = |text: &str| {
         audit::assignments(text)

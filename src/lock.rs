@@ -9,6 +9,7 @@ use nix::fcntl::{openat, Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
 use thiserror::Error;
 
+use crate::escape::ShowPath;
 use crate::safefs::Dir;
 
 #[derive(Debug, Error)]
@@ -30,7 +31,7 @@ pub enum LockError {
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 pub fn acquire(state_dir: &Dir, timeout: Duration) -> Result<Lock, LockError> {
-    let path = state_dir.path().join("lock").display().to_string();
+    let path = state_dir.path().join("lock").shown().to_string();
     // O_NONBLOCK|O_NOCTTY: a planted FIFO or device must not hang or adopt us.
     let flags = OFlag::O_RDWR
         | OFlag::O_CREAT

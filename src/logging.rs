@@ -1,8 +1,13 @@
 //! Logs go to the journal when stderr is connected to it (running as a
 //! unit), to stderr otherwise. They carry names, services and paths; no code
 //! path logs a value (the [`crate::secret::Secret`] type cannot be printed).
+//! On stderr every field, the message included, is escaped
+//! ([`crate::escape`]): a name with a newline in it cannot forge a line. The
+//! journal keeps each field apart, and `journalctl` shows control
+//! characters in none of them raw.
 
 use tracing::Level;
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::prelude::*;
 
 /// `verbosity`: 0 = warnings, 1 = info, 2 = debug (and other crates' logs),
@@ -36,6 +41,7 @@ pub fn init(verbosity: u8, quiet: bool, hints: crate::hint::Hints) {
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
+                .fmt_fields(escaped_fields())
                 .with_writer(Stderr(std::sync::Arc::new(hints)))
                 .with_target(false)
                 .without_time()
@@ -87,4 +93,18 @@ impl std::io::Write for HintedStderr {
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
+}
+
+/// The fields of an event as the default formatter writes them (the
+/// message, then `name=value` each), every one escaped.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let shown = format!("{value:?}");
+        let shown = crate::escape::text(&shown);
+        match field.name() {
+            "message" => w.write_str(&shown),
+            name => write!(w, "{name}={shown}"),
+        }
+    })
+    .delimited(" ")
 }

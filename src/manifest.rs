@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
+use crate::escape::ShowPath;
 use crate::safefs::Dir;
 use crate::state::FileId;
 
@@ -112,7 +113,7 @@ pub fn read_manifest(dir: &Dir) -> Option<BTreeMap<String, FileId>> {
                 if !parse_manifest(text, &mut out) {
                     tracing::warn!(
                         "{}/{name} is malformed; ignoring every handed-over credential",
-                        dir.path().display()
+                        dir.path().shown()
                     );
                     return None;
                 }

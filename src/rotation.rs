@@ -20,9 +20,11 @@ use serde::Serialize;
 use crate::apply::{self, Options, Outcome, Report};
 use crate::config::{Config, Delivery, Loader, Service, Source};
 use crate::creds::{hex_digest, Store};
+use crate::escape::text;
 use crate::generations::{History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
+use crate::overrides;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError, Owner};
 use crate::secret::Secret;
@@ -383,7 +385,9 @@ impl Job<'_> {
             return Ok(rotation);
         }
 
-        let outcome = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
+        let verify = (rotation.consumers.as_slice(), names.as_slice());
+        let outcome = apply_and_verify(root, config, served, manager, verify, held)?;
         rotation.human.push_str(&outcome.human("apply"));
         rotation.applied = true;
         rotation.verified = Some(outcome.ok());
@@ -461,7 +465,7 @@ impl Job<'_> {
                 }
             }
         }
-        let again = apply_and_verify(root, config, served, manager, &rotation.consumers, held)?;
+        let again = apply_and_verify(root, config, served, manager, verify, held)?;
         rotation
             .human
             .push_str(&again.human("re-apply of the previous value"));
@@ -603,8 +607,8 @@ impl Verified {
             let _ = writeln!(
                 out,
                 "{what}: {} ({}): {}{}",
-                s.service,
-                s.unit,
+                text(&s.service),
+                text(&s.unit),
                 match s.outcome {
                     Outcome::Unchanged => "unchanged",
                     Outcome::Updated => "updated",
@@ -616,14 +620,14 @@ impl Verified {
                     .unwrap_or_default()
             );
             if let Some(e) = &s.error {
-                let _ = writeln!(out, "  error: {e}");
+                let _ = writeln!(out, "  error: {}", text(e));
             }
         }
         for p in &self.report.config_problems {
             let _ = writeln!(out, "config error: {p}");
         }
         for w in &self.report.warnings {
-            let _ = writeln!(out, "warning: {w}");
+            let _ = writeln!(out, "warning: {}", text(w));
         }
         for c in &self.checks {
             out.push_str(&c.describe());
@@ -637,14 +641,17 @@ impl Check {
     pub fn describe(&self) -> String {
         let mut out = format!(
             "verify {}: unit {}; health check {}{}\n",
-            self.service,
-            self.unit_state,
+            text(&self.service),
+            text(&self.unit_state),
             self.health
                 .as_ref()
                 .map(|h| h.describe())
                 .unwrap_or_else(|| "none configured".into()),
             if self.ok { "" } else { "  => FAILED" }
         );
+        for o in &self.overridden {
+            let _ = writeln!(out, "  overridden: {o}");
+        }
         let lines = self.health.as_ref().map(|h| h.output()).unwrap_or_default();
         if !lines.is_empty() {
             out.push_str("  its last lines of output (secrets masked):\n");
@@ -674,6 +681,9 @@ pub struct Check {
     pub unit_state: String,
     pub unit_ok: bool,
     pub health: Option<health::Outcome>,
+    /// What in its unit wins over credloader's env file (it then does not
+    /// get the new value, so it does not verify).
+    pub overridden: Vec<String>,
     pub ok: bool,
 }
 
@@ -693,14 +703,15 @@ fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
 }
 
 /// Applies to `only` (restarting what changed), then verifies each of them:
-/// its unit is active again (and restarted, when a restart was queued), and
-/// its health check passes.
+/// its unit is active again (and restarted, when a restart was queued), its
+/// health check passes, and nothing in its unit takes from it a variable
+/// that carries one of `credentials` (the ones that changed).
 pub fn apply_and_verify(
     root: &Root,
     config: &Config,
     served: &Served,
     manager: Manager,
-    only: &[String],
+    (only, credentials): (&[String], &[&str]),
     held: &Lock,
 ) -> Result<Verified, RotationError> {
     let before: BTreeMap<String, Option<UnitSnapshot>> = only
@@ -717,6 +728,14 @@ pub fn apply_and_verify(
         jobs: 0,
     };
     let report = apply::apply_locked(config, root, manager, &opts, held)?;
+    // Something loaded after its env file that wins over it: the consumer
+    // keeps the value it had, whatever its unit and health check say.
+    let consumers: Vec<&Service> = report
+        .services
+        .iter()
+        .map(|s| &served.services[&s.service])
+        .collect();
+    let mut overridden = overrides::find(manager, root, &config.loader, &consumers).into_iter();
     let mut checks = Vec::new();
     for s in &report.services {
         let service = &served.services[&s.service];
@@ -738,7 +757,15 @@ pub fn apply_and_verify(
                 .as_ref()
                 .map(|argv| run_health(root, config, manager, service, argv))
         };
-        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed());
+        let carried = carriers(service, credentials);
+        let overridden: Vec<String> = overridden
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .filter(|o| o.takes(service).iter().any(|v| carried.contains(v)))
+            .map(|o| o.problem(root, service))
+            .collect();
+        let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed()) && overridden.is_empty();
         if let (Some(h), false) = (&health, root.is_offline()) {
             journal_failed_check(service, h);
         }
@@ -748,6 +775,7 @@ pub fn apply_and_verify(
             unit_state,
             unit_ok,
             health,
+            overridden,
             ok,
         });
     }
@@ -761,14 +789,24 @@ fn journal_failed_check(service: &Service, health: &health::Outcome) {
     }
     let mut message = format!(
         "service {} ({}): health check {}",
-        service.name,
-        service.unit,
+        text(&service.name),
+        text(&service.unit),
         health.describe()
     );
     for line in health.output() {
         let _ = write!(message, "\n| {line}");
     }
     crate::logging::journal(libsystemd::logging::Priority::Warning, &message);
+}
+
+/// The variables of `service` that carry one of `credentials`.
+fn carriers(service: &Service, credentials: &[&str]) -> Vec<String> {
+    service
+        .vars
+        .iter()
+        .filter(|v| matches!(&v.source, Source::Credential(c) if credentials.contains(&c.as_str())))
+        .map(|v| v.name.clone())
+        .collect()
 }
 
 /// Waits (up to the service's health timeout) for its unit to be active

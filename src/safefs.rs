@@ -22,24 +22,34 @@ use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
 use thiserror::Error;
 
+use crate::escape::Shown;
+use crate::holds::Hold;
 use crate::root::Root;
 use crate::secret::{read_secret, Secret};
 
 #[derive(Debug, Error)]
 pub enum FsError {
-    #[error("{}: is a symbolic link; credloader never follows links on a managed path. Replace it with the real {what}", path.display())]
+    #[error("{}: is a symbolic link; credloader never follows links on a managed path. Replace it with the real {what}", Shown(path))]
     Symlink { path: PathBuf, what: &'static str },
-    #[error("{}: is a {kind}, not a regular file; remove it so credloader can write the file", path.display())]
+    #[error(
+        "{}: is a {kind}, not a regular file; remove it so credloader can write the file",
+        Shown(path)
+    )]
     NotRegular { path: PathBuf, kind: &'static str },
-    #[error("{}: has {links} hard links, so another name could reveal it; remove the other links (`find / -xdev -samefile {}`)", path.display(), path.display())]
+    #[error("{}: has {links} hard links, so another name could reveal it; remove the other links (`find / -xdev -samefile {}`)", Shown(path), Shown(path))]
     Hardlinked { path: PathBuf, links: u64 },
-    #[error("{}: {problem}; fix with `chown root:root {} && chmod go-w {}`", path.display(), path.display(), path.display())]
+    #[error(
+        "{}: {problem}; fix with `chown root:root {} && chmod go-w {}`",
+        Shown(path),
+        Shown(path),
+        Shown(path)
+    )]
     UnsafeDir { path: PathBuf, problem: String },
-    #[error("{}: is not a directory", path.display())]
+    #[error("{}: is not a directory", Shown(path))]
     NotADirectory { path: PathBuf },
-    #[error("{}: larger than {limit} bytes", path.display())]
+    #[error("{}: larger than {limit} bytes", Shown(path))]
     TooLarge { path: PathBuf, limit: usize },
-    #[error("cannot {op} {}: {}", path.display(), describe(*errno))]
+    #[error("cannot {op} {}: {}", Shown(path), describe(*errno))]
     Os {
         op: &'static str,
         path: PathBuf,
@@ -97,8 +107,9 @@ impl Owner {
 
 /// Why [`Dir::write_atomic`] refuses to replace what is at `path` (its
 /// `lstat` is `st`): a symlink, anything but a regular file, or a file with
-/// another name elsewhere. `None`: a plain file it may replace.
-pub fn unreplaceable(path: &Path, st: &FileStat) -> Option<FsError> {
+/// another name elsewhere, unless `owners_links` and it is not root's (see
+/// [`Dir::replace`]). `None`: a plain file it may replace.
+pub fn unreplaceable(path: &Path, st: &FileStat, owners_links: bool) -> Option<FsError> {
     let path = path.to_path_buf();
     if is(st, SFlag::S_IFLNK) {
         return Some(FsError::Symlink { path, what: "file" });
@@ -109,7 +120,7 @@ pub fn unreplaceable(path: &Path, st: &FileStat) -> Option<FsError> {
             kind: kind(st),
         });
     }
-    (st.st_nlink > 1).then_some(FsError::Hardlinked {
+    (st.st_nlink > 1 && !(owners_links && st.st_uid != 0)).then_some(FsError::Hardlinked {
         path,
         links: st.st_nlink,
     })
@@ -152,6 +163,27 @@ impl DirPolicy {
             strict: true,
         }
     }
+}
+
+/// What [`Dir::open_unless_held`] found.
+enum Opened {
+    Absent,
+    File(File, FileStat),
+    Held(Hold),
+}
+
+/// A file at a managed name, as [`Dir::read_existing`] found it.
+pub enum Existing {
+    Absent,
+    /// Read in full: its bytes, its status taken after reading them, and
+    /// the file, still open.
+    Read {
+        secret: Secret,
+        stat: FileStat,
+        file: File,
+    },
+    /// Its owner holds it (another name, a lease), so it was not read.
+    Held(Hold),
 }
 
 /// An open directory on a managed path.
@@ -268,17 +300,40 @@ impl Dir {
     /// when absent. A file with another name elsewhere is not even opened:
     /// that other name is not ours to read (checked again after the open).
     fn open_regular(&self, name: &OsStr) -> Result<Option<(File, FileStat)>, FsError> {
+        match self.open_unless_held(name, false)? {
+            Opened::Absent => Ok(None),
+            Opened::File(file, st) => Ok(Some((file, st))),
+            Opened::Held(_) => Err(FsError::os(
+                "open",
+                &self.path.join(name),
+                Errno::EWOULDBLOCK,
+            )),
+        }
+    }
+
+    /// Opens a regular file for reading, unless someone holds it: another
+    /// name for it (when `owners_links`, only a file an unprivileged owner
+    /// could have linked counts as held; root's is refused) or a lease,
+    /// which makes the open fail at once rather than wait for its holder.
+    fn open_unless_held(&self, name: &OsStr, owners_links: bool) -> Result<Opened, FsError> {
         let path = self.path.join(name);
-        let hardlinked = |st: &FileStat| {
-            (is(st, SFlag::S_IFREG) && st.st_nlink > 1).then(|| FsError::Hardlinked {
-                path: path.clone(),
-                links: st.st_nlink,
+        let linked = |st: &FileStat| -> Option<Result<Opened, FsError>> {
+            if !is(st, SFlag::S_IFREG) || st.st_nlink <= 1 {
+                return None;
+            }
+            Some(match owners_links && st.st_uid != 0 {
+                true => Ok(Opened::Held(Hold::Links(st.st_nlink))),
+                false => Err(FsError::Hardlinked {
+                    path: path.clone(),
+                    links: st.st_nlink,
+                }),
             })
         };
-        if let Some(e) = self.entry(name)?.as_ref().and_then(hardlinked) {
-            return Err(e);
+        if let Some(r) = self.entry(name)?.as_ref().and_then(linked) {
+            return r;
         }
-        // O_NONBLOCK: opening a planted FIFO must not hang.
+        // O_NONBLOCK: opening a planted FIFO must not hang, nor a leased
+        // file wait for the lease holder (it fails with EWOULDBLOCK).
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
@@ -286,13 +341,14 @@ impl Dir {
             | OFlag::O_NOCTTY;
         let fd = match openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ENOENT) => return Ok(Opened::Absent),
             Err(Errno::ELOOP) => return Err(FsError::Symlink { path, what: "file" }),
+            Err(Errno::EWOULDBLOCK) => return Ok(Opened::Held(Hold::Lease)),
             Err(e) => return Err(FsError::os("open", &path, e)),
         };
         let st = fstat(&fd).map_err(|e| FsError::os("stat", &path, e))?;
-        if let Some(e) = hardlinked(&st) {
-            return Err(e);
+        if let Some(r) = linked(&st) {
+            return r;
         }
         if !is(&st, SFlag::S_IFREG) {
             return Err(FsError::NotRegular {
@@ -300,7 +356,13 @@ impl Dir {
                 kind: kind(&st),
             });
         }
-        Ok(Some((File::from(fd), st)))
+        Ok(Opened::File(File::from(fd), st))
+    }
+
+    /// The status of an open file, taken after it was read: a write between
+    /// an earlier stat and the read would otherwise go unseen.
+    fn stat_after_read(&self, name: &OsStr, file: &File) -> Result<FileStat, FsError> {
+        fstat(file).map_err(|e| FsError::os("stat", &self.path.join(name), e))
     }
 
     /// Reads a non-secret file (ciphertext, drop-ins, state).
@@ -313,13 +375,14 @@ impl Dir {
             return Err(FsError::TooLarge { path, limit });
         }
         let mut buf = Vec::with_capacity(st.st_size as usize);
-        file.take(limit as u64 + 1)
+        (&file)
+            .take(limit as u64 + 1)
             .read_to_end(&mut buf)
             .map_err(|e| FsError::os("read", &path, io_errno(&e)))?;
         if buf.len() > limit {
             return Err(FsError::TooLarge { path, limit });
         }
-        Ok(Some((buf, st)))
+        Ok(Some((buf, self.stat_after_read(name, &file)?)))
     }
 
     /// Reads a file that holds plaintext into a [`Secret`].
@@ -328,25 +391,61 @@ impl Dir {
         name: &OsStr,
         limit: usize,
     ) -> Result<Option<(Secret, FileStat)>, FsError> {
-        let Some((file, st)) = self.open_regular(name)? else {
+        let Some((file, _)) = self.open_regular(name)? else {
             return Ok(None);
         };
+        let secret = self.read_open_secret(name, &file, limit)?;
+        Ok(Some((secret, self.stat_after_read(name, &file)?)))
+    }
+
+    /// What is at `name`, a file its unprivileged owner may have linked
+    /// elsewhere or leased (an env file): absent, read in full, or held
+    /// (and then not read: see [`crate::holds`]).
+    pub fn read_existing(&self, name: &OsStr, limit: usize) -> Result<Existing, FsError> {
+        let (file, _) = match self.open_unless_held(name, true)? {
+            Opened::Absent => return Ok(Existing::Absent),
+            Opened::Held(hold) => return Ok(Existing::Held(hold)),
+            Opened::File(file, st) => (file, st),
+        };
+        let secret = self.read_open_secret(name, &file, limit)?;
+        let stat = self.stat_after_read(name, &file)?;
+        Ok(Existing::Read { secret, stat, file })
+    }
+
+    fn read_open_secret(&self, name: &OsStr, file: &File, limit: usize) -> Result<Secret, FsError> {
         let path = self.path.join(name);
-        let secret = read_secret(file, limit).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => FsError::TooLarge {
-                path: path.clone(),
-                limit,
-            },
+        read_secret(file, limit).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => FsError::TooLarge { path, limit },
             _ => FsError::os("read", &path, io_errno(&e)),
-        })?;
-        Ok(Some((secret, st)))
+        })
     }
 
     /// Replaces `name` with `contents` atomically (see the module docs).
     /// Refuses to replace anything but a regular file with a single link.
     pub fn write_atomic(&self, name: &OsStr, contents: &[u8], owner: Owner) -> Result<(), FsError> {
+        self.replace(name, contents, owner, false).map(drop)
+    }
+
+    /// Replaces `name` with `contents` atomically (see the module docs) and
+    /// returns the new file, still open for reading, so that the caller can
+    /// prove what is in it (see [`crate::provenance`]). Refuses to replace
+    /// anything but a regular file; one with other names too, unless
+    /// `owners_links` and its owner is not root: an unprivileged owner may
+    /// link its own file elsewhere, and the rename leaves that other name
+    /// with the old file (nobody but root can link a file *into* a managed
+    /// directory, so root's file with another name is a mistake to refuse).
+    pub fn replace(
+        &self,
+        name: &OsStr,
+        contents: &[u8],
+        owner: Owner,
+        owners_links: bool,
+    ) -> Result<File, FsError> {
         let path = self.path.join(name);
-        if let Some(e) = self.entry(name)?.and_then(|st| unreplaceable(&path, &st)) {
+        if let Some(e) = self
+            .entry(name)?
+            .and_then(|st| unreplaceable(&path, &st, owners_links))
+        {
             return Err(e);
         }
         let (tmp_name, fd) = self.create_temp(name)?;
@@ -372,16 +471,17 @@ impl Dir {
         }
         // After chown/chmod, so that owner and mode are durable with the data.
         fsync(&file).map_err(|e| cleanup(FsError::os("fsync", &path, e)))?;
-        drop(file);
         renameat(&self.fd, tmp_name.as_os_str(), &self.fd, name)
             .map_err(|e| cleanup(FsError::os("rename into", &path, e)))?;
-        self.sync()
+        self.sync()?;
+        Ok(file)
     }
 
     /// Creates a fresh temp file beside `name`: `O_EXCL`, mode 0600, root's.
     fn create_temp(&self, name: &OsStr) -> Result<(PathBuf, OwnedFd), FsError> {
+        // Read-write: the caller may read back what it wrote through it.
         let flags =
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         loop {
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let nanos = std::time::SystemTime::now()

@@ -176,8 +176,8 @@ impl Snapshot {
     }
 
     /// Everything else `config` makes an apply read: the state, the sealed
-    /// credentials and their directory, each service's env file and
-    /// drop-in, and the account files.
+    /// credentials and their directory, each service's env file, drop-in
+    /// and drop-in directory, and the account files.
     pub fn add_inputs(&mut self, root: &Root, config: &Config) {
         let loader = &config.loader;
         let host = |p: &Path| root.host(p);
@@ -191,7 +191,14 @@ impl Snapshot {
             if s.delivery == Delivery::Env {
                 self.add(host(&s.env_file));
             }
-            self.add(host(&s.dropin_path(loader)));
+            let dropin = host(&s.dropin_path(loader));
+            // Its directory too: a drop-in added beside credloader's (one
+            // that may override its env file) must make the next run a full
+            // one, which warns about it.
+            if let Some(dir) = dropin.parent() {
+                self.add(dir.to_path_buf());
+            }
+            self.add(dropin);
         }
         for f in ["/etc/passwd", "/etc/group"] {
             self.add(host(Path::new(f)));

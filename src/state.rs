@@ -14,6 +14,7 @@ use nix::sys::stat::FileStat;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Delivery, Problem, Service};
+use crate::escape::ShowPath;
 use crate::safefs::{Dir, FsError, Owner};
 
 pub const FILE: &str = "state.json";
@@ -138,7 +139,7 @@ impl State {
                 State::default(),
                 Some(format!(
                     "{}/{FILE} is unreadable; rebuilding it",
-                    dir.path().display()
+                    dir.path().shown()
                 )),
             )),
         }
@@ -308,7 +309,7 @@ impl<'a> Served<'a> {
 pub fn describe(problems: &[Problem]) -> String {
     let mut files: Vec<String> = problems
         .iter()
-        .map(|p| p.origin.file.display().to_string())
+        .map(|p| p.origin.file.shown().to_string())
         .collect();
     files.sort();
     files.dedup();

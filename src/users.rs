@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
+use crate::escape::ShowPath;
 use crate::root::Root;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl Accounts {
             match std::fs::read_to_string(&path) {
                 Ok(t) => Ok(t),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-                Err(e) => Err(UserError::Read(path.display().to_string(), e.to_string())),
+                Err(e) => Err(UserError::Read(path.shown().to_string(), e.to_string())),
             }
         };
         let mut users = HashMap::new();

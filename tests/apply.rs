@@ -304,15 +304,40 @@ fn a_symlinked_env_dir_and_a_service_writable_env_dir_are_refused() {
 }
 
 #[test]
-fn a_hardlinked_env_file_is_refused() {
+fn a_hardlinked_env_file_is_replaced_and_the_other_name_keeps_only_the_old_file() {
+    // Its owner may link its own file (issue 13; tests/hardening_hostile.rs
+    // does it as that user): that is no reason to fail the service. The
+    // other name keeps the old file, and apply says so.
     let t = Tree::new();
     position_monitor(&t);
     t.credloader(&["apply"]).ok();
     std::fs::hard_link(t.path(ENV), t.path("/run/credloader/copy")).unwrap();
     t.seal("BINANCE_API_KEY", b"k-new-value-00000");
     let run = t.credloader(&["apply"]);
+    run.ok();
+    assert!(
+        run.stdout.contains("warning") && run.stdout.contains("hard links"),
+        "{run:?}"
+    );
+    assert!(t.read_string(ENV).contains("k-new-value-00000"));
+    let copy = t.read_string("/run/credloader/copy");
+    assert!(copy.contains("k-1111111111111111") && !copy.contains("k-new-value"));
+    assert_eq!(t.owner_mode(ENV), (QT_UID, QT_UID, 0o600));
+}
+
+#[test]
+fn a_hardlinked_file_of_roots_at_an_env_path_is_refused() {
+    // Nobody but root can put a name into the env dir: root's own file with
+    // another name there is a mistake, refused as before.
+    let t = Tree::new();
+    position_monitor(&t);
+    t.mkdir("/run/credloader", 0o755);
+    t.write("/run/credloader/roots", b"root's\n", 0o600);
+    std::fs::hard_link(t.path("/run/credloader/roots"), t.path(ENV)).unwrap();
+    let run = t.credloader(&["apply"]);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("hard links"), "{run:?}");
+    assert_eq!(t.read("/run/credloader/roots"), b"root's\n");
 }
 
 #[test]
@@ -798,6 +823,321 @@ fn an_env_file_is_never_handed_to_a_user_the_unit_does_not_run_as() {
     );
 }
 
+/// Issue #13: the owner check reads an image's unit files the way PID 1
+/// does (`src/unitfile.rs`, proved against a real PID 1 by
+/// `tests/e2e_unitfile.rs`), and refuses what it cannot decide.
+#[test]
+fn the_owner_check_reads_unit_files_as_pid1_does_and_refuses_what_it_cannot_tell() {
+    let t = Tree::new();
+    let unit = |path: &str, body: &str| t.write(path, body.as_bytes(), 0o644);
+    let run = "ExecStart=/bin/sleep infinity\n";
+    // Drop-ins apply by file name across directories: the admin's 60- in
+    // /etc comes after the vendor's 10- in /usr/lib, so this runs as root.
+    unit(
+        "/usr/lib/systemd/system/reordered.service",
+        &format!("[Service]\nUser=qt\n{run}"),
+    );
+    unit(
+        "/usr/lib/systemd/system/reordered.service.d/10-vendor.conf",
+        "[Service]\nUser=qt\n",
+    );
+    unit(
+        "/etc/systemd/system/reordered.service.d/60-override.conf",
+        "[Service]\nUser=root\n",
+    );
+    // Only [Service] counts: User= under [Install] runs nothing as qt.
+    unit(
+        "/etc/systemd/system/installed.service",
+        &format!("[Service]\n{run}[Install]\nUser=qt\nWantedBy=multi-user.target\n"),
+    );
+    // A dash-prefix drop-in (`dashed-.service.d`) applies to dashed-x.
+    unit(
+        "/etc/systemd/system/dashed-x.service",
+        &format!("[Service]\nUser=qt\n{run}"),
+    );
+    unit(
+        "/etc/systemd/system/dashed-.service.d/10.conf",
+        "[Service]\nUser=\n",
+    );
+    // A continuation line: `User=q` + `t` is the user "q t", not qt.
+    unit(
+        "/etc/systemd/system/continued.service",
+        &format!("[Service]\n{run}User=q\\\nt\n"),
+    );
+    // A user the image does not know, and one only the running system knows.
+    unit(
+        "/etc/systemd/system/ghost.service",
+        &format!("[Service]\nUser=ghost\n{run}"),
+    );
+    unit(
+        "/etc/systemd/system/hostname.service",
+        &format!("[Service]\nUser=%H\n{run}"),
+    );
+    // Fine: a template's instance named after its user, and an override
+    // that sorts last and makes the unit qt's.
+    unit(
+        "/usr/lib/systemd/system/worker@.service",
+        &format!("[Service]\nUser=%i\n{run}"),
+    );
+    unit(
+        "/usr/lib/systemd/system/back.service",
+        &format!("[Service]\n{run}"),
+    );
+    unit(
+        "/etc/systemd/system/back.service.d/override.conf",
+        "[Service]\nUser=qt\n",
+    );
+    for name in [
+        "reordered",
+        "installed",
+        "dashed-x",
+        "continued",
+        "ghost",
+        "hostname",
+        "back",
+    ] {
+        t.config(&format!("{name}.toml"), &service(name, "qt", &["K"]));
+    }
+    t.config(
+        "worker.toml",
+        "[services.worker]\nunit = \"worker@qt.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\n",
+    );
+    t.seal("K", b"value-k");
+
+    let run = t.credloader(&["apply", "--json"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let j = run.json();
+    let error = |name: &str| {
+        j["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (name, why) in [
+        (
+            "reordered",
+            "reordered.service runs as root, but its env file belongs to qt",
+        ),
+        (
+            "installed",
+            "installed.service runs as root (it has no User=)",
+        ),
+        (
+            "dashed-x",
+            "dashed-x.service runs as root (it has no User=)",
+        ),
+        (
+            "continued",
+            "continued.service runs as q t, a user this system does not know",
+        ),
+        (
+            "ghost",
+            "ghost.service runs as ghost, a user this system does not know",
+        ),
+        ("hostname", "cannot tell whom hostname.service runs as"),
+    ] {
+        assert!(error(name).contains(why), "{name}: {}", error(name));
+        assert!(!t.exists(&format!("/run/credloader/{name}.env")), "{name}");
+    }
+    assert!(error("hostname").contains("%H"), "{}", error("hostname"));
+    assert!(
+        error("hostname").contains("set `user = \"root\"`"),
+        "{}",
+        error("hostname")
+    );
+    for fine in ["worker", "back"] {
+        assert_eq!(error(fine), "", "{fine}");
+        assert_eq!(
+            t.owner_mode(&format!("/run/credloader/{fine}.env")).0,
+            QT_UID
+        );
+    }
+    let warnings = j["warnings"].to_string();
+    assert!(
+        !warnings.contains("could not tell whom worker@qt"),
+        "{warnings}"
+    );
+
+    // `check` reads the units the same way.
+    let check = t.credloader(&["check"]);
+    assert_eq!(check.code, 1, "{check:#?}");
+    assert!(
+        check.all().contains("reordered.service runs as root"),
+        "{check:#?}"
+    );
+}
+
+/// Issue #12: a drop-in that sorts after `50-credloader.conf` (the seed's
+/// own `credentials.conf`) and loads a file that sets a managed variable
+/// wins over credloader's env file. apply, status and check name the file,
+/// the line and the fix; only what truly wins is reported.
+#[test]
+fn whatever_wins_over_the_env_file_is_named_with_its_line_and_the_fix() {
+    let t = Tree::new();
+    position_monitor(&t);
+    let unit = "/etc/systemd/system/quantum-position-monitor.service";
+    t.write(unit, b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\nEnvironmentFile=/etc/quantum/fragment.env\n", 0o644);
+    // The seed host's layout, as an operator left it.
+    let legacy = "/etc/quantum/position-monitor-secrets/binance.env";
+    t.write(
+        legacy,
+        b"BINANCE_API_KEY=old-key\nBINANCE_API_SECRET=old-secret\nEXIT_BRAIN_V35_ENABLED=true\n",
+        0o600,
+    );
+    let d = format!("{unit}.d");
+    t.write(
+        &format!("{d}/credentials.conf"),
+        format!("[Service]\nEnvironmentFile=-{legacy}\n").as_bytes(),
+        0o644,
+    );
+    // None of these wins: a file loaded before credloader's (the unit's
+    // own, and an earlier drop-in's), Environment= (files win over it), a
+    // file that sets no managed variable, a setting outside [Service].
+    for f in ["/etc/quantum/fragment.env", "/etc/quantum/early.env"] {
+        t.write(f, b"BINANCE_API_SECRET=early\n", 0o600);
+    }
+    t.write("/etc/quantum/other.env", b"LOG_LEVEL=debug\n", 0o644);
+    t.write(
+        &format!("{d}/10-early.conf"),
+        b"[Service]\nEnvironmentFile=/etc/quantum/early.env\n",
+        0o644,
+    );
+    t.write(
+        &format!("{d}/60-env.conf"),
+        b"[Service]\nEnvironment=BINANCE_API_SECRET=env\nEnvironmentFile=/etc/quantum/other.env\n\
+          [Install]\nEnvironmentFile=/etc/quantum/early.env\n",
+        0o644,
+    );
+    // These do: UnsetEnvironment= of a managed variable, and (a warning
+    // only) a file that does not exist yet.
+    t.write(
+        &format!("{d}/70-unset.conf"),
+        b"[Service]\nUnsetEnvironment=LOG_LEVEL EXCHANGE_KEY\n",
+        0o644,
+    );
+    t.write(
+        &format!("{d}/80-later.conf"),
+        b"[Service]\nEnvironmentFile=-/etc/quantum/later.env\n",
+        0o644,
+    );
+
+    let run = t.credloader(&["apply", "--json"]);
+    assert_eq!(run.code, 0, "warnings, not errors: {run:#?}");
+    let warnings: Vec<String> = run.json()["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let root = t.root().display().to_string();
+    let sets = warnings
+        .iter()
+        .find(|w| w.contains("credentials.conf"))
+        .unwrap_or_else(|| panic!("{warnings:#?}"));
+    for part in [
+        &format!(
+            "service position-monitor: {root}{d}/credentials.conf:2 loads EnvironmentFile={legacy}"
+        ),
+        "after credloader's /run/credloader/position-monitor.env",
+        "it sets BINANCE_API_KEY, BINANCE_API_SECRET, EXIT_BRAIN_V35_ENABLED: quantum-position-monitor.service gets those values",
+        "fix: remove that EnvironmentFile= line from",
+        "systemctl daemon-reload",
+    ] {
+        assert!(sets.contains(part), "{part}\n{sets}");
+    }
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("70-unset.conf:2 has UnsetEnvironment=EXCHANGE_KEY")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w
+            .contains("80-later.conf:2 loads EnvironmentFile=/etc/quantum/later.env")
+            && w.contains("does not exist now")),
+        "{warnings:#?}"
+    );
+    assert_eq!(warnings.len(), 3, "only what wins: {warnings:#?}");
+    assert!(!run.all().contains("old-secret") && !run.all().contains("old-key"));
+
+    // status: per service; check: errors for what wins, a warning for the
+    // file that does not exist yet.
+    let status = t.credloader(&["status", "--json"]);
+    let over = status.json()["services"][0]["overridden"].clone();
+    let blocks: Vec<bool> = over
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["blocks"].as_bool().unwrap())
+        .collect();
+    assert_eq!(blocks, [false, true, true], "{over:#}");
+    assert!(t
+        .credloader(&["status"])
+        .stdout
+        .contains("overridden:    YES: "));
+    let check = t.credloader(&["check", "--json"]);
+    assert_eq!(check.code, 1);
+    let findings = check.json()["findings"].clone();
+    let about = |sev: &str, what: &str| {
+        findings.as_array().unwrap().iter().any(|f| {
+            f["severity"] == sev
+                && f["subject"] == "service position-monitor"
+                && f["problem"].as_str().unwrap().contains(what)
+        })
+    };
+    assert!(about("error", "credentials.conf:2"), "{findings:#}");
+    assert!(
+        about("error", "UnsetEnvironment=EXCHANGE_KEY"),
+        "{findings:#}"
+    );
+    assert!(about("warning", "later.env"), "{findings:#}");
+
+    // An empty EnvironmentFile= after credloader's drop-in drops its file;
+    // a same-named drop-in in a directory read first hides credloader's.
+    t.write(
+        &format!("{d}/90-reset.conf"),
+        b"[Service]\nEnvironmentFile=\n",
+        0o644,
+    );
+    let status = t.credloader(&["status", "--json"]);
+    let over = status.json()["services"][0]["overridden"].to_string();
+    assert!(
+        over.contains("90-reset.conf:2 empties EnvironmentFile="),
+        "{over}"
+    );
+    std::fs::remove_file(t.path(&format!("{d}/90-reset.conf"))).unwrap();
+    t.write(
+        "/run/systemd/system.control/quantum-position-monitor.service.d/50-credloader.conf",
+        b"[Service]\n",
+        0o644,
+    );
+    let over = t.credloader(&["status", "--json"]).json()["services"][0]["overridden"].to_string();
+    assert!(
+        over.contains("has the name of credloader's drop-in and hides it"),
+        "{over}"
+    );
+    std::fs::remove_file(
+        t.path("/run/systemd/system.control/quantum-position-monitor.service.d/50-credloader.conf"),
+    )
+    .unwrap();
+
+    // The fix the message names clears it.
+    for f in ["credentials.conf", "70-unset.conf", "80-later.conf"] {
+        std::fs::remove_file(t.path(&format!("{d}/{f}"))).unwrap();
+    }
+    let run = t.credloader(&["apply", "--json"]);
+    assert_eq!(run.json()["warnings"], serde_json::json!([]), "{run:#?}");
+    assert_eq!(
+        t.credloader(&["status", "--json"]).json()["services"][0]["overridden"],
+        serde_json::json!([])
+    );
+}
+
 #[test]
 fn a_service_removed_from_the_config_loses_its_files() {
     let t = Tree::new();
@@ -1090,4 +1430,47 @@ fn an_image_is_not_told_systemd_was_reloaded() {
             && !run.stdout.contains("daemon-reload done"),
         "{run:#?}"
     );
+}
+
+#[test]
+fn a_fleet_larger_than_the_open_file_limit_is_served_and_every_file_proven() {
+    // Each written env file stays open until what it holds is proven
+    // (src/provenance.rs): in batches of a quarter of the limit, so a limit
+    // that holds the run's directories (one drop-in directory per service,
+    // kept open) but not also every env file still serves them all.
+    let t = Tree::new();
+    const N: usize = 100;
+    for i in 0..N {
+        t.config(
+            &format!("s{i}.toml"),
+            &service(&format!("s{i}"), "qt", &["SHARED_KEY"]),
+        );
+    }
+    t.seal("SHARED_KEY", b"shared-value-1234567");
+    let mut cmd = t.command(&["apply", "--json"]);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_NOFILE, 192, 192).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&t.read("/var/lib/credloader/state.json")).unwrap();
+    for i in 0..N {
+        assert!(t
+            .read_string(&format!("/run/credloader/s{i}.env"))
+            .contains("shared-value-1234567"));
+        assert!(
+            !state["services"][format!("s{i}")]["env_file_id"].is_null(),
+            "s{i}: no identity recorded"
+        );
+    }
+    let again = t.credloader(&["apply", "--json"]).json();
+    assert!(again["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["outcome"] == "unchanged" && s["decrypted"] == serde_json::json!([])));
 }

@@ -22,6 +22,10 @@ declare -A PKG=(
   [useradd]=passwd
   [mount]=mount
   [cc]=gcc
+  # The Debian 13 (and testing) roots the e2e suites also boot
+  # (tests/testbed/image.sh, built once under target/testbed-roots/).
+  [debootstrap]=debootstrap
+  [flock]=util-linux
 )
 
 missing=()

@@ -368,6 +368,34 @@ fn an_env_file_is_refused_to_a_user_the_running_unit_does_not_run_as() {
     );
     assert!(bed.read("/run/credloader/gamma.env").is_none());
 
+    // Two prefixes (systemd shows `flags=ignore-failure privileged`), and
+    // PermissionsStartOnly=, which systemd does not show at all: the unit
+    // files say it, and its ExecStartPre= runs as root.
+    for (dropin, why) in [
+        ("[Service]\nExecStartPre=-+/bin/true\n", "(ExecStartPre=)"),
+        (
+            "[Service]\nPermissionsStartOnly=yes\nExecStartPre=/bin/true\n",
+            "(PermissionsStartOnly= at /etc/systemd/system/gamma.service.d/10-root.conf:2)",
+        ),
+    ] {
+        bed.write(
+            "/etc/systemd/system/gamma.service.d/10-root.conf",
+            dropin.as_bytes(),
+            0o644,
+        );
+        bed.daemon_reload();
+        let out = bed.credloader(&["apply"], None);
+        assert_eq!(out.status.code(), Some(1), "{}", scene::text(&out));
+        let text = scene::text(&out);
+        assert!(
+            text.contains(&format!(
+                "gamma.service runs commands with full privileges {why}"
+            )),
+            "{text}"
+        );
+        assert!(bed.read("/run/credloader/gamma.env").is_none());
+    }
+
     bed.sh_ok("rm /etc/systemd/system/gamma.service.d/10-root.conf");
     bed.daemon_reload();
     let out = bed.credloader(&["apply"], None);

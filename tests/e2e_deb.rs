@@ -1,6 +1,7 @@
 //! The Debian package end to end on a real systemd (see docs/testbed.md):
 //! `dpkg -i` enables and starts the units, a consumer gets its keys across a
-//! "reboot", and `dpkg -r` / `dpkg -P` clean up what credloader wrote while
+//! "reboot", a newer version installed over it restarts no consumer, and
+//! `dpkg -r` / `dpkg -P` clean up what credloader wrote while
 //! every sealed credential stays exactly as it was. Also: lintian is clean.
 //!
 //! The package is built by packaging/build-deb.sh, the script `make deb`
@@ -68,6 +69,112 @@ fn lintian_reports_no_errors_or_warnings() {
     );
 }
 
+/// The package states what it needs (README, "Supported systems"): the
+/// oldest systemd it was tested on, the helpers its maintainer scripts call,
+/// and, recommended, what the faster paths and `sync` use.
+#[test]
+fn the_package_states_what_it_needs() {
+    let field = |name: &str| {
+        let out = Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(deb())
+            .arg(name)
+            .output()
+            .expect("dpkg-deb -f");
+        assert!(out.status.success(), "{out:?}");
+        testbed::lossy(&out.stdout).trim().to_string()
+    };
+    let depends = field("Depends");
+    for needed in [
+        "libc6 (>= ",
+        "systemd (>= 252)",
+        "init-system-helpers (>= 1.54~)",
+    ] {
+        assert!(depends.contains(needed), "Depends: {depends}");
+    }
+    assert_eq!(
+        field("Recommends"),
+        "default-dbus-system-bus | dbus-system-bus, ca-certificates, python3"
+    );
+}
+
+/// The built package repacked as a newer version (`VERSION+upgrade1`), in `dir`.
+fn newer_deb(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("dpkg-deb")
+            .args(args)
+            .output()
+            .expect("dpkg-deb");
+        assert!(out.status.success(), "dpkg-deb {args:?}: {out:?}");
+    };
+    run(&["-R".as_ref(), deb().as_os_str(), tree.as_os_str()]);
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("Version: ") {
+            Some(v) => format!("Version: {v}+upgrade1\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    let out = dir.join("credloader-newer.deb");
+    run(&[
+        "--root-owner-group".as_ref(),
+        "-Zgzip".as_ref(),
+        "-b".as_ref(),
+        tree.as_os_str(),
+        out.as_os_str(),
+    ]);
+    out
+}
+
+/// `dpkg -i` of a newer version over a working install: the units stay
+/// enabled, credloader.service re-applies with the new binary (postinst
+/// restarts it), and since nothing changed no consumer restarts and no
+/// sealed file is touched.
+fn upgrade_keeps_every_delivery(bed: &TestBed, sealed: &str) {
+    let dir = testbed::tempdir();
+    bed.copy_in(&newer_deb(dir.path()), "/root/credloader-newer.deb", 0o644);
+    let app = bed.main_pid("app.service");
+    let applied = bed.unit_property("credloader.service", "InvocationID");
+    ok(
+        "dpkg -i (upgrade)",
+        bed.sh("dpkg -i /root/credloader-newer.deb 2>&1"),
+    );
+    assert!(bed
+        .sh_ok("dpkg-query -W -f='${Version}' credloader")
+        .ends_with("+upgrade1"));
+    assert_eq!(
+        testbed::lossy(
+            &bed.systemctl(&["is-enabled", "credloader.service", "credloader.path"])
+                .stdout
+        ),
+        "enabled\nenabled\n"
+    );
+    bed.wait_until(
+        "credloader.service to re-apply",
+        Duration::from_secs(10),
+        || {
+            bed.unit_property("credloader.service", "ActiveState") == "active"
+                && bed.unit_property("credloader.service", "InvocationID") != applied
+        },
+    );
+    assert_eq!(bed.main_pid("app.service"), app, "app was restarted");
+    assert_eq!(
+        bed.environ("app.service")
+            .get("APP_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"app-key-2"[..])
+    );
+    assert_eq!(
+        sealed_fingerprint(bed),
+        sealed,
+        "the upgrade touched sealed files"
+    );
+}
+
 /// A bed that decrypts with a throwaway host secret (never the host's own).
 fn boot() -> (TestBed, tempfile::TempDir) {
     let secret_dir = testbed::tempdir();
@@ -110,7 +217,7 @@ fn sealed_fingerprint(bed: &TestBed) -> String {
 }
 
 #[test]
-fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
+fn dpkg_install_reboot_upgrade_remove_and_purge_keep_every_sealed_credential() {
     let deb = deb();
     let (bed, _secret) = boot();
     // A real host has no policy-rc.d; this machine's container one (exit 101)
@@ -262,6 +369,8 @@ fn dpkg_install_reboot_remove_and_purge_keep_every_sealed_credential() {
             && sealed.contains("var/lib/credloader/generations/APP_API_KEY/"),
         "{sealed}"
     );
+
+    upgrade_keeps_every_delivery(&bed, &sealed);
 
     // --- remove: units stopped and gone, everything delivered stays ---
     ok("dpkg -r", bed.sh("dpkg -r credloader 2>&1"));

@@ -25,9 +25,9 @@ fn boot() -> Scene {
     )
 }
 
-#[test]
-fn rotate_verifies_restarts_only_its_consumer_and_rolls_back_a_bad_value() {
-    let bed = boot();
+/// alpha (qt) consumes BINANCE_API_KEY and checks it is not `bad-key-xyz`
+/// (as qt); beta (bot) consumes KRAKEN_KEY. Both sealed, applied, running.
+fn alpha_and_beta_running(bed: &Scene) {
     bed.write(
         "/etc/quantum/credloader.d/alpha.toml",
         br#"[services.alpha]
@@ -54,6 +54,12 @@ health_timeout_sec = 15
     let out = bed.credloader(&["apply"], None);
     assert!(out.status.success(), "{}", text(&out));
     bed.systemctl_ok(&["start", "alpha.service", "beta.service"]);
+}
+
+#[test]
+fn rotate_verifies_restarts_only_its_consumer_and_rolls_back_a_bad_value() {
+    let bed = boot();
+    alpha_and_beta_running(&bed);
     let alpha0 = bed.main_pid("alpha.service").expect("alpha runs");
     let beta0 = bed.main_pid("beta.service").expect("beta runs");
     assert_eq!(
@@ -343,4 +349,41 @@ fn a_rotation_reaches_a_consumer_whose_file_a_deploy_user_owns() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("alpha.toml"), "{}", text(&out));
     assert!(bed.active("alpha.service"));
+}
+
+/// Without D-Bus, systemd-run cannot start the check as a unit; it then runs
+/// in-process as the service's user, and still decides. systemd-run words
+/// the missing bus differently on 252 and 257 (src/health.rs `no_bus`): on
+/// 257 this check was once "not run", and a good value was rolled back.
+#[test]
+fn without_dbus_the_health_check_runs_in_process_and_still_decides() {
+    let bed = boot();
+    alpha_and_beta_running(&bed);
+    bed.systemctl_ok(&["stop", "dbus.socket", "dbus.service"]);
+    let out = bed.exec(&["systemd-run", "--wait", "--quiet", "true"]);
+    assert!(!out.status.success(), "the bus is still there: {out:?}");
+
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"good-key-xyz"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["verification"][0]["health"]["result"], "passed", "{j}");
+    assert_eq!(
+        bed.environ("alpha.service")
+            .get("BINANCE_API_KEY")
+            .map(Vec::as_slice),
+        Some(&b"good-key-xyz"[..])
+    );
+
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"bad-key-xyz"),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verification"][0]["health"]["result"], "failed", "{j}");
+    assert_eq!(j["rolled_back"], true, "{j}");
 }

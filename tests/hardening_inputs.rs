@@ -558,3 +558,75 @@ fn values_that_cannot_be_carried_are_refused_at_seal_time() {
         assert!(!t.exists("/etc/quantum/creds/K.cred"), "{word}");
     }
 }
+
+// ---- names that did not pass validation, in reports and logs --------------
+
+/// No line of `r`'s output (stdout and stderr) is forged by a name: none
+/// starts with `FORGED`, none carries an escape sequence or a bidi control
+/// raw; and the name was shown, escaped (`\nFORGED`).
+#[track_caller]
+fn assert_escaped(what: &str, r: &common::Run) {
+    let all = r.all();
+    for line in all.lines() {
+        assert!(!line.starts_with("FORGED"), "{what}: a forged line: {all}");
+    }
+    assert!(
+        !all.contains('\u{1b}') && !all.contains('\u{202e}') && !all.contains('\r'),
+        "{what}: raw control characters: {all:?}"
+    );
+    assert!(
+        all.contains("\\nFORGED"),
+        "{what}: the name was not shown: {all}"
+    );
+}
+
+#[test]
+fn names_with_control_characters_are_escaped_in_reports_and_logs() {
+    // A name in the state file (a service that left the configuration).
+    let t = Tree::new();
+    t.config("gone.toml", &common::service("gone", "qt", &["K"]));
+    t.seal("K", b"k-value-123456789");
+    t.credloader(&["apply"]).ok();
+    let state = t.read_string("/var/lib/credloader/state.json");
+    let state = state.replace("\"gone\":", "\"gone\\nFORGED \\u001b[2J\\r\":");
+    t.write("/var/lib/credloader/state.json", state.as_bytes(), 0o600);
+    std::fs::remove_file(t.path("/etc/quantum/credloader.d/gone.toml")).unwrap();
+    t.config("a.toml", &common::service("a", "qt", &["K"]));
+    let r = t.credloader(&["apply", "-vv"]);
+    assert_escaped("apply removing a state name", &r);
+
+    // A config file name, a service key, a unit, a credential file name.
+    let t = Tree::new();
+    t.config("a.toml", &common::service("a", "qt", &["K"]));
+    t.seal("K", b"k-value-123456789");
+    t.config(
+        "e\nFORGED \u{1b}[31m.toml",
+        "[services.e]\nunit = \"e.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\nBAD = 1\n",
+    );
+    t.config(
+        "b.toml",
+        "[services.\"b\\nFORGED \\u202e\"]\nunit = \"b.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\n",
+    );
+    t.config(
+        "d.toml",
+        "[services.d]\nunit = \"d\\nFORGED\\r.service\"\nuser = \"qt\"\ncredentials = [\"K\"]\n",
+    );
+    let sealed = t.read("/etc/quantum/creds/K.cred");
+    t.write("/etc/quantum/creds/X\nFORGED\u{1b}[0m.cred", &sealed, 0o600);
+    for args in [
+        &["apply", "-vv"][..],
+        &["check"],
+        &["list"],
+        &["status"],
+        &["status", "--service", "nope\nFORGED"],
+    ] {
+        assert_escaped(&args.join(" "), &t.credloader(args));
+    }
+    // Machine output carries the true names.
+    let list = t.credloader(&["list", "--json"]).json();
+    assert!(list["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "X\nFORGED\u{1b}[0m"));
+}

@@ -294,6 +294,66 @@ health_timeout_sec = 10
     }
 }
 
+/// Issue #12: the seed's own `credentials.conf` sorts after
+/// `50-credloader.conf` and loads a file that sets the rotated variable, so
+/// the consumer would keep the old key. rotate does not count it verified:
+/// it rolls back (exit 4) and names the file and line. Once the line is
+/// gone, the same rotation verifies.
+#[test]
+fn a_consumer_whose_unit_loads_an_overriding_file_does_not_verify() {
+    let t = Tree::new();
+    let old = monitored(&t);
+    let unit = "/etc/systemd/system/quantum-position-monitor.service";
+    t.write(
+        unit,
+        b"[Service]\nUser=qt\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    let legacy = "/etc/quantum/position-monitor-secrets/binance.env";
+    t.write(
+        legacy,
+        b"BINANCE_API_KEY=legacy-key\nEXIT_BRAIN_V35_ENABLED=true\n",
+        0o600,
+    );
+    let dropin = format!("{unit}.d/credentials.conf");
+    t.write(
+        &dropin,
+        format!("[Service]\nEnvironmentFile=-{legacy}\n").as_bytes(),
+        0o644,
+    );
+
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"good-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["rolled_back"], true);
+    assert_eq!(j["verified"], false);
+    // The health check passed: only the override fails the verification.
+    assert_eq!(j["verification"][0]["health"]["result"], "passed");
+    let why = j["verification"][0]["overridden"][0].as_str().unwrap();
+    assert!(
+        why.contains(&format!("{dropin}:2 loads EnvironmentFile={legacy}"))
+            && why.contains("it sets BINANCE_API_KEY"),
+        "{why}"
+    );
+    assert_eq!(t.read(CRED), old);
+    let human =
+        t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"));
+    assert_eq!(human.code, 4);
+    assert!(
+        human.stdout.contains("=> FAILED") && human.stdout.contains("credentials.conf:2"),
+        "{human:?}"
+    );
+    assert!(!human.all().contains("legacy-key") && !run.all().contains("legacy-key"));
+
+    std::fs::remove_file(t.path(&dropin)).unwrap();
+    let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"good-key-0123456789"));
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(env_has(&t, "good-key-0123456789"));
+}
+
 /// A rejected value is kept as a generation, marked rejected, and is no
 /// duplicate of the current value: a plain `rollback` does not pick it, but
 /// `rollback --to N` retries it once the cause is fixed (here: the exchange

@@ -323,8 +323,14 @@ fn user_service_gets_exactly_its_environment_file() {
 
     let with = bed.environ("envtest.service");
     let reference = bed.environ("envref.service");
-    // What systemd adds on its own is the same in both, bar per-unit values.
-    let per_unit = ["INVOCATION_ID", "JOURNAL_STREAM", "SYSTEMD_EXEC_PID"];
+    // What systemd adds on its own is the same in both, bar per-unit values
+    // (MEMORY_PRESSURE_WATCH names the unit's cgroup: systemd 254 and later).
+    let per_unit = [
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "SYSTEMD_EXEC_PID",
+        "MEMORY_PRESSURE_WATCH",
+    ];
     let mut from_file: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in &with {
         match reference.get(k) {
@@ -431,9 +437,17 @@ fn user_service_decrypts_a_credential_sealed_on_the_host() {
         bed.read("/var/lib/credtest/value").as_deref(),
         Some(plaintext)
     );
+    // Only the service's user may read it. systemd 252 hands the directory
+    // and file to that user; 257 keeps them root's (0550/0440) and grants the
+    // user read access with an ACL (the `cat` above ran as credtest).
+    let expected = if bed.systemd_version() >= 257 {
+        "root 550\nroot 440\n"
+    } else {
+        "credtest 500\ncredtest 400\n"
+    };
     assert_eq!(
         lossy(&bed.read("/var/lib/credtest/stat").unwrap()),
-        "credtest 500\ncredtest 400\n"
+        expected
     );
     drop(bed);
     assert_eq!(tree(Path::new("/var/lib/systemd")), host_secret_before);
@@ -454,7 +468,14 @@ fn two_beds_side_by_side() {
     assert_eq!(a.sh_ok("cat /etc/which-bed"), "a");
     assert_eq!(b.sh_ok("cat /etc/which-bed"), "b");
     for (bed, secs) in [(&a, "1001"), (&b, "1002")] {
-        let out = bed.exec(&["systemd-run", "--unit=side.service", "/bin/sleep", secs]);
+        let out = bed.exec(&[
+            "systemd-run",
+            "--unit=side.service",
+            // Returns once sleep runs: before its exec the process is systemd's.
+            "--service-type=exec",
+            "/bin/sleep",
+            secs,
+        ]);
         assert!(out.status.success(), "{}", lossy(&out.stderr));
     }
     // Each bed sees only its own processes.
@@ -573,4 +594,41 @@ fn a_dead_bed_is_not_entered() {
     let cgroup = bed.cgroup_dir();
     bed.stop();
     assert!(!cgroup.exists());
+}
+
+/// The bed boots the release it was asked for ($CREDLOADER_TESTBED_RELEASE,
+/// see tests/testbed/image.sh), with the host's machine id: a credential
+/// secret made on the host is bound to it.
+#[test]
+fn boots_the_release_it_was_asked_for_with_the_hosts_machine_id() {
+    let bed = TestBed::boot();
+    let os = bed.sh_ok(". /etc/os-release && echo \"$VERSION_CODENAME\"");
+    let host_os = lossy(
+        &Command::new("sh")
+            .args(["-c", ". /etc/os-release && echo \"$VERSION_CODENAME\""])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let version = bed.systemd_version();
+    match bed.release() {
+        "host" => assert_eq!(os, host_os),
+        "debian12" => assert_eq!((os.trim(), version), ("bookworm", 252)),
+        "debian13" => assert_eq!((os.trim(), version), ("trixie", 257)),
+        "testing" => assert!(
+            !["bookworm", "trixie"].contains(&os.trim()) && version >= 257,
+            "testing booted {os} with systemd {version}"
+        ),
+        other => panic!("unknown release {other}"),
+    }
+    assert_eq!(
+        bed.sh_ok("cat /etc/machine-id"),
+        fs::read_to_string("/etc/machine-id").unwrap()
+    );
+    eprintln!(
+        "booted {} ({}) with systemd {version} in {:?}",
+        bed.release(),
+        os.trim(),
+        bed.boot_time()
+    );
 }

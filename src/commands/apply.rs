@@ -5,6 +5,7 @@ use std::fmt::Write;
 use super::{CommandError, Context, Output};
 use crate::apply::{self, Options, Outcome, Report};
 use crate::cli::ApplyArgs;
+use crate::escape::{self, text};
 use crate::{exit, stamp};
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
@@ -91,19 +92,16 @@ fn human(r: &Report, offline: bool) -> String {
             (Outcome::Updated, true) => "would update",
             (Outcome::Failed, _) => "FAILED",
         };
-        let _ = write!(out, "{:<24} {:<40} {what}", s.service, s.unit);
+        let _ = write!(out, "{:<24} {:<40} {what}", text(&s.service), text(&s.unit));
         let mut details = Vec::new();
         if s.env_file_written {
             details.push(format!(
                 "env file {}",
-                s.env_file
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
+                s.env_file.as_deref().map(escape::path).unwrap_or_default()
             ));
         }
         if s.dropin_written {
-            details.push(format!("drop-in {}", s.dropin.display()));
+            details.push(format!("drop-in {}", escape::Shown(&s.dropin)));
         }
         if let Some(a) = &s.action {
             details.push(format!("{a} queued"));
@@ -115,13 +113,14 @@ fn human(r: &Report, offline: bool) -> String {
         }
         out.push('\n');
         if let Some(e) = &s.error {
-            let _ = writeln!(out, "  error: {e}");
+            let _ = writeln!(out, "  error: {}", text(e));
         }
     }
     for name in &r.removed {
         let _ = writeln!(
             out,
-            "{name:<24} removed from the configuration: drop-in and env file deleted"
+            "{:<24} removed from the configuration: drop-in and env file deleted",
+            text(name)
         );
     }
     if r.daemon_reload && !r.dry_run {
@@ -132,10 +131,10 @@ fn human(r: &Report, offline: bool) -> String {
         });
     }
     for p in &r.config_problems {
-        let _ = writeln!(out, "config error: {p}");
+        let _ = writeln!(out, "config error: {}", text(p));
     }
     for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", text(w));
     }
     out
 }

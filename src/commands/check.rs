@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{CommandError, Context, Output};
 use crate::audit::{self, Severity};
+use crate::escape::text;
 use crate::exit;
 
 pub fn run(ctx: &Context) -> Result<Output, CommandError> {
@@ -23,7 +24,12 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let line = format!("{sev}: {}: {}\n  fix: {}", f.subject, f.problem, f.fix);
+        let line = format!(
+            "{sev}: {}: {}\n  fix: {}",
+            text(&f.subject),
+            text(&f.problem),
+            text(&f.fix)
+        );
         let _ = writeln!(human, "{line}");
         if f.severity == Severity::Error {
             error_lines.push(line);

@@ -12,6 +12,7 @@ use super::{CommandError, Context, Output};
 use crate::apply::sealed_names;
 use crate::audit::EXPIRY_WARNING_SECS;
 use crate::creds::{CredError, Store};
+use crate::escape::{self, text};
 use crate::generations::{format_utc, History};
 use crate::state::{Served, State};
 use crate::{exit, systemd_creds};
@@ -121,7 +122,7 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         let _ = writeln!(
             human,
             "{:<28} {:<10} {:>8} {:<20} {:<9} {:<20} {:<6} {}",
-            e.name,
+            text(&e.name),
             e.status,
             e.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
             e.mtime
@@ -136,22 +137,23 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
                 e.consumers
                     .iter()
                     .map(|c| match e.last_good_consumers.contains(c) {
-                        true => format!("{c}*"),
-                        false => c.clone(),
+                        true => format!("{}*", text(c)),
+                        false => text(c).into_owned(),
                     })
                     .collect::<Vec<_>>()
                     .join(",")
             }
         );
         if let Some(err) = &e.error {
-            let _ = writeln!(human, "  error: {err}");
+            let _ = writeln!(human, "  error: {}", text(err));
         }
     }
     for (name, problems) in &served.stored {
         let _ = writeln!(
             human,
-            "* {name}: served from its last good definition: {}",
-            crate::state::describe(problems)
+            "* {}: served from its last good definition: {}",
+            text(name),
+            text(&crate::state::describe(problems))
         );
     }
     if !config.is_clean() {
@@ -188,5 +190,5 @@ fn expiry(e: &mut Entry, now: u64) {
 }
 
 fn store_path(root: &crate::root::Root, config: &crate::config::Config) -> String {
-    root.host(&config.loader.creds_dir).display().to_string()
+    escape::path(&root.host(&config.loader.creds_dir)).into_owned()
 }

@@ -132,7 +132,8 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     if !served.problems.is_empty() {
         doc["config_errors"] = json!(served.problems);
     }
-    let v = apply_and_verify(ctx, &config, &served, ctx.manager(), &consumers, &held)?;
+    let what = (consumers.as_slice(), &[name.as_str()][..]);
+    let v = apply_and_verify(ctx, &config, &served, ctx.manager(), what, &held)?;
     human.push_str(&v.human("apply"));
     doc["apply"] = serde_json::to_value(&v.report).expect("serializes");
     doc["verification"] = serde_json::to_value(&v.checks).expect("serializes");

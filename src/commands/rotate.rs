@@ -11,6 +11,7 @@ use super::{CommandError, Context, Output};
 use crate::apply;
 use crate::cli::RotateArgs;
 use crate::config::Config;
+use crate::escape::ShowPath;
 use crate::lock::Lock;
 use crate::rotation::{self, Check, NewValue, Served, Verified};
 use crate::systemd::Manager;
@@ -26,7 +27,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     if seal::current_sealed(&creds, &name)?.is_none() {
         return Err(CommandError::Usage(format!(
             "credential {name} does not exist in {}; seal it first with `credloader seal {name}`",
-            creds.path().display()
+            creds.path().shown()
         )));
     }
     let entered = seal::enter(&config, &served, &name, read_value(&args.input, &name)?)?;
@@ -114,10 +115,10 @@ pub(super) fn apply_and_verify(
     config: &Config,
     served: &Served,
     manager: Manager,
-    only: &[String],
+    what: (&[String], &[&str]),
     held: &Lock,
 ) -> Result<Verified, CommandError> {
     Ok(rotation::apply_and_verify(
-        &ctx.root, config, served, manager, only, held,
+        &ctx.root, config, served, manager, what, held,
     )?)
 }

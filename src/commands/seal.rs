@@ -10,6 +10,7 @@ use super::{CommandError, Context, Output};
 use crate::cli::{SealArgs, ValueInput};
 use crate::config::{Config, ConfigError, Delivery, Loader, Source};
 use crate::creds::{hex_digest, Store};
+use crate::escape::ShowPath;
 use crate::generations::{self, History, Info};
 use crate::newline::{self, Entered};
 use crate::root::Root;
@@ -34,7 +35,7 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
     {
         return Err(CommandError::Usage(format!(
             "credential {name} already exists ({}); replace its value with `credloader rotate {name}`",
-            creds.path().join(Store::file_name(&name)).display()
+            creds.path().join(Store::file_name(&name)).shown()
         )));
     }
     let entered = enter(&config, &served, &name, read_value(&args.input, &name)?)?;
@@ -50,7 +51,7 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
     let key = systemd_creds::sealed_key(&sealed);
     let mut human = format!(
         "sealed credential {name} into {} ({} bytes sealed, key {}{})\n",
-        path.display(),
+        path.shown(),
         sealed.len(),
         key.unwrap_or("unknown"),
         not_after
@@ -90,7 +91,7 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
         let _ = writeln!(
             human,
             "used by: {}; deliver it with `credloader apply`",
-            consumers.join(", ")
+            crate::escape::text(&consumers.join(", "))
         );
     }
     let code = if hidden { exit::FAILED } else { exit::OK };
@@ -275,14 +276,14 @@ pub(super) fn read_value(input: &ValueInput, name: &str) -> Result<Secret, Comma
         let file = std::fs::File::open(path).map_err(|e| {
             CommandError::Usage(format!(
                 "credential {name}: cannot read {}: {e}",
-                path.display()
+                path.shown()
             ))
         })?;
         return read_secret(file, limit).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => too_large(),
             _ => CommandError::Usage(format!(
                 "credential {name}: cannot read {}: {e}",
-                path.display()
+                path.shown()
             )),
         });
     }

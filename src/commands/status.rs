@@ -7,9 +7,12 @@ use serde::Serialize;
 
 use super::{CommandError, Context, Output};
 use crate::cli::StatusArgs;
-use crate::config::Delivery;
+use crate::config::{Delivery, Service};
+use crate::escape::{self, text};
 use crate::exit;
 use crate::generations::format_utc;
+use crate::overrides::Override;
+use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy};
 use crate::state::{self, FileId, Served, State};
 use crate::systemd::Manager;
@@ -36,6 +39,47 @@ pub struct ServiceStatus {
     /// Its own definition is broken: what is wrong and the file to fix. It
     /// is served from the definition it was last applied from (shown here).
     pub definition_error: Option<String>,
+    /// What in its unit wins over credloader's env file (see
+    /// `crate::overrides`).
+    pub overridden: Vec<Overridden>,
+}
+
+/// One thing that takes a variable from credloader's env file.
+#[derive(Debug, Serialize)]
+pub struct Overridden {
+    pub problem: String,
+    pub fix: String,
+    /// It keeps the service from getting credloader's values (a rotation
+    /// does not verify while it is there).
+    pub blocks: bool,
+}
+
+impl Overridden {
+    fn all(root: &Root, service: &Service, found: &[Override]) -> Vec<Overridden> {
+        found
+            .iter()
+            .map(|o| Overridden {
+                problem: o.problem(root, service),
+                fix: o.fix(root, service),
+                blocks: o.blocks(),
+            })
+            .collect()
+    }
+
+    /// The `overridden:` lines of one service.
+    fn human(out: &mut String, s: &ServiceStatus) {
+        if s.delivery == Delivery::Env && s.overridden.is_empty() {
+            let _ = writeln!(out, "  overridden:    no");
+        }
+        for o in &s.overridden {
+            let what = if o.blocks { "YES" } else { "maybe" };
+            let _ = writeln!(
+                out,
+                "  overridden:    {what}: {}\n    fix: {}",
+                o.problem, o.fix
+            );
+        }
+    }
 }
 
 /// A service whose definition is broken and that was never applied.
@@ -54,24 +98,31 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
         if !served.services.contains_key(s.as_str()) && !served.unservable.contains_key(s.as_str())
         {
             return Err(CommandError::Usage(format!(
-                "no service named `{s}` in the configuration (known: {})",
-                served
-                    .services
-                    .keys()
-                    .chain(served.unservable.keys())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "no service named `{}` in the configuration (known: {})",
+                text(s),
+                text(
+                    &served
+                        .services
+                        .keys()
+                        .chain(served.unservable.keys())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             )));
         }
     }
     let wanted = |name: &str| args.services.is_empty() || args.services.iter().any(|s| s == name);
     let manager = ctx.manager();
+    let shown: Vec<&Service> = served
+        .services
+        .values()
+        .copied()
+        .filter(|s| wanted(&s.name))
+        .collect();
+    let overrides = crate::overrides::find(manager, &ctx.root, &config.loader, &shown);
     let mut out = Vec::new();
-    for service in served.services.values().copied() {
-        if !wanted(&service.name) {
-            continue;
-        }
+    for (service, found) in shown.iter().copied().zip(overrides) {
         let rec = state.services.get(&service.name);
         let env_file = (service.delivery == Delivery::Env).then(|| service.env_file.clone());
         let env_file_matches = match (&env_file, rec) {
@@ -119,6 +170,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .stored
                 .get(service.name.as_str())
                 .map(|p| state::describe(p)),
+            overridden: Overridden::all(&ctx.root, service, &found),
         });
     }
     let not_served: Vec<NotServed> = served
@@ -133,14 +185,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     let mut human = String::new();
     for s in &out {
         let yes = |b: bool| if b { "yes" } else { "NO" };
-        let _ = writeln!(human, "{} ({})", s.service, s.unit);
+        let _ = writeln!(human, "{} ({})", text(&s.service), text(&s.unit));
         if let Some(e) = &s.definition_error {
             let _ = writeln!(
                 human,
-                "  definition:    BROKEN, served from its last good definition (shown below): {e}"
+                "  definition:    BROKEN, served from its last good definition (shown below): {}",
+                text(e)
             );
         }
-        let _ = writeln!(human, "  user:          {}", s.user);
+        let _ = writeln!(human, "  user:          {}", text(&s.user));
         let _ = writeln!(
             human,
             "  delivery:      {}{}",
@@ -150,10 +203,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             },
             s.env_file
                 .as_ref()
-                .map(|p| format!(" ({})", p.display()))
+                .map(|p| format!(" ({})", escape::Shown(p)))
                 .unwrap_or_default()
         );
-        let _ = writeln!(human, "  credentials:   {}", s.credentials.join(", "));
+        let _ = writeln!(
+            human,
+            "  credentials:   {}",
+            text(&s.credentials.join(", "))
+        );
         let _ = writeln!(
             human,
             "  last apply:    {}",
@@ -176,7 +233,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             human,
             "  drop-in:       {} ({})",
             yes(s.dropin_present),
-            s.dropin.display()
+            escape::Shown(&s.dropin)
         );
         let _ = writeln!(
             human,
@@ -192,12 +249,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 .clone()
                 .unwrap_or_else(|| "unknown (no running systemd)".into())
         );
+        Overridden::human(&mut human, s);
     }
     for n in &not_served {
         let _ = writeln!(
             human,
             "{}\n  definition:    BROKEN and never applied, so NOT served: {}",
-            n.service, n.error
+            text(&n.service),
+            text(&n.error)
         );
     }
     if out.is_empty() && not_served.is_empty() {

@@ -266,9 +266,9 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             },
             i.error
                 .as_ref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!(": {}", crate::escape::text(e)))
                 .unwrap_or_default(),
-            i.from
+            crate::escape::text(&i.from)
         );
         if let Some(note) = &i.note {
             let _ = writeln!(human, "  {note}");

@@ -128,7 +128,7 @@ fn outcome(report: &str, window: &Window, mask: Mask, timeout: Duration) -> Opti
             .map(|v| v.trim().to_string())
     };
     let Some(result) = field("Finished with result:") else {
-        if report.contains("Failed to connect to bus") {
+        if no_bus(report) {
             return None;
         }
         if report.contains("failed because the control process exited") {
@@ -169,4 +169,37 @@ fn outcome(report: &str, window: &Window, mask: Mask, timeout: Duration) -> Opti
             output: shown(window, mask),
         },
     })
+}
+
+/// Whether systemd-run said it could not reach the system bus: 252 writes
+/// "Failed to connect to bus: ...", 256 and later "Failed to connect to
+/// system scope bus via local transport: ...".
+fn no_bus(report: &str) -> bool {
+    report.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with("Failed to connect to") && l.contains(" bus")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_bus_is_told_apart_in_every_systemd_run_wording() {
+        // As systemd-run 252 and 257 write it (tests/e2e_rotate.rs shows the
+        // fallback on both).
+        assert!(no_bus(
+            "Failed to connect to bus: No such file or directory\n"
+        ));
+        assert!(no_bus(
+            "Failed to connect to system scope bus via local transport: No such file or directory\n"
+        ));
+        assert!(!no_bus(
+            "Job for run-u7.service failed because the control process exited with error code.\n"
+        ));
+        assert!(!no_bus(
+            "Failed to start transient service unit: Access denied\n"
+        ));
+    }
 }

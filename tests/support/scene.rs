@@ -86,6 +86,13 @@ impl Scene {
         }
     }
 
+    /// The host file that is the bed's `/var/lib/systemd/credential.secret`:
+    /// `SYSTEMD_CREDENTIAL_SECRET` for `systemd-creds` run on the host (the
+    /// bed shares the host's machine id, to which the key is bound).
+    pub fn secret(&self) -> std::path::PathBuf {
+        self._secret_dir.path().join("credential.secret")
+    }
+
     /// Seals `value` inside the bed with the real systemd-creds and renames it
     /// into place from a temp name in the creds dir (as `credloader seal` does).
     pub fn seal(&self, name: &str, value: &[u8]) {

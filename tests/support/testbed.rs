@@ -45,6 +45,21 @@ const INSIDE_ENV: &[(&str, &str)] = &[
     ("SYSTEMD_COLORS", "0"),
 ];
 
+/// Picks the Debian release every bed boots unless a test says otherwise
+/// (`host`, `debian12`, `debian13`, `testing`; see `tests/testbed/image.sh`):
+/// `make test` runs the e2e suites once as they are and once more with this
+/// set to `debian13`, with no change in the tests themselves.
+pub const RELEASE_ENV: &str = "CREDLOADER_TESTBED_RELEASE";
+
+/// The release beds boot by default: `$CREDLOADER_TESTBED_RELEASE`, else the
+/// host's own root.
+pub fn default_release() -> String {
+    std::env::var(RELEASE_ENV)
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "host".to_string())
+}
+
 /// Path of `tests/testbed/testbed.sh` in this repository.
 pub fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testbed/testbed.sh")
@@ -62,12 +77,20 @@ pub fn tempdir() -> tempfile::TempDir {
 /// Options for [`TestBed`]; `TestBed::builder().credential_secret(p).boot()`.
 #[derive(Debug, Default, Clone)]
 pub struct Builder {
+    release: Option<String>,
     credential_secret: Option<PathBuf>,
     unmask: Vec<String>,
     boot_timeout: Option<Duration>,
 }
 
 impl Builder {
+    /// Boot this Debian release instead of [`default_release`] (its root is
+    /// built under `target/testbed-roots/` on first use, ~90 s).
+    pub fn release(mut self, release: &str) -> Self {
+        self.release = Some(release.to_string());
+        self
+    }
+
     /// Install this host file as `/var/lib/systemd/credential.secret` inside
     /// (mode 0400, one link) before boot. Make it with
     /// `SYSTEMD_CREDENTIAL_SECRET=/tmp/x/secret systemd-creds setup`, never use
@@ -97,6 +120,8 @@ impl Builder {
         cmd.arg("start").arg(state.path());
         cmd.env_remove("TESTBED_CREDENTIAL_SECRET")
             .env_remove("TESTBED_UNMASK");
+        let release = self.release.clone().unwrap_or_else(default_release);
+        cmd.env("TESTBED_RELEASE", &release);
         // If this test binary dies without running destructors, the bed stops itself.
         cmd.env("TESTBED_OWNER_PID", std::process::id().to_string());
         if let Some(secret) = &self.credential_secret {
@@ -150,6 +175,8 @@ impl Builder {
             pid,
             cgroup_name,
             boot_time: started.elapsed(),
+            release,
+            systemd_version: std::sync::OnceLock::new(),
         }
     }
 }
@@ -189,6 +216,8 @@ pub struct TestBed {
     /// Unique name of the bed's cgroup dir: proves `pid` is still the bed's.
     cgroup_name: String,
     boot_time: Duration,
+    release: String,
+    systemd_version: std::sync::OnceLock<u32>,
 }
 
 impl TestBed {
@@ -204,6 +233,23 @@ impl TestBed {
 
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// The release this bed booted (`host`, `debian13`, ...).
+    pub fn release(&self) -> &str {
+        &self.release
+    }
+
+    /// The major version of the systemd running as the bed's PID 1 (252 on
+    /// Debian 12, 257 on Debian 13), for the few assertions that differ.
+    pub fn systemd_version(&self) -> u32 {
+        *self.systemd_version.get_or_init(|| {
+            let out = self.sh_ok("systemctl --version");
+            out.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("testbed: no version in {out:?}"))
+        })
     }
 
     /// Host PID of the bed's PID 1.
@@ -479,10 +525,11 @@ impl TestBed {
     /// The environment of the unit's main process (`/proc/<MainPID>/environ`
     /// inside), values as raw bytes. Panics if the unit has no main process.
     ///
-    /// A `Type=simple` unit is active as soon as PID 1 has forked its main
-    /// process, which until its `execve` still has PID 1's environment; so
-    /// this waits (up to 10 s) for the process to run something other than
-    /// systemd.
+    /// A `Type=simple` start returns once PID 1 has forked; until the child
+    /// has exec'd the service's binary, its environ is PID 1's own (on 257
+    /// and later the child is `systemd-executor` for a noticeable while). So
+    /// this waits (up to 10 s) for the service's environment, which always
+    /// holds the `INVOCATION_ID` systemd sets and PID 1's never does.
     pub fn environ(&self, unit: &str) -> BTreeMap<String, Vec<u8>> {
         let pid = self.main_pid(unit).unwrap_or_else(|| {
             panic!(
@@ -490,17 +537,17 @@ impl TestBed {
                 self.journal(unit)
             )
         });
-        let exe = |pid: u32| fs::read_link(self.root().join(format!("proc/{pid}/exe"))).ok();
-        let systemd = exe(1);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while exe(pid) == systemd {
-            if Instant::now() > deadline {
-                panic!("testbed: the main process {pid} of {unit} did not exec within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let raw = fs::read(self.root().join(format!("proc/{pid}/environ")))
-            .unwrap_or_else(|e| panic!("testbed: read environ of {unit} (pid {pid}): {e}"));
+        let path = self.root().join(format!("proc/{pid}/environ"));
+        let mut raw = Vec::new();
+        self.wait_until(
+            &format!("{unit} (pid {pid}) to exec with its environment"),
+            Duration::from_secs(10),
+            || {
+                raw = fs::read(&path).unwrap_or_default();
+                raw.split(|b| *b == 0)
+                    .any(|kv| kv.starts_with(b"INVOCATION_ID="))
+            },
+        );
         raw.split(|b| *b == 0)
             .filter(|kv| !kv.is_empty())
             .map(|kv| match kv.iter().position(|b| *b == b'=') {

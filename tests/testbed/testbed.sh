@@ -10,6 +10,8 @@
 # STATE_DIR receives: pid, cgroup, console.log (and an empty mount point, mnt/).
 # Env: TESTBED_CREDENTIAL_SECRET=/path  installed as the bed's credential.secret
 #      TESTBED_UNMASK="a.service b.socket"  keep these units unmasked
+#      TESTBED_RELEASE=host|debian12|debian13|testing (host)  the Debian release
+#                                       booted: see image.sh (built on first use)
 #      TESTBED_OWNER_PID=pid            stop the bed when that process is gone
 #      TESTBED_BOOT_TIMEOUT=secs (30)   TESTBED_STOP_TIMEOUT=secs (10)
 #
@@ -24,6 +26,9 @@
 #  4. Root = overlay(lowerdir=/, upper on a private tmpfs). systemd must NEVER boot
 #     on the host's own root: its tmpfiles wipe /tmp. Every write the bed makes
 #     (useradd, units, credentials...) lands in the tmpfs and vanishes with it.
+#     With TESTBED_RELEASE another Debian's root (image.sh) is the lower layer,
+#     given the host's machine id: a credential.secret made on the host is
+#     bound to it (systemd-creds deletes a key file made for another id).
 #  5. Fresh /proc (with the kernel-wide knobs read-only), read-only /sys, cgroup2
 #     at /sys/fs/cgroup, a minimal /dev, tmpfs /run and /tmp: what PID 1 expects.
 #  6. Configure through the tmpfs layer only: mask every unit a test does not need
@@ -67,6 +72,12 @@ MASK_UNITS=(
   dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount
   sys-kernel-tracing.mount sys-kernel-config.mount sys-fs-fuse-connections.mount
   cryptsetup.target veritysetup.target integritysetup.target
+  # Newer than 252 (Debian 13's 257, testing's): the logind socket fails with
+  # logind masked; the rest is TPM, install and console machinery.
+  systemd-logind-varlink.socket tpm-udev.path ldconfig.service
+  systemd-tpm2-setup.service systemd-tpm2-setup-early.service
+  systemd-pcrextend.socket systemd-pcrlock.socket systemd-cryptenroll.socket
+  systemd-factory-reset.socket systemd-mute-console.socket systemd-sysinstall.socket
 )
 # Generators the bed does not need (they only slow daemon-reload and boot down).
 MASK_GENERATORS=(
@@ -139,7 +150,15 @@ live_pid() {
   echo "$pid"
 }
 
+# The bed's lower layer: / or the root of TESTBED_RELEASE (built if missing).
+lower_dir() {
+  local release=${TESTBED_RELEASE:-host}
+  "$(dirname "$SELF")/image.sh" path "$release" ||
+    die "no root for release $release (see the image.sh messages above)"
+}
+
 preflight() {
+  local lower=$1
   [ "$(id -u)" = 0 ] || die "must run as root (needs CAP_SYS_ADMIN for namespaces and mounts)"
   grep -qw overlay /proc/filesystems ||
     die "overlayfs is not available (not in /proc/filesystems; modprobe overlay?)"
@@ -147,7 +166,8 @@ preflight() {
   for t in unshare nsenter script setpriv pivot_root mount umount findmnt; do
     command -v "$t" >/dev/null || die "missing tool: $t (util-linux)"
   done
-  [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd not found (is systemd installed?)"
+  [ -x "$lower/lib/systemd/systemd" ] ||
+    die "$lower/lib/systemd/systemd not found (is systemd installed there?)"
   [ -n "$(cgroup2_mount)" ] || die "no cgroup2 mount found in /proc/self/mountinfo"
   [ -w "$(cgroup2_mount)/cgroup.procs" ] || die "cgroup2 root $(cgroup2_mount) is not writable"
   unshare --mount --pid --fork --uts --ipc --net --cgroup true 2>/dev/null ||
@@ -156,7 +176,8 @@ preflight() {
 
 cmd_start() {
   local st; st=$(state_dir "${1:-}" create)
-  preflight
+  local lower; lower=$(lower_dir)
+  preflight "$lower"
   if live_pid "$st" >/dev/null; then die "a bed is already running in $st"; fi
   if [ -n "${TESTBED_CREDENTIAL_SECRET:-}" ]; then
     [ -f "$TESTBED_CREDENTIAL_SECRET" ] ||
@@ -177,13 +198,14 @@ cmd_start() {
   cgdir="$cg2/$name"
   mkdir "$cgdir"
   echo "$cgdir" >"$st/cgroup"
+  echo "${TESTBED_RELEASE:-host} $lower" >"$st/release"
   rm -f "$st/pid" "$st/console.log"
   mkdir -p "$st/mnt"
 
   # Detached from the caller's session; stdio must not hold the caller's pipes.
   local inner
-  inner=$(printf 'exec unshare --mount --pid --fork --uts --ipc --net --propagation private -- %q _init %q %q %q' \
-    "$SELF" "$st" "$cgdir" "$name")
+  inner=$(printf 'exec unshare --mount --pid --fork --uts --ipc --net --propagation private -- %q _init %q %q %q %q' \
+    "$SELF" "$st" "$cgdir" "$name" "$lower")
   # TESTBED_CREDENTIAL_SECRET and TESTBED_UNMASK reach _init2 through the env.
   export TESTBED_CREDENTIAL_SECRET=${TESTBED_CREDENTIAL_SECRET:-}
   export TESTBED_UNMASK=${TESTBED_UNMASK:-}
@@ -272,23 +294,23 @@ start_watchdog() {
 # PID 1 of the new pid namespace, still on the host's (privately propagated)
 # mount tree. Moves into the bed's cgroup, then re-execs in a new cgroup ns.
 cmd_init() {
-  local st=$1 cgdir=$2 name=$3
+  local st=$1 cgdir=$2 name=$3 lower=$4
   echo 0 >"$cgdir/cgroup.procs"
-  exec unshare --cgroup -- "$SELF" _init2 "$st" "$cgdir" "$name"
+  exec unshare --cgroup -- "$SELF" _init2 "$st" "$cgdir" "$name" "$lower"
 }
 
 cmd_init2() {
-  local st=$1 cgdir=$2 name=$3 console L R f
+  local st=$1 cgdir=$2 name=$3 lower=$4 console L R f
   set -E
   trap 'echo "testbed: init stage failed at line $LINENO: $BASH_COMMAND" >&2' ERR
   console=$(readlink -f /proc/self/fd/0)   # the pty `script` gave us
   L="$st/mnt"
   R="$L/root"
 
-  # Copy-on-write root: lower = host /, upper = private tmpfs.
+  # Copy-on-write root: lower = host / (or a release's root), upper = private tmpfs.
   mount -n -t tmpfs -o mode=0755 testbed-layer "$L"
   mkdir "$L/upper" "$L/work" "$R"
-  mount -n -t overlay -o "lowerdir=/,upperdir=$L/upper,workdir=$L/work" testbed "$R"
+  mount -n -t overlay -o "lowerdir=$lower,upperdir=$L/upper,workdir=$L/work" testbed "$R"
 
   # API file systems.
   mount -n -t proc -o nosuid,nodev,noexec proc "$R/proc"
@@ -348,6 +370,11 @@ Storage=volatile
 RateLimitBurst=0
 EOF
   echo testbed >"$R/etc/hostname"
+  # Another release's root shares the host's machine id like the host's own
+  # root does: credential.secret files made on the host are bound to it.
+  if [ "$lower" != / ]; then
+    cat /etc/machine-id >"$R/etc/machine-id"
+  fi
   if [ -n "${TESTBED_CREDENTIAL_SECRET:-}" ]; then
     mkdir -p "$R/var/lib/systemd"
     rm -f "$R/var/lib/systemd/credential.secret"

@@ -64,7 +64,6 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
     }
     let legacy = import::inspect(
         &ctx.root,
-        &existing.loader,
         &args.env_file,
         &args.unit,
         args.dropin.as_deref(),
@@ -261,13 +260,7 @@ fn owner_check(ctx: &Context, p: &Prepared) -> Result<(), CommandError> {
     let owner = accounts
         .lookup(&service.user, service.group.as_deref())
         .map_err(|e| usage(format!("import of {}: {e}", service.unit)))?;
-    let loader = &p.config.loader;
-    let runs_as = runas::units(
-        ctx.manager(),
-        &ctx.root,
-        &loader.dropin_dir,
-        &[&service.unit],
-    );
+    let runs_as = runas::units(ctx.manager(), &ctx.root, &[&service.unit]);
     if let Some((why, _)) = runas::mismatch(service, owner, &runs_as[0], &accounts) {
         return Err(usage(format!(
             "import of {unit}: refusing to hand its env file to {user}: {why}; pass \
