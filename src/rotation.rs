@@ -11,14 +11,13 @@
 //! again from the sealed files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::apply::{self, Options, Outcome, Report};
-use crate::config::{Config, Delivery, Loader, Service, Source};
+use crate::config::{Config, Delivery, Service, Source};
 use crate::creds::{hex_digest, Store};
 use crate::escape::text;
 use crate::generations::{History, Info};
@@ -26,11 +25,11 @@ use crate::health::{self, RunAs};
 use crate::lock::Lock;
 use crate::overrides;
 use crate::root::Root;
-use crate::safefs::{Dir, DirPolicy, FsError, Owner};
+use crate::safefs::{Dir, DirPolicy, FsError};
+use crate::sealed::{self, creds_dir, install, StoreError};
 use crate::secret::Secret;
 use crate::state::State;
 use crate::systemd::Manager;
-use crate::systemd_creds;
 use crate::users::Accounts;
 
 /// Why a rotation could not run at all (a failed verification is not an
@@ -42,6 +41,8 @@ pub enum RotationError {
     Environment(String),
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// It failed after new values were installed; `undo` says how putting
     /// the previous values back went.
     #[error("{error}; {undo}")]
@@ -309,7 +310,7 @@ impl Job<'_> {
                 History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
                     RotationError::Environment(format!("credential {name}: generations: {e}"))
                 })?;
-            let (generation, previous) = match current_sealed(creds, name)? {
+            let (generation, previous) = match sealed::current(creds, name)? {
                 Some(previous) => {
                     let prev_digest = hex_digest(&previous);
                     let prev_info = history.info_for(&prev_digest).cloned();
@@ -505,10 +506,7 @@ impl Job<'_> {
                         tracing::warn!("credential {name}: could not record its metadata: {e}");
                     }
                 }),
-                None => self
-                    .creds
-                    .remove(&Store::file_name(name))
-                    .map_err(|e| RotationError::Environment(format!("credential {name}: {e}"))),
+                None => sealed::remove(&self.creds, name),
             };
             if let Err(e) = done {
                 *failure = Some(e.to_string());
@@ -548,32 +546,6 @@ fn describe_undo(undo: &[Undo], failures: &[Option<String>]) -> String {
         );
     }
     parts.join("; ")
-}
-
-/// The creds dir, created root 0700 if missing.
-pub fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, RotationError> {
-    Dir::open(root, &loader.creds_dir, DirPolicy::create(0o700))
-        .map_err(|e| RotationError::Environment(format!("creds dir: {e}")))
-}
-
-/// Writes `NAME.cred` atomically, root:root 0600.
-pub fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), RotationError> {
-    let file = Store::file_name(name);
-    let _ = creds.remove_stale_temps(&file);
-    creds
-        .write_atomic(&file, sealed, Owner::ROOT_0600)
-        .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))
-}
-
-/// The sealed bytes of `name` as they are now, if any.
-pub fn current_sealed(creds: &Dir, name: &str) -> Result<Option<Vec<u8>>, RotationError> {
-    creds
-        .read(
-            OsStr::new(&format!("{name}.cred")),
-            systemd_creds::MAX_SEALED,
-        )
-        .map(|o| o.map(|(b, _)| b))
-        .map_err(|e| RotationError::Environment(format!("credential {name}: {e}")))
 }
 
 /// What apply-then-verify found.

@@ -143,6 +143,9 @@ pub enum CommandError {
     /// `sync`: the remote source was unavailable or refused us (exit 5).
     #[error("{0}")]
     Source(String),
+    /// The sealed store could not be read or written (exit 3).
+    #[error(transparent)]
+    Store(#[from] crate::sealed::StoreError),
 }
 
 impl From<crate::rotation::RotationError> for CommandError {
@@ -150,6 +153,7 @@ impl From<crate::rotation::RotationError> for CommandError {
         match e {
             crate::rotation::RotationError::Environment(m) => CommandError::Environment(m),
             crate::rotation::RotationError::Apply(a) => CommandError::Apply(a),
+            crate::rotation::RotationError::Store(s) => CommandError::Store(s),
             undone @ crate::rotation::RotationError::Undone { .. } => {
                 CommandError::Environment(undone.to_string())
             }
@@ -163,7 +167,9 @@ impl CommandError {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
-            CommandError::Apply(_) | CommandError::Environment(_) => exit::ENVIRONMENT,
+            CommandError::Apply(_) | CommandError::Environment(_) | CommandError::Store(_) => {
+                exit::ENVIRONMENT
+            }
             CommandError::Failed(_) => exit::FAILED,
             CommandError::Source(_) => exit::SOURCE,
         }

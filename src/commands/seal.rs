@@ -142,8 +142,8 @@ pub(super) fn load_config_or_default(ctx: &Context) -> Result<Config, CommandErr
 }
 
 // The creds dir, installing a sealed file and reading the current one live
-// in the rotation core; `rotate`, `rollback` and `import` use them from here.
-pub(super) use crate::rotation::{creds_dir, current_sealed, install};
+// in the sealed store; `rotate`, `rollback` and `import` use them from here.
+pub(super) use crate::sealed::{creds_dir, current as current_sealed, install};
 
 /// Notes what was sealed in the credential's history (best effort: it only
 /// feeds `list`/`check`'s not-after column).
