@@ -20,7 +20,7 @@ use crate::apply::{self, Options, Outcome, Report};
 use crate::config::{Config, Delivery, Service, Source};
 use crate::creds::{hex_digest, Store};
 use crate::escape::text;
-use crate::generations::{History, Info};
+use crate::generations::{self, History, Info};
 use crate::health::{self, RunAs};
 use crate::lock::Lock;
 use crate::overrides;
@@ -129,6 +129,11 @@ impl Served {
         self.services
             .values()
             .filter(move |s| s.credentials().contains(&credential))
+    }
+
+    /// The names of the services that consume `credential`.
+    pub fn consumer_names(&self, credential: &str) -> Vec<String> {
+        self.consumers(credential).map(|s| s.name.clone()).collect()
     }
 
     /// What a command says of a credential that `consumers` (its consumers
@@ -361,7 +366,7 @@ impl Job<'_> {
                 },
                 previous_generation: generation,
                 rejected_generation: None,
-                consumers: served.consumers(name).map(|s| s.name.clone()).collect(),
+                consumers: served.consumer_names(name),
             });
         }
         let consumers: Vec<String> = installed
@@ -499,12 +504,8 @@ impl Job<'_> {
             let name = &u.name;
             let done = match &u.previous {
                 Some((bytes, info)) => install(&self.creds, name, bytes).map(|()| {
-                    let recorded =
-                        History::open(self.root, &self.config.loader.state_dir, name, true)
-                            .and_then(|mut h| h.set_current(info.clone()));
-                    if let Err(e) = recorded {
-                        tracing::warn!("credential {name}: could not record its metadata: {e}");
-                    }
+                    let state_dir = &self.config.loader.state_dir;
+                    generations::record_current(self.root, state_dir, name, info.clone());
                 }),
                 None => sealed::remove(&self.creds, name),
             };

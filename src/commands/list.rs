@@ -37,7 +37,7 @@ pub struct Entry {
 }
 
 pub fn run(ctx: &Context) -> Result<Output, CommandError> {
-    let config = super::seal::load_config_or_default(ctx)?;
+    let config = ctx.load_config_or_default()?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
     let on_disk = sealed_names(&store);
     // As apply serves them: a service whose file is broken still uses its

@@ -1,28 +1,31 @@
 //! One module per command. Each turns parsed arguments into an [`Output`]
 //! (a human text, a JSON document and an exit code); `main` prints it.
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::cli::{Command, Global};
-use crate::config::{self, Config, ConfigError};
+use crate::config::ConfigError;
 use crate::exit;
-use crate::root::Root;
 use crate::systemd_creds::Key;
 
 mod apply;
 mod check;
+mod common;
+mod context;
 mod generations;
 mod import;
 mod list;
+mod prompt;
 mod rollback;
 mod rotate;
 mod seal;
 mod show;
 mod status;
 mod sync;
+mod value;
+
+pub use context::Context;
 
 /// What a command produced.
 #[derive(Debug)]
@@ -173,40 +176,6 @@ impl CommandError {
             CommandError::Failed(_) => exit::FAILED,
             CommandError::Source(_) => exit::SOURCE,
         }
-    }
-}
-
-/// What every command knows: where the system is and where its config is.
-pub struct Context {
-    pub global: Global,
-    pub root: Root,
-}
-
-impl Context {
-    pub fn new(global: Global) -> Context {
-        let root = global.root.clone().map(Root::at).unwrap_or_else(Root::live);
-        Context { global, root }
-    }
-
-    /// The main config file as a host path: `--config` as given, else the
-    /// default beneath the root.
-    pub fn config_path(&self) -> (PathBuf, bool) {
-        match &self.global.config {
-            Some(p) => (p.clone(), true),
-            None => (
-                self.root.host(std::path::Path::new(config::DEFAULT_CONFIG)),
-                false,
-            ),
-        }
-    }
-
-    pub fn load_config(&self) -> Result<Config, CommandError> {
-        let (path, explicit) = self.config_path();
-        Ok(config::load(&path, explicit)?)
-    }
-
-    pub fn manager(&self) -> crate::systemd::Manager {
-        crate::systemd::Manager::detect(self.root.is_offline())
     }
 }
 

@@ -6,28 +6,25 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
+use super::common::{generations_error, history, say_note, Locked};
 use super::rotate::apply_and_verify;
-use super::seal::{self, creds_dir, install};
 use super::{CommandError, Context, Output};
-use crate::apply;
 use crate::cli::RollbackArgs;
 use crate::creds::hex_digest;
-use crate::generations::{History, Info};
-use crate::rotation::Served;
-use crate::{exit, names};
+use crate::exit;
+use crate::generations::Info;
+use crate::sealed::install;
 
 pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
-    let config = ctx.load_config()?;
-    let (_dir, held) = apply::lock(&config, &ctx.root)?;
-    let creds = creds_dir(&ctx.root, &config.loader)?;
-    let served = Served::load(&ctx.root, &config)?;
-    let mut history = History::open(&ctx.root, &config.loader.state_dir, &name, false)
-        .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
-    let kept = history
-        .list()
-        .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
+    let Locked {
+        config,
+        held,
+        creds,
+        served,
+    } = Locked::take(ctx, &name, Context::load_config)?;
+    let mut history = history(ctx, &config, &name, false)?;
+    let kept = history.list().map_err(|e| generations_error(&name, e))?;
     let numbers: Vec<String> = kept.iter().map(|g| g.number.to_string()).collect();
     let target = match args.to {
         Some(n) => kept.iter().find(|g| g.number == n).ok_or_else(|| {
@@ -78,7 +75,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     let info = history.info_for(&hex_digest(&bytes)).cloned();
 
     let mut human = String::new();
-    let replaced = match seal::current_sealed(&creds, &name)? {
+    let replaced = match crate::sealed::current(&creds, &name)? {
         Some(current) => {
             let cur_info = history.info_for(&hex_digest(&current)).cloned();
             let n = history
@@ -122,7 +119,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
         "consumers": consumers,
     });
     if consumers.is_empty() {
-        if seal::say_note(&served, &consumers, &mut human, &mut doc) {
+        if say_note(&served, &consumers, &mut human, &mut doc) {
             human.push_str("the restored value is installed, but no service got it\n");
             return Ok(Output::new(exit::FAILED, human, doc));
         }

@@ -6,25 +6,26 @@
 
 use serde_json::json;
 
-use super::seal::{self, creds_dir, read_value, validate};
+use super::common::{say_note, Locked};
+use super::value::{self as seal, read_value, validate};
 use super::{CommandError, Context, Output};
-use crate::apply;
 use crate::cli::RotateArgs;
 use crate::config::Config;
 use crate::escape::ShowPath;
+use crate::exit;
 use crate::lock::Lock;
 use crate::rotation::{self, Check, NewValue, Served, Verified};
 use crate::systemd::Manager;
-use crate::{exit, names};
 
 pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
-    let config = ctx.load_config()?;
-    let (_dir, held) = apply::lock(&config, &ctx.root)?;
-    let creds = creds_dir(&ctx.root, &config.loader)?;
-    let served = Served::load(&ctx.root, &config)?;
-    if seal::current_sealed(&creds, &name)?.is_none() {
+    let Locked {
+        config,
+        held,
+        creds,
+        served,
+    } = Locked::take(ctx, &name, Context::load_config)?;
+    if crate::sealed::current(&creds, &name)?.is_none() {
         return Err(CommandError::Usage(format!(
             "credential {name} does not exist in {}; seal it first with `credloader seal {name}`",
             creds.path().shown()
@@ -69,7 +70,7 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     if args.no_apply || consumers.is_empty() {
         // Nothing is applied: why some consumers are served from their last
         // good definition, or that a broken file may hide one, is said here.
-        let hidden = seal::say_note(&served, consumers, &mut human, &mut doc);
+        let hidden = say_note(&served, consumers, &mut human, &mut doc);
         human.push_str(match (args.no_apply, hidden) {
             (true, _) => "staged only (--no-apply): nothing applied or restarted; run `credloader apply` to deliver it\n",
             (false, true) => "the new value is installed, but no service got it\n",

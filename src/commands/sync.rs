@@ -17,7 +17,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::json;
 
-use super::seal::{self, validate};
+use super::common::say_note;
+use super::value::{self, validate};
 use super::{CommandError, Context, Output};
 use crate::apply;
 use crate::cli::SyncArgs;
@@ -120,7 +121,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     if wanted.is_empty() {
         doc["credentials"] = json!([]);
         let mut human = String::new();
-        let hidden = seal::say_note(&served, &[], &mut human, &mut doc);
+        let hidden = say_note(&served, &[], &mut human, &mut doc);
         human.push_str("no credential to sync: no service uses one and [sources] lists none\n");
         let code = if hidden { exit::FAILED } else { exit::OK };
         return Ok(Output::new(code, human, doc));
@@ -148,7 +149,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     let creds = if args.dry_run {
         Dir::open(&ctx.root, &config.loader.creds_dir, DirPolicy::EXISTING).ok()
     } else {
-        Some(seal::creds_dir(&ctx.root, &config.loader)?)
+        Some(crate::sealed::creds_dir(&ctx.root, &config.loader)?)
     };
     let served = rotation::Served::load(&ctx.root, &config)?;
     let mut items = Vec::new();
@@ -166,10 +167,10 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         match result
             .map_err(|e| format!("{e}; the local copy was kept"))
             .and_then(|value| {
-                let entered = seal::enter(&config, &served, &name, value).map_err(refusal)?;
+                let entered = value::enter(&config, &served, &name, value).map_err(refusal)?;
                 validate(&served, &name, &entered.value).map_err(refusal)?;
                 let current = match &creds {
-                    Some(dir) => seal::current_sealed(dir, &name).map_err(|e| e.to_string())?,
+                    Some(dir) => crate::sealed::current(dir, &name).map_err(|e| e.to_string())?,
                     None => None,
                 };
                 Ok((entered, current))
@@ -195,7 +196,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
                     } else {
                         Key::Auto
                     };
-                    let (sealed, info) = seal::seal(&name, &value, key, None)?;
+                    let (sealed, info) = value::seal(&name, &value, key, None)?;
                     item.status = if exists {
                         Status::Updated
                     } else {
@@ -231,7 +232,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         failures = rotation::Check::failures(&r.verification);
         rotation_human = r.human.clone();
         if r.consumers.is_empty() {
-            let hidden = seal::say_note(&served, &[], &mut rotation_human, &mut doc);
+            let hidden = say_note(&served, &[], &mut rotation_human, &mut doc);
             rotation_human.push_str(match hidden {
                 true => "the new values are installed, but no service got them\n",
                 false => "no service uses them: nothing to apply\n",

@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::seal::creds_dir;
 use super::{CommandError, Context, Output};
 use crate::apply::{self, Options};
 use crate::cli::ImportArgs;
@@ -22,6 +21,7 @@ use crate::import::shred_and_remove;
 use crate::lock::Lock;
 use crate::rotation::Served;
 use crate::safefs::{self, Dir, DirPolicy, FsError, Owner};
+use crate::sealed::creds_dir;
 use preflight::Prepared;
 use secrets::SecretPlan;
 

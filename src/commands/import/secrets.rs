@@ -13,15 +13,17 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::super::seal::{current_sealed, install, keeps_newline, record_current, seal};
+use super::super::value::{keeps_newline, seal};
 use super::super::CommandError;
 use crate::cli::{ImportArgs, Prefer};
 use crate::config::Config;
 use crate::creds::hex_digest;
+use crate::generations::record_current;
 use crate::generations::History;
 use crate::newline;
 use crate::rotation::Served;
 use crate::safefs::Dir;
+use crate::sealed::{current as current_sealed, install};
 use crate::secret::Secret;
 use crate::systemd_creds::{self, Key};
 
@@ -246,7 +248,7 @@ pub fn seal_all(
                 );
             }
             install(creds, &name, &sealed)?;
-            record_current(ctx_root, loader, &name, info);
+            record_current(ctx_root, &loader.state_dir, &name, info);
         }
         if let Some(other) = &p.other {
             let (sealed, info) = seal(&name, other, key, None)?;
