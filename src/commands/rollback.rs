@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::common::{generations_error, history, say_note, Locked};
-use super::rotate::apply_and_verify;
 use super::{CommandError, Context, Output};
 use crate::cli::RollbackArgs;
 use crate::creds::hex_digest;
 use crate::exit;
 use crate::generations::Info;
+use crate::rotation::apply_and_verify;
 use crate::sealed::install;
 
 pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
@@ -130,7 +130,7 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
         doc["config_errors"] = json!(served.problems);
     }
     let what = (consumers.as_slice(), &[name.as_str()][..]);
-    let v = apply_and_verify(ctx, &config, &served, ctx.manager(), what, &held)?;
+    let v = apply_and_verify(&ctx.root, &config, &served, ctx.manager(), what, &held)?;
     human.push_str(&v.human("apply"));
     doc["apply"] = serde_json::to_value(&v.report).expect("serializes");
     doc["verification"] = serde_json::to_value(&v.checks).expect("serializes");
