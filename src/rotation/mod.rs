@@ -1,0 +1,136 @@
+//! The rotation core that `rotate` and `sync` share: install new sealed
+//! values for one or many credentials under one held apply lock, keep each
+//! replaced value as a generation, apply once to the union of their
+//! consumers, verify every consumer (its unit active again, and restarted
+//! when a restart was queued, on a live system; its health check), and put
+//! back the previous value of EVERY credential of the batch when any
+//! verification fails.
+//!
+//! Sealing happens before (the caller owns where values come from); nothing
+//! here sees plaintext except the health check's environment, decrypted
+//! again from the sealed files.
+
+mod job;
+mod served;
+mod verify;
+
+use serde::Serialize;
+
+use crate::apply::Report;
+use crate::config::Config;
+use crate::generations::Info;
+use crate::lock::Lock;
+use crate::root::Root;
+use crate::sealed::{creds_dir, StoreError};
+use crate::systemd::Manager;
+
+pub use served::Served;
+pub use verify::{apply_and_verify, service_env, Check, Verified};
+
+/// Why a rotation could not run at all (a failed verification is not an
+/// error: it is a rollback, reported in [`Rotation`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// Sealed files or generations could not be read or written.
+    #[error("{0}")]
+    Environment(String),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// It failed after new values were installed; `undo` says how putting
+    /// the previous values back went.
+    #[error("{error}; {undo}")]
+    Undone {
+        error: Box<RotationError>,
+        undo: String,
+    },
+}
+
+/// One credential's new value, already sealed.
+pub struct NewValue {
+    pub name: String,
+    pub sealed: Vec<u8>,
+    /// What to record about `sealed` (digest, key, not-after).
+    pub info: Info,
+    /// The value masked, and its length: for reports only.
+    pub masked: String,
+    pub length: usize,
+}
+
+/// What happened to one credential of the batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub value: Masked,
+    /// The generation the replaced value is kept as; `None` when the
+    /// credential did not exist before (a first `sync`), or when the
+    /// rotation was rolled back (that value is current again, and its
+    /// generation was dropped rather than kept as a duplicate).
+    pub previous_generation: Option<u32>,
+    /// After a rollback: the generation the rejected new value is kept as,
+    /// marked rejected, for a deliberate retry (`rollback --to N`).
+    pub rejected_generation: Option<u32>,
+    /// Its consumers, sorted.
+    pub consumers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Masked {
+    pub masked: String,
+    pub length: usize,
+}
+
+/// How a batch went; serializable, never holds a value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotation {
+    pub credentials: Vec<Installed>,
+    /// The union of the consumers, sorted.
+    pub consumers: Vec<String>,
+    pub applied: bool,
+    /// Whether units were looked at (false under `--root` / without systemd).
+    pub units_checked: bool,
+    pub apply: Option<Report>,
+    pub verification: Vec<Check>,
+    /// `None` when nothing was applied.
+    pub verified: Option<bool>,
+    pub rolled_back: bool,
+    pub rollback: Option<Rollback>,
+    /// The human account of it, line by line.
+    #[serde(skip)]
+    pub human: String,
+}
+
+/// The re-apply of the previous values after a failed verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollback {
+    pub apply: Report,
+    pub verification: Vec<Check>,
+    pub verified: bool,
+}
+
+/// Installs every value of `batch` (keeping what each replaces as a
+/// generation), then — unless `stage_only` — applies to the union of their
+/// consumers and verifies each; on a failed verification every credential
+/// of the batch gets its previous value back (a credential that did not
+/// exist before is removed again) and is applied again.
+///
+/// An error once a new value is installed (an apply that cannot run, a
+/// previous value that cannot be put back...) is never left half done:
+/// every previous value is put back first, as far as it can be, and the
+/// error says how that went ([`RotationError::Undone`]).
+///
+/// The caller holds the apply lock (`held`) from before it read the current
+/// values until this returns.
+pub fn rotate(
+    root: &Root,
+    config: &Config,
+    manager: Manager,
+    batch: Vec<NewValue>,
+    stage_only: bool,
+    held: &Lock,
+) -> Result<Rotation, RotationError> {
+    let creds = creds_dir(root, &config.loader)?;
+    let served = Served::load(root, config)?;
+    job::Job::new(root, config, &served, manager, held, creds).rotate(batch, stage_only)
+}
