@@ -1,34 +1,52 @@
-//! One rotation under way: install, apply, verify, and put back what was
-//! installed when a consumer does not verify.
+//! One rotation under way, as a state machine: each [`State`] has one
+//! handler, which does its work and names the next state.
+//!
+//! ```text
+//! Install ─► Apply ─► Commit ──────────────────────────────► Done
+//!    │          └───► Restore ─► MarkRejected ─► Reapply ──► Done
+//!    └──► Done  (staged only, or no consumer)
+//! ```
+//!
+//! Every value installed is on the [`UndoList`]; an error once there is
+//! anything on it puts every previous value back before it is returned
+//! ([`RotationError::Undone`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use super::undo::{Sealed, Undo, UndoList};
 use super::{
     apply_and_verify, Installed, Masked, NewValue, Rollback, Rotation, RotationError, Served,
+    Verified,
 };
 use crate::config::Config;
 use crate::creds::hex_digest;
-use crate::generations::{self, History, Info};
+use crate::generations::{History, Info};
 use crate::lock::Lock;
 use crate::root::Root;
 use crate::safefs::Dir;
 use crate::sealed::{self, install};
 use crate::systemd::Manager;
 
-/// What to put back on failure.
-struct Undo {
-    name: String,
-    /// The previous sealed bytes and what was recorded about them (`None`:
-    /// it did not exist, remove it).
-    previous: Option<(Vec<u8>, Info)>,
-    /// The generation the previous value is kept as.
-    generation: Option<u32>,
-    /// The new sealed bytes and what is recorded about them: kept as a
-    /// rejected generation when verification fails.
-    new: (Vec<u8>, Info),
-    /// The number the new value got when it became current.
-    new_number: Option<u32>,
+/// Where a rotation stands.
+enum State {
+    /// Install every new value, keeping what each replaces as a
+    /// generation; then apply, unless staging only or nobody consumes them.
+    Install {
+        batch: Vec<NewValue>,
+        stage_only: bool,
+    },
+    /// Apply to the union of the consumers and verify each.
+    Apply,
+    /// Every consumer verified: the new values stay.
+    Commit,
+    /// A consumer did not verify: put every previous value back.
+    Restore,
+    /// Keep the rejected values as marked generations, for a retry.
+    MarkRejected,
+    /// Deliver the previous values again, and verify them.
+    Reapply,
+    Done,
 }
 
 /// One rotation under way.
@@ -39,11 +57,7 @@ pub(super) struct Job<'a> {
     manager: Manager,
     held: &'a Lock,
     creds: Dir,
-    /// What is installed so far, in order.
-    undo: Vec<Undo>,
-    /// Once the previous values were put back: what failed, per entry of
-    /// `undo`.
-    restored: Option<Vec<Option<String>>>,
+    undo: UndoList,
 }
 
 impl<'a> Job<'a> {
@@ -62,8 +76,7 @@ impl<'a> Job<'a> {
             manager,
             held,
             creds,
-            undo: Vec::new(),
-            restored: None,
+            undo: UndoList::default(),
         }
     }
 
@@ -75,172 +88,183 @@ impl<'a> Job<'a> {
         batch: Vec<NewValue>,
         stage_only: bool,
     ) -> Result<Rotation, RotationError> {
-        match self.run(batch, stage_only) {
+        match self.run(State::Install { batch, stage_only }) {
             Err(error) if !self.undo.is_empty() => {
-                let failures = match self.restored.take() {
-                    Some(f) => f,
-                    None => self.restore(),
-                };
+                let state_dir = &self.config.loader.state_dir;
+                let undo = self.undo.undone(self.root, state_dir, &self.creds);
                 Err(RotationError::Undone {
                     error: Box::new(error),
-                    undo: describe_undo(&self.undo, &failures),
+                    undo,
                 })
             }
             other => other,
         }
     }
 
-    fn run(&mut self, batch: Vec<NewValue>, stage_only: bool) -> Result<Rotation, RotationError> {
-        let (root, config, served) = (self.root, self.config, self.served);
-        let (manager, held) = (self.manager, self.held);
-        let creds = &self.creds;
-        let mut human = String::new();
-        let mut installed = Vec::new();
-        for value in batch {
-            let name = &value.name;
-            let mut history =
-                History::open(root, &config.loader.state_dir, name, true).map_err(|e| {
-                    RotationError::Environment(format!("credential {name}: generations: {e}"))
-                })?;
-            let (generation, previous) = match sealed::current(creds, name)? {
-                Some(previous) => {
-                    let prev_digest = hex_digest(&previous);
-                    let prev_info = history.info_for(&prev_digest).cloned();
-                    let generation = history
-                        .push(&previous, prev_info.clone(), config.loader.keep_generations)
-                        .map_err(|e| {
-                            RotationError::Environment(format!(
-                                "credential {name}: keeping the previous generation: {e}"
-                            ))
-                        })?;
-                    let info = prev_info.unwrap_or(Info {
-                        digest: prev_digest,
-                        ..Info::default()
-                    });
-                    (Some(generation), Some((previous, info)))
-                }
-                None => (None, None),
+    /// Runs the machine from `state` to [`State::Done`].
+    fn run(&mut self, mut state: State) -> Result<Rotation, RotationError> {
+        let mut r = Rotation::new(self.manager != Manager::Absent);
+        loop {
+            state = match state {
+                State::Install { batch, stage_only } => self.install(batch, stage_only, &mut r)?,
+                State::Apply => self.apply(&mut r)?,
+                State::Commit => self.commit(&mut r),
+                State::Restore => self.restore(&mut r)?,
+                State::MarkRejected => self.mark_rejected(&mut r),
+                State::Reapply => self.reapply(&mut r)?,
+                State::Done => return Ok(r),
             };
-            install(creds, name, &value.sealed)?;
-            let new_number = history
-                .set_current(value.info.clone())
-                .map_err(|e| {
-                    tracing::warn!("credential {name}: could not record its metadata: {e}")
-                })
-                .ok();
-            let _ = writeln!(
-                human,
-                "credential {name}: new value {} ({} bytes) installed; {}",
-                value.masked,
-                value.length,
-                match generation {
-                    Some(g) => format!("previous value kept as generation {g}"),
-                    None => "it did not exist before".into(),
-                }
-            );
-            self.undo.push(Undo {
-                name: name.clone(),
-                previous,
-                generation,
-                new: (value.sealed, value.info),
-                new_number,
-            });
-            installed.push(Installed {
-                name: name.clone(),
-                value: Masked {
-                    masked: value.masked,
-                    length: value.length,
-                },
-                previous_generation: generation,
-                rejected_generation: None,
-                consumers: served.consumer_names(name),
-            });
         }
-        let consumers: Vec<String> = installed
+    }
+
+    fn install(
+        &mut self,
+        batch: Vec<NewValue>,
+        stage_only: bool,
+        r: &mut Rotation,
+    ) -> Result<State, RotationError> {
+        for value in batch {
+            let installed = self.install_one(value, &mut r.human)?;
+            r.credentials.push(installed);
+        }
+        r.consumers = r
+            .credentials
             .iter()
             .flat_map(|i| i.consumers.iter().cloned())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut rotation = Rotation {
-            credentials: installed,
-            consumers,
-            applied: false,
-            units_checked: manager != Manager::Absent,
-            apply: None,
-            verification: Vec::new(),
-            verified: None,
-            rolled_back: false,
-            rollback: None,
-            human,
-        };
-        if stage_only || rotation.consumers.is_empty() {
-            return Ok(rotation);
+        if stage_only || r.consumers.is_empty() {
+            return Ok(State::Done);
         }
+        Ok(State::Apply)
+    }
 
-        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
-        let verify = (rotation.consumers.as_slice(), names.as_slice());
-        let outcome = apply_and_verify(root, config, served, manager, verify, held)?;
-        rotation.human.push_str(&outcome.human("apply"));
-        rotation.applied = true;
-        rotation.verified = Some(outcome.ok());
-        let ok = outcome.ok();
-        rotation.apply = Some(outcome.report);
-        rotation.verification = outcome.checks;
-        if ok {
-            rotation.human.push_str(if rotation.units_checked {
-                "every consumer verified\n"
-            } else {
-                "no running systemd, so no unit was checked; every configured health check passed\n"
-            });
-            return Ok(rotation);
-        }
-
-        // Put every previous value back and deliver them again.
-        let what: Vec<String> = self
-            .undo
-            .iter()
-            .map(|u| match u.generation {
-                Some(g) => format!("{} (generation {g})", u.name),
-                None => format!("{} (new: removed again)", u.name),
-            })
-            .collect();
+    /// Installs one new value; what it replaces is kept as a generation and
+    /// goes on the undo list.
+    fn install_one(
+        &mut self,
+        value: NewValue,
+        human: &mut String,
+    ) -> Result<Installed, RotationError> {
+        let name = &value.name;
+        let state_dir = &self.config.loader.state_dir;
+        let mut history = History::open(self.root, state_dir, name, true).map_err(|e| {
+            RotationError::Environment(format!("credential {name}: generations: {e}"))
+        })?;
+        let (generation, previous) = self.keep_previous(&mut history, name)?;
+        install(&self.creds, name, &value.sealed)?;
+        let new_number = history
+            .set_current(value.info.clone())
+            .map_err(|e| tracing::warn!("credential {name}: could not record its metadata: {e}"))
+            .ok();
         let _ = writeln!(
-            rotation.human,
+            human,
+            "credential {name}: new value {} ({} bytes) installed; {}",
+            value.masked,
+            value.length,
+            match generation {
+                Some(g) => format!("previous value kept as generation {g}"),
+                None => "it did not exist before".into(),
+            }
+        );
+        self.undo.push(Undo {
+            name: name.clone(),
+            previous,
+            generation,
+            new: (value.sealed, value.info),
+            new_number,
+        });
+        Ok(Installed {
+            consumers: self.served.consumer_names(name),
+            name: value.name,
+            value: Masked {
+                masked: value.masked,
+                length: value.length,
+            },
+            previous_generation: generation,
+            rejected_generation: None,
+        })
+    }
+
+    /// Keeps the current value of `name`, if any, as a generation: its
+    /// number, and its sealed bytes with what is known of them.
+    fn keep_previous(
+        &self,
+        history: &mut History,
+        name: &str,
+    ) -> Result<(Option<u32>, Option<Sealed>), RotationError> {
+        let Some(previous) = sealed::current(&self.creds, name)? else {
+            return Ok((None, None));
+        };
+        let digest = hex_digest(&previous);
+        let known = history.info_for(&digest).cloned();
+        let keep = self.config.loader.keep_generations;
+        let generation = history.push(&previous, known.clone(), keep).map_err(|e| {
+            RotationError::Environment(format!(
+                "credential {name}: keeping the previous generation: {e}"
+            ))
+        })?;
+        let info = known.unwrap_or(Info {
+            digest,
+            ..Info::default()
+        });
+        Ok((Some(generation), Some((previous, info))))
+    }
+
+    fn apply(&mut self, r: &mut Rotation) -> Result<State, RotationError> {
+        let outcome = self.apply_and_verify(&r.consumers)?;
+        r.human.push_str(&outcome.human("apply"));
+        let ok = outcome.ok();
+        r.applied = true;
+        r.verified = Some(ok);
+        r.apply = Some(outcome.report);
+        r.verification = outcome.checks;
+        Ok(if ok { State::Commit } else { State::Restore })
+    }
+
+    fn commit(&mut self, r: &mut Rotation) -> State {
+        r.human.push_str(if r.units_checked {
+            "every consumer verified\n"
+        } else {
+            "no running systemd, so no unit was checked; every configured health check passed\n"
+        });
+        State::Done
+    }
+
+    fn restore(&mut self, r: &mut Rotation) -> Result<State, RotationError> {
+        let what: Vec<String> = self.undo.entries().iter().map(Undo::describe).collect();
+        let _ = writeln!(
+            r.human,
             "verification failed: restoring the previous value of {}",
             what.join(", ")
         );
-        let failures = self.restore();
-        let failed = failures.iter().any(Option::is_some);
-        self.restored = Some(failures);
-        if failed {
+        let state_dir = &self.config.loader.state_dir;
+        if !self.undo.restore(self.root, state_dir, &self.creds) {
             // `rotate` says which could not be put back.
             return Err(RotationError::Environment(
                 "a consumer did not verify with the new value".into(),
             ));
         }
-        // The rejected values are kept (marked) for a deliberate retry; the
-        // generations of the values that are current again are dropped.
+        Ok(State::MarkRejected)
+    }
+
+    /// The rejected values are kept (marked) for a deliberate retry; the
+    /// generations of the values that are current again are dropped.
+    fn mark_rejected(&mut self, r: &mut Rotation) -> State {
         let now = crate::state::now();
-        for (u, i) in self.undo.iter().zip(rotation.credentials.iter_mut()) {
+        let (state_dir, keep) = (
+            &self.config.loader.state_dir,
+            self.config.loader.keep_generations,
+        );
+        for (u, i) in self.undo.entries().iter().zip(r.credentials.iter_mut()) {
             let name = &u.name;
-            let kept =
-                History::open(root, &config.loader.state_dir, name, true).and_then(|mut h| {
-                    h.keep_rejected(
-                        &u.new.0,
-                        u.new.1.clone(),
-                        u.new_number,
-                        u.generation,
-                        now,
-                        config.loader.keep_generations,
-                    )
-                });
-            match kept {
+            match u.keep_rejected(self.root, state_dir, now, keep) {
                 Ok(n) => {
                     i.previous_generation = None;
                     i.rejected_generation = Some(n);
                     let _ = writeln!(
-                        rotation.human,
+                        r.human,
                         "credential {name}: the rejected value is kept as generation {n}{}; \
                          retry it once the cause is fixed with `credloader rollback {name} --to {n}`",
                         match u.generation {
@@ -252,120 +276,44 @@ impl<'a> Job<'a> {
                 }
                 Err(e) => {
                     let _ = writeln!(
-                        rotation.human,
+                        r.human,
                         "warning: credential {name}: could not keep the rejected value as a generation: {e}"
                     );
                 }
             }
         }
-        let again = apply_and_verify(root, config, served, manager, verify, held)?;
-        rotation
-            .human
+        State::Reapply
+    }
+
+    fn reapply(&mut self, r: &mut Rotation) -> Result<State, RotationError> {
+        let again = self.apply_and_verify(&r.consumers)?;
+        r.human
             .push_str(&again.human("re-apply of the previous value"));
-        let names: Vec<&str> = self.undo.iter().map(|u| u.name.as_str()).collect();
         let _ = writeln!(
-            rotation.human,
+            r.human,
             "rotation of {} rolled back{}",
-            names.join(", "),
+            self.undo.names().join(", "),
             if again.ok() {
                 "; the consumers run the previous value again"
             } else {
                 "; the previous value did not verify either: look at the consumers now"
             }
         );
-        rotation.rolled_back = true;
-        rotation.rollback = Some(Rollback {
+        r.rolled_back = true;
+        r.rollback = Some(Rollback {
             verified: again.ok(),
             apply: again.report,
             verification: again.checks,
         });
-        Ok(rotation)
+        Ok(State::Done)
     }
 
-    /// Puts the previous value of every installed credential back (removes
-    /// the ones that did not exist before), last installed first, going on
-    /// past a failure. Returns what failed, per entry of `undo`.
-    fn restore(&self) -> Vec<Option<String>> {
-        let mut failures = vec![None; self.undo.len()];
-        for (u, failure) in self.undo.iter().zip(failures.iter_mut()).rev() {
-            let name = &u.name;
-            let done = match &u.previous {
-                Some((bytes, info)) => install(&self.creds, name, bytes).map(|()| {
-                    let state_dir = &self.config.loader.state_dir;
-                    generations::record_current(self.root, state_dir, name, info.clone());
-                }),
-                None => sealed::remove(&self.creds, name),
-            };
-            if let Err(e) = done {
-                *failure = Some(e.to_string());
-            }
-        }
-        failures
-    }
-}
-
-/// How putting the previous values back went, for an error message.
-fn describe_undo(undo: &[Undo], failures: &[Option<String>]) -> String {
-    let mut back = Vec::new();
-    let mut parts = Vec::new();
-    for (u, failure) in undo.iter().zip(failures) {
-        let name = &u.name;
-        match (failure, u.generation) {
-            (None, _) => back.push(name.as_str()),
-            (Some(e), Some(g)) => parts.push(format!(
-                "putting the previous value of {name} back FAILED ({e}): it holds the new, \
-                 unverified value; its previous value is generation {g} \
-                 (`credloader rollback {name} --to {g}`)"
-            )),
-            (Some(e), None) => parts.push(format!(
-                "removing the new credential {name} again FAILED ({e}): it holds the new, \
-                 unverified value"
-            )),
-        }
-    }
-    if !back.is_empty() {
-        parts.insert(
-            0,
-            format!(
-                "the rotation was undone for {}: the previous value is back in place, \
-                 not yet delivered (the next `credloader apply` delivers it)",
-                back.join(", ")
-            ),
-        );
-    }
-    parts.join("; ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn undo(name: &str, generation: Option<u32>) -> Undo {
-        Undo {
-            name: name.into(),
-            previous: generation.map(|_| (b"old".to_vec(), Info::default())),
-            generation,
-            new: (b"new".to_vec(), Info::default()),
-            new_number: None,
-        }
-    }
-
-    #[test]
-    fn an_undo_says_what_is_back_and_what_is_not() {
-        let batch = [undo("A", Some(4)), undo("B", None), undo("C", Some(2))];
-        let all = describe_undo(&batch, &[None, None, None]);
-        assert!(all.contains("undone for A, B, C"), "{all}");
-        assert!(!all.contains("FAILED"), "{all}");
-        let some = describe_undo(&batch, &[Some("EIO".into()), Some("EROFS".into()), None]);
-        assert!(some.starts_with("the rotation was undone for C:"), "{some}");
-        assert!(
-            some.contains("previous value of A back FAILED (EIO)")
-                && some.contains("`credloader rollback A --to 4`"),
-            "{some}"
-        );
-        assert!(
-            some.contains("removing the new credential B again FAILED (EROFS)"),
-            "{some}"
-        );
+    /// Applies to `consumers` and verifies them, for the credentials on
+    /// the undo list.
+    fn apply_and_verify(&self, consumers: &[String]) -> Result<Verified, RotationError> {
+        let names = self.undo.names();
+        let (config, served) = (self.config, self.served);
+        let what = (consumers, names.as_slice());
+        apply_and_verify(self.root, config, served, self.manager, what, self.held)
     }
 }

@@ -12,6 +12,7 @@
 
 mod job;
 mod served;
+mod undo;
 mod verify;
 
 use serde::Serialize;
@@ -99,6 +100,24 @@ pub struct Rotation {
     /// The human account of it, line by line.
     #[serde(skip)]
     pub human: String,
+}
+
+impl Rotation {
+    /// Nothing done yet.
+    fn new(units_checked: bool) -> Rotation {
+        Rotation {
+            credentials: Vec::new(),
+            consumers: Vec::new(),
+            applied: false,
+            units_checked,
+            apply: None,
+            verification: Vec::new(),
+            verified: None,
+            rolled_back: false,
+            rollback: None,
+            human: String::new(),
+        }
+    }
 }
 
 /// The re-apply of the previous values after a failed verification.
