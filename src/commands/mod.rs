@@ -7,6 +7,7 @@ use thiserror::Error;
 use crate::cli::{Command, Global};
 use crate::config::ConfigError;
 use crate::exit;
+use crate::rotation::RotationError;
 use crate::systemd_creds::Key;
 
 mod apply;
@@ -149,17 +150,20 @@ pub enum CommandError {
     /// The sealed store could not be read or written (exit 3).
     #[error(transparent)]
     Store(#[from] crate::sealed::StoreError),
+    /// A rotation failed once new values were installed
+    /// ([`RotationError::Undone`]: what failed, and how putting the previous
+    /// values back went) (exit 3).
+    #[error(transparent)]
+    Rotation(RotationError),
 }
 
-impl From<crate::rotation::RotationError> for CommandError {
-    fn from(e: crate::rotation::RotationError) -> Self {
+impl From<RotationError> for CommandError {
+    fn from(e: RotationError) -> Self {
         match e {
-            crate::rotation::RotationError::Environment(m) => CommandError::Environment(m),
-            crate::rotation::RotationError::Apply(a) => CommandError::Apply(a),
-            crate::rotation::RotationError::Store(s) => CommandError::Store(s),
-            undone @ crate::rotation::RotationError::Undone { .. } => {
-                CommandError::Environment(undone.to_string())
-            }
+            RotationError::Environment(m) => CommandError::Environment(m),
+            RotationError::Apply(a) => CommandError::Apply(a),
+            RotationError::Store(s) => CommandError::Store(s),
+            undone @ RotationError::Undone { .. } => CommandError::Rotation(undone),
         }
     }
 }
@@ -170,9 +174,10 @@ impl CommandError {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
-            CommandError::Apply(_) | CommandError::Environment(_) | CommandError::Store(_) => {
-                exit::ENVIRONMENT
-            }
+            CommandError::Apply(_)
+            | CommandError::Environment(_)
+            | CommandError::Store(_)
+            | CommandError::Rotation(_) => exit::ENVIRONMENT,
             CommandError::Failed(_) => exit::FAILED,
             CommandError::Source(_) => exit::SOURCE,
         }
@@ -268,5 +273,31 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 serde_json::json!({ "man": text }),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undone_rotation_stays_typed_with_its_text_and_exit_code() {
+        let undone = RotationError::Undone {
+            error: Box::new(RotationError::Environment("apply failed".into())),
+            undo: "the rotation was undone for K".into(),
+        };
+        let text = undone.to_string();
+        let e = CommandError::from(undone);
+        assert_eq!(e.to_string(), text);
+        assert_eq!(format!("{:#}", anyhow::Error::new(e)), text);
+        let e = CommandError::from(RotationError::Undone {
+            error: Box::new(RotationError::Environment("x".into())),
+            undo: "y".into(),
+        });
+        assert_eq!(e.exit_code(), exit::ENVIRONMENT);
+        let CommandError::Rotation(RotationError::Undone { error, undo }) = e else {
+            panic!("flattened: {e:?}");
+        };
+        assert_eq!((error.to_string(), undo.as_str()), ("x".into(), "y"));
     }
 }
