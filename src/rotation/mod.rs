@@ -10,9 +10,11 @@
 //! here sees plaintext except the health check's environment, decrypted
 //! again from the sealed files.
 
+mod health_check;
 mod job;
 mod served;
 mod undo;
+mod unit_wait;
 mod verify;
 
 use serde::Serialize;
@@ -25,8 +27,9 @@ use crate::root::Root;
 use crate::sealed::{creds_dir, StoreError};
 use crate::systemd::Manager;
 
+pub use health_check::service_env;
 pub use served::Served;
-pub use verify::{apply_and_verify, service_env, Check, Verified};
+pub use verify::{apply_and_verify, Check, Verified};
 
 /// Why a rotation could not run at all (a failed verification is not an
 /// error: it is a rollback, reported in [`Rotation`]).

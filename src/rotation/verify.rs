@@ -4,22 +4,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::health_check::run_health;
+use super::unit_wait::{snapshot, wait_unit, UnitSnapshot};
 use super::{RotationError, Served};
 use crate::apply::{self, Options, Outcome, Report};
-use crate::config::{Config, Delivery, Service, Source};
-use crate::creds::Store;
+use crate::config::{Config, Service, Source};
 use crate::escape::text;
-use crate::health::{self, RunAs};
+use crate::health;
 use crate::lock::Lock;
-use crate::overrides;
+use crate::overrides::{self, Override};
 use crate::root::Root;
-use crate::secret::Secret;
 use crate::systemd::Manager;
-use crate::users::Accounts;
 
 /// What apply-then-verify found.
 pub struct Verified {
@@ -132,21 +130,6 @@ pub struct Check {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct UnitSnapshot {
-    active: String,
-    main_pid: String,
-    started: String,
-}
-
-fn snapshot(manager: Manager, unit: &str) -> Option<UnitSnapshot> {
-    Some(UnitSnapshot {
-        active: manager.property(unit, "ActiveState")?,
-        main_pid: manager.property(unit, "MainPID")?,
-        started: manager.property(unit, "ExecMainStartTimestampMonotonic")?,
-    })
-}
-
 /// Applies to `only` (restarting what changed), then verifies each of them:
 /// its unit is active again (and restarted, when a restart was queued), its
 /// health check passes, and nothing in its unit takes from it a variable
@@ -159,13 +142,7 @@ pub fn apply_and_verify(
     (only, credentials): (&[String], &[&str]),
     held: &Lock,
 ) -> Result<Verified, RotationError> {
-    let before: BTreeMap<String, Option<UnitSnapshot>> = only
-        .iter()
-        .map(|s| {
-            let unit = &served.services[s].unit;
-            (s.clone(), snapshot(manager, unit))
-        })
-        .collect();
+    let before = snapshots(manager, served, only);
     let opts = Options {
         dry_run: false,
         only: only.to_vec(),
@@ -184,32 +161,21 @@ pub fn apply_and_verify(
     let mut checks = Vec::new();
     for s in &report.services {
         let service = &served.services[&s.service];
-        let (unit_state, unit_ok) = if s.outcome == Outcome::Failed {
-            ("not checked: the apply failed for it".to_string(), false)
-        } else {
-            wait_unit(
-                manager,
-                service,
-                before.get(&s.service).cloned().flatten(),
-                s.action.is_some(),
+        let (unit_state, unit_ok, health) = if s.outcome == Outcome::Failed {
+            (
+                "not checked: the apply failed for it".to_string(),
+                false,
+                None,
             )
-        };
-        let health = if s.outcome == Outcome::Failed {
-            None
         } else {
-            service
-                .health_check
-                .as_ref()
-                .map(|argv| run_health(root, config, manager, service, argv))
+            let before = before.get(&s.service).cloned().flatten();
+            let (state, ok) = wait_unit(manager, service, before, s.action.is_some());
+            let health = (service.health_check.as_ref())
+                .map(|argv| run_health(root, config, manager, service, argv));
+            (state, ok, health)
         };
-        let carried = carriers(service, credentials);
-        let overridden: Vec<String> = overridden
-            .next()
-            .unwrap_or_default()
-            .iter()
-            .filter(|o| o.takes(service).iter().any(|v| carried.contains(v)))
-            .map(|o| o.problem(root, service))
-            .collect();
+        let found = overridden.next().unwrap_or_default();
+        let overridden = overriding(root, service, &found, credentials);
         let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed()) && overridden.is_empty();
         if let (Some(h), false) = (&health, root.is_offline()) {
             journal_failed_check(service, h);
@@ -225,6 +191,36 @@ pub fn apply_and_verify(
         });
     }
     Ok(Verified { report, checks })
+}
+
+/// What systemd says of each of `only`'s units before the apply.
+fn snapshots(
+    manager: Manager,
+    served: &Served,
+    only: &[String],
+) -> BTreeMap<String, Option<UnitSnapshot>> {
+    only.iter()
+        .map(|s| {
+            let unit = &served.services[s].unit;
+            (s.clone(), snapshot(manager, unit))
+        })
+        .collect()
+}
+
+/// What of `found` in its unit takes from `service` a variable that
+/// carries one of `credentials`.
+fn overriding(
+    root: &Root,
+    service: &Service,
+    found: &[Override],
+    credentials: &[&str],
+) -> Vec<String> {
+    let carried = carriers(service, credentials);
+    found
+        .iter()
+        .filter(|o| o.takes(service).iter().any(|v| carried.contains(v)))
+        .map(|o| o.problem(root, service))
+        .collect()
 }
 
 /// Keeps a failed health check, with its masked output, in the journal.
@@ -252,170 +248,4 @@ fn carriers(service: &Service, credentials: &[&str]) -> Vec<String> {
         .filter(|v| matches!(&v.source, Source::Credential(c) if credentials.contains(&c.as_str())))
         .map(|v| v.name.clone())
         .collect()
-}
-
-/// Waits (up to the service's health timeout) for its unit to be active
-/// and, if a restart was queued, to have restarted.
-fn wait_unit(
-    manager: Manager,
-    service: &Service,
-    before: Option<UnitSnapshot>,
-    restarted: bool,
-) -> (String, bool) {
-    if manager == Manager::Absent {
-        return (
-            "not checked: no running systemd (--root or not booted)".into(),
-            true,
-        );
-    }
-    let unit = &service.unit;
-    let was_active = before.as_ref().is_some_and(|b| b.active == "active");
-    let try_verb = matches!(
-        service.on_change.verb(),
-        Some("try-restart" | "try-reload-or-restart")
-    );
-    if !was_active && try_verb {
-        return (
-            format!(
-                "not running before the rotation ({}), so it was left stopped",
-                before.map(|b| b.active).unwrap_or_else(|| "unknown".into())
-            ),
-            true,
-        );
-    }
-    let deadline = Instant::now() + service.health_timeout;
-    let mut last = None;
-    loop {
-        if let Some(now) = snapshot(manager, unit) {
-            let changed = before
-                .as_ref()
-                .is_none_or(|b| b.main_pid != now.main_pid || b.started != now.started);
-            if now.active == "active" && (changed || !restarted) {
-                return (
-                    if restarted {
-                        format!("active, restarted (MainPID {})", now.main_pid)
-                    } else {
-                        "active".into()
-                    },
-                    true,
-                );
-            }
-            last = Some(now);
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let seen = last
-        .map(|l| format!("ActiveState={}, MainPID {}", l.active, l.main_pid))
-        .unwrap_or_else(|| "no answer from systemctl".into());
-    (
-        format!(
-            "did not come back active{} within {}s ({seen}); see `journalctl -u {unit}`",
-            if restarted { " after its restart" } else { "" },
-            service.health_timeout.as_secs()
-        ),
-        false,
-    )
-}
-
-/// Runs the service's health check with its new environment. On a running
-/// systemd, as a transient unit with the service's own user and environment
-/// source (the values never pass through credloader); otherwise (an image,
-/// or no bus) in-process, with the values decrypted again from the sealed
-/// files the service is built from.
-fn run_health(
-    root: &Root,
-    config: &Config,
-    manager: Manager,
-    service: &Service,
-    argv: &[String],
-) -> health::Outcome {
-    if manager == Manager::Live {
-        let env = match service.delivery {
-            Delivery::Env => health::UnitEnv::EnvFile(&service.env_file),
-            Delivery::Credential => health::UnitEnv::Credentials(
-                service
-                    .credentials()
-                    .into_iter()
-                    .map(|c| {
-                        (
-                            c.to_string(),
-                            config.loader.creds_dir.join(format!("{c}.cred")),
-                        )
-                    })
-                    .collect(),
-            ),
-        };
-        let group = service.group.as_deref();
-        let mask = || health::secrets::of_service(root, config, service);
-        let timeout = service.health_timeout;
-        if let Some(outcome) = health::run_in_unit(argv, &service.user, group, &env, &mask, timeout)
-        {
-            return outcome;
-        }
-        tracing::info!(
-            "no D-Bus for systemd-run: running the health check of {} in-process",
-            service.name
-        );
-    }
-    let accounts = match Accounts::new(root) {
-        Ok(a) => a,
-        Err(e) => {
-            return health::Outcome::NotRun {
-                reason: e.to_string(),
-            }
-        }
-    };
-    let account = match accounts.lookup(&service.user, service.group.as_deref()) {
-        Ok(a) => a,
-        Err(e) => {
-            return health::Outcome::NotRun {
-                reason: e.to_string(),
-            }
-        }
-    };
-    let env = match service_env(root, config, service) {
-        Ok(e) => e,
-        Err(reason) => return health::Outcome::NotRun { reason },
-    };
-    let who = RunAs::resolve(root, &service.user, account.uid, account.gid);
-    let mask = || Ok(health::secrets::from_env(service, &env));
-    health::run(argv, &who, &env, &mask, service.health_timeout)
-}
-
-/// The variables an env-delivery service receives (none for credential
-/// delivery), decrypted with `systemd-creds` from the creds dir.
-pub fn service_env(
-    root: &Root,
-    config: &Config,
-    service: &Service,
-) -> Result<Vec<(String, Secret)>, String> {
-    if service.delivery != Delivery::Env {
-        return Ok(Vec::new());
-    }
-    let store = Store::open(root, &config.loader.creds_dir);
-    let mut plain: BTreeMap<&str, Secret> = BTreeMap::new();
-    for name in service.credentials() {
-        let sealed = store.sealed(name).map_err(|e| e.to_string())?;
-        let (secret, _) = crate::systemd_creds::decrypt(name, &sealed.bytes)
-            .map_err(|e| format!("credential {name}: {e}"))?;
-        plain.insert(name, secret);
-    }
-    Ok(service
-        .vars
-        .iter()
-        .map(|v| {
-            let value = match &v.source {
-                // What apply delivers (see `crate::newline`).
-                Source::Credential(c) => Secret::copy_from(crate::newline::delivered(
-                    plain[c.as_str()].expose(),
-                    service.keep_newline.contains(c),
-                )),
-                Source::Static(s) => Secret::copy_from(s.as_bytes()),
-            };
-            (v.name.clone(), value)
-        })
-        .collect())
 }
