@@ -189,39 +189,8 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
     let ctx = Context::new(global);
     let mut command = command;
     if ctx.root.is_offline() {
-        // This machine's TPM is not the image's either: an image's
-        // credentials are sealed with the key file named above only.
-        let key = match &mut command {
-            Command::Seal(a) => Some(&mut a.input.key),
-            Command::Rotate(a) => Some(&mut a.input.key),
-            Command::Import(a) => Some(&mut a.key),
-            _ => None,
-        };
-        if let Some(key) = key {
-            match key {
-                Key::Auto | Key::Host => *key = Key::Host,
-                Key::Tpm2 | Key::HostTpm2 => {
-                    return Err(CommandError::Usage(
-                        "--root: an image's credentials are sealed with --key host (the key \
-                         file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
-                            .into(),
-                    ))
-                }
-            }
-        }
-    }
-    if ctx.root.is_offline()
-        && uses_credential_key(&command)
-        && std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_none_or(|v| v.is_empty())
-    {
-        // systemd-creds has no --root: it would use this host's key, and
-        // create one if there is none.
-        return Err(CommandError::Usage(
-            "--root: this host's credential key is never used for an image, and this command \
-             seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
-             this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
-                .to_string(),
-        ));
+        image_key(&mut command)?;
+        require_key_file(&command)?;
     }
     match command {
         Command::Apply(args) => apply::run(&ctx, args),
@@ -235,45 +204,92 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
         Command::Status(args) => status::run(&ctx, args),
         Command::Check => check::run(&ctx),
         Command::Import(args) => import::run(&ctx, args),
-        Command::Completions(args) => {
-            let shell = args.shell.to_string();
-            let script = crate::complete::registration(&shell)
-                .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
-            let text = String::from_utf8_lossy(&script).into_owned();
-            Ok(Output::artifact(
-                text.clone(),
-                serde_json::json!({ "script": text }),
-            ))
-        }
-        Command::DumpCredentials { names } => {
-            let mut out = std::io::stdout().lock();
-            crate::creds::dump_handed(&names, &mut out)
-                .map_err(|e| CommandError::Environment(e.to_string()))?;
-            Ok(Output::new(
-                exit::OK,
-                String::new(),
-                serde_json::Value::Null,
-            ))
-        }
-        Command::Man(args) => {
-            let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
-            if let Some(dir) = args.out_dir {
-                let written = crate::manpage::write_all(&dir).map_err(env)?;
-                let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-                return Ok(Output::new(
-                    exit::OK,
-                    names.iter().map(|n| format!("{n}\n")).collect(),
-                    serde_json::json!({ "written": names }),
-                ));
-            }
-            let text =
-                String::from_utf8_lossy(&crate::manpage::main_page().map_err(env)?).into_owned();
-            Ok(Output::artifact(
-                text.clone(),
-                serde_json::json!({ "man": text }),
+        Command::Completions(args) => completions(&args.shell.to_string()),
+        Command::DumpCredentials { names } => dump_credentials(&names),
+        Command::Man(args) => man(args.out_dir.as_deref()),
+    }
+}
+
+/// `--root`: this machine's TPM is not the image's either: an image's
+/// credentials are sealed with the key file `SYSTEMD_CREDENTIAL_SECRET`
+/// names only (`--key auto` becomes `host`; a TPM is refused).
+fn image_key(command: &mut Command) -> Result<(), CommandError> {
+    let key = match command {
+        Command::Seal(a) => &mut a.input.key,
+        Command::Rotate(a) => &mut a.input.key,
+        Command::Import(a) => &mut a.key,
+        _ => return Ok(()),
+    };
+    match key {
+        Key::Auto | Key::Host => *key = Key::Host,
+        Key::Tpm2 | Key::HostTpm2 => {
+            return Err(CommandError::Usage(
+                "--root: an image's credentials are sealed with --key host (the key \
+                 file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
+                    .into(),
             ))
         }
     }
+    Ok(())
+}
+
+/// `--root`: a command that seals or decrypts needs the image's key file.
+/// systemd-creds has no --root: it would use this host's key, and create
+/// one if there is none.
+fn require_key_file(command: &Command) -> Result<(), CommandError> {
+    if !uses_credential_key(command)
+        || std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_some_and(|v| !v.is_empty())
+    {
+        return Ok(());
+    }
+    Err(CommandError::Usage(
+        "--root: this host's credential key is never used for an image, and this command \
+         seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
+         this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
+            .to_string(),
+    ))
+}
+
+/// `credloader completions SHELL`: the script that registers completion.
+fn completions(shell: &str) -> Result<Output, CommandError> {
+    let script = crate::complete::registration(shell)
+        .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
+    let text = String::from_utf8_lossy(&script).into_owned();
+    Ok(Output::artifact(
+        text.clone(),
+        serde_json::json!({ "script": text }),
+    ))
+}
+
+/// The boot path's helper: writes the credentials PID 1 handed over.
+fn dump_credentials(names: &[String]) -> Result<Output, CommandError> {
+    let mut out = std::io::stdout().lock();
+    crate::creds::dump_handed(names, &mut out)
+        .map_err(|e| CommandError::Environment(e.to_string()))?;
+    Ok(Output::new(
+        exit::OK,
+        String::new(),
+        serde_json::Value::Null,
+    ))
+}
+
+/// `credloader man`: the man page on stdout, or every page into a directory.
+fn man(out_dir: Option<&std::path::Path>) -> Result<Output, CommandError> {
+    let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
+    if let Some(dir) = out_dir {
+        let written = crate::manpage::write_all(dir).map_err(env)?;
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        return Ok(Output::new(
+            exit::OK,
+            names.iter().map(|n| format!("{n}\n")).collect(),
+            serde_json::json!({ "written": names }),
+        ));
+    }
+    let text = String::from_utf8_lossy(&crate::manpage::main_page().map_err(env)?).into_owned();
+    Ok(Output::artifact(
+        text.clone(),
+        serde_json::json!({ "man": text }),
+    ))
 }
 
 #[cfg(test)]
