@@ -25,7 +25,7 @@ use crate::generations::{History, Info};
 use crate::lock::Lock;
 use crate::root::Root;
 use crate::safefs::Dir;
-use crate::sealed::{self, install};
+use crate::sealed::{self, creds_dir, install};
 use crate::systemd::Manager;
 
 /// Where a rotation stands.
@@ -50,7 +50,7 @@ enum State {
 }
 
 /// One rotation under way.
-pub(super) struct Job<'a> {
+struct Job<'a> {
     root: &'a Root,
     config: &'a Config,
     served: &'a Served,
@@ -60,47 +60,52 @@ pub(super) struct Job<'a> {
     undo: UndoList,
 }
 
-impl<'a> Job<'a> {
-    pub(super) fn new(
-        root: &'a Root,
-        config: &'a Config,
-        served: &'a Served,
-        manager: Manager,
-        held: &'a Lock,
-        creds: Dir,
-    ) -> Job<'a> {
-        Job {
-            root,
-            config,
-            served,
-            manager,
-            held,
-            creds,
-            undo: UndoList::default(),
+/// Installs every value of `batch` (keeping what each replaces as a
+/// generation), then — unless `stage_only` — applies to the union of their
+/// consumers and verifies each; on a failed verification every credential
+/// of the batch gets its previous value back (a credential that did not
+/// exist before is removed again) and is applied again.
+///
+/// An error once a new value is installed (an apply that cannot run, a
+/// previous value that cannot be put back...) is never left half done:
+/// every previous value is put back first, as far as it can be, and the
+/// error says how that went ([`RotationError::Undone`]).
+///
+/// The caller holds the apply lock (`held`) from before it read the current
+/// values until this returns.
+pub fn rotate(
+    root: &Root,
+    config: &Config,
+    manager: Manager,
+    batch: Vec<NewValue>,
+    stage_only: bool,
+    held: &Lock,
+) -> Result<Rotation, RotationError> {
+    let creds = creds_dir(root, &config.loader)?;
+    let served = Served::load(root, config)?;
+    let mut job = Job {
+        root,
+        config,
+        served: &served,
+        manager,
+        held,
+        creds,
+        undo: UndoList::default(),
+    };
+    match job.run(State::Install { batch, stage_only }) {
+        Err(error) if !job.undo.is_empty() => {
+            let state_dir = &config.loader.state_dir;
+            let undo = job.undo.undone(root, state_dir, &job.creds);
+            Err(RotationError::Undone {
+                error: Box::new(error),
+                undo,
+            })
         }
+        other => other,
     }
+}
 
-    /// Runs the rotation (see [`super::rotate`]); an error once a value is
-    /// installed comes back [`RotationError::Undone`], every previous value
-    /// put back first as far as it can be.
-    pub(super) fn rotate(
-        mut self,
-        batch: Vec<NewValue>,
-        stage_only: bool,
-    ) -> Result<Rotation, RotationError> {
-        match self.run(State::Install { batch, stage_only }) {
-            Err(error) if !self.undo.is_empty() => {
-                let state_dir = &self.config.loader.state_dir;
-                let undo = self.undo.undone(self.root, state_dir, &self.creds);
-                Err(RotationError::Undone {
-                    error: Box::new(error),
-                    undo,
-                })
-            }
-            other => other,
-        }
-    }
-
+impl Job<'_> {
     /// Runs the machine from `state` to [`State::Done`].
     fn run(&mut self, mut state: State) -> Result<Rotation, RotationError> {
         let mut r = Rotation::new(self.manager != Manager::Absent);

@@ -20,14 +20,11 @@ mod verify;
 use serde::Serialize;
 
 use crate::apply::Report;
-use crate::config::Config;
 use crate::generations::Info;
-use crate::lock::Lock;
-use crate::root::Root;
-use crate::sealed::{creds_dir, StoreError};
-use crate::systemd::Manager;
+use crate::sealed::StoreError;
 
 pub use health_check::service_env;
+pub use job::rotate;
 pub use served::Served;
 pub use verify::{apply_and_verify, Check, Verified};
 
@@ -129,30 +126,4 @@ pub struct Rollback {
     pub apply: Report,
     pub verification: Vec<Check>,
     pub verified: bool,
-}
-
-/// Installs every value of `batch` (keeping what each replaces as a
-/// generation), then — unless `stage_only` — applies to the union of their
-/// consumers and verifies each; on a failed verification every credential
-/// of the batch gets its previous value back (a credential that did not
-/// exist before is removed again) and is applied again.
-///
-/// An error once a new value is installed (an apply that cannot run, a
-/// previous value that cannot be put back...) is never left half done:
-/// every previous value is put back first, as far as it can be, and the
-/// error says how that went ([`RotationError::Undone`]).
-///
-/// The caller holds the apply lock (`held`) from before it read the current
-/// values until this returns.
-pub fn rotate(
-    root: &Root,
-    config: &Config,
-    manager: Manager,
-    batch: Vec<NewValue>,
-    stage_only: bool,
-    held: &Lock,
-) -> Result<Rotation, RotationError> {
-    let creds = creds_dir(root, &config.loader)?;
-    let served = Served::load(root, config)?;
-    job::Job::new(root, config, &served, manager, held, creds).rotate(batch, stage_only)
 }
