@@ -244,14 +244,6 @@ impl Service {
         v.dedup();
         v
     }
-
-    /// The drop-in this service's unit gets.
-    pub fn dropin_path(&self, loader: &Loader) -> PathBuf {
-        loader
-            .dropin_dir
-            .join(format!("{}.d", self.unit))
-            .join(crate::dropin::FILE_NAME)
-    }
 }
 
 /// The deployment environment a host belongs to (`[sources] environment`).
