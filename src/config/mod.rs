@@ -7,77 +7,23 @@
 //! Every mistake found is reported together, each with its file and line.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use toml::Spanned;
 
 use crate::envplace::{PlaceError, Places};
 use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::safefs::{Dir, DirPolicy, FsError};
-use crate::{envfile, escape, names};
+use crate::{envfile, names};
+
+mod errors;
+
+pub use errors::{ConfigError, Origin, Problem};
 
 pub const DEFAULT_CONFIG: &str = "/etc/quantum/credloader.toml";
-
-/// Where a piece of configuration came from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origin {
-    pub file: PathBuf,
-    pub line: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", escape::Shown(&self.file), self.line)
-    }
-}
-
-/// One mistake in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub origin: Origin,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.origin, escape::text(&self.message))
-    }
-}
-
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read {}: {source}", escape::Shown(path))]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "no configuration: neither {} nor any {}/*.toml exists; \
-         create one (see docs/configuration.md) or pass --config",
-        escape::Shown(main),
-        escape::Shown(dropins)
-    )]
-    Missing { main: PathBuf, dropins: PathBuf },
-    #[error("{}:{line}: {}", escape::Shown(path), escape::text(message))]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
-    Invalid { problems: Vec<Problem> },
-    #[error(
-        "{}: refusing this configuration: {}",
-        escape::Shown(path),
-        escape::text(problem)
-    )]
-    Unsafe { path: PathBuf, problem: String },
-}
 
 /// How a service receives its secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
