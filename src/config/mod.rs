@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::envplace::{PlaceError, Places};
@@ -19,6 +18,9 @@ use crate::{envfile, names};
 mod errors;
 mod load;
 mod model;
+mod raw;
+
+use raw::{Parsed, RawFile, RawService, RawSources};
 
 pub use errors::{ConfigError, Origin, Problem};
 pub use load::{dropin_dir_for, Refused, DEFAULT_CONFIG};
@@ -26,132 +28,6 @@ pub use model::{
     fill_template, AwsCredential, AwsLocation, AwsSource, Config, CredentialOptions, Delivery,
     Environment, FileSource, Loader, Manage, OnChange, Service, Source, Sources, Var,
 };
-
-// ---- what the files hold --------------------------------------------------
-
-/// One file. `S` is what `[sources]` is read as: a second, lenient read
-/// with [`serde::de::IgnoredAny`] tells a mistake in `[sources]` (which
-/// concerns `sync` only) from one in the rest of the file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile<S = Spanned<RawSources>> {
-    loader: Option<RawLoader>,
-    #[serde(default)]
-    services: BTreeMap<Spanned<String>, RawService>,
-    sources: Option<S>,
-    #[serde(default)]
-    credentials: BTreeMap<Spanned<String>, RawCredential>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCredential {
-    keep_newline: Option<Spanned<bool>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSources {
-    environment: Option<Spanned<Environment>>,
-    #[serde(default)]
-    manage: Manage,
-    attempts: Option<Spanned<u32>>,
-    timeout_sec: Option<Spanned<u64>>,
-    aws: Option<Spanned<RawAws>>,
-    file: Option<Spanned<RawFileSource>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAws {
-    region: Spanned<String>,
-    endpoint_url: Option<Spanned<String>>,
-    secret_id: Spanned<String>,
-    #[serde(default)]
-    credentials: BTreeMap<Spanned<String>, RawAwsCredential>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAwsCredential {
-    secret_id: Option<Spanned<String>>,
-    json_key: Option<Spanned<String>>,
-    version_stage: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFileSource {
-    path: Spanned<String>,
-    #[serde(default)]
-    credentials: BTreeMap<Spanned<String>, RawFileCredential>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFileCredential {
-    key: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLoader {
-    creds_dir: Option<Spanned<String>>,
-    env_dir: Option<Spanned<String>>,
-    dropin_dir: Option<Spanned<String>>,
-    state_dir: Option<Spanned<String>>,
-    env_file_dirs: Option<Vec<Spanned<String>>>,
-    keep_generations: Option<Spanned<u32>>,
-    lock_timeout_sec: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    unit: Spanned<String>,
-    user: Spanned<String>,
-    group: Option<Spanned<String>>,
-    #[serde(default)]
-    credentials: Vec<Spanned<String>>,
-    #[serde(default)]
-    env: BTreeMap<Spanned<String>, Spanned<String>>,
-    #[serde(default, rename = "static")]
-    statics: BTreeMap<Spanned<String>, Spanned<String>>,
-    env_file: Option<Spanned<String>>,
-    #[serde(default)]
-    delivery: Option<Spanned<Delivery>>,
-    #[serde(default = "default_true")]
-    required: bool,
-    #[serde(default)]
-    on_change: OnChange,
-    health_check: Option<Spanned<Vec<String>>>,
-    health_timeout_sec: Option<Spanned<u64>>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// A parsed file plus what is needed to turn byte offsets into lines.
-struct Parsed {
-    path: PathBuf,
-    text: String,
-    raw: RawFile,
-}
-
-impl Parsed {
-    fn origin<T>(&self, s: &Spanned<T>) -> Origin {
-        Origin {
-            file: self.path.clone(),
-            line: self.text[..s.span().start.min(self.text.len())]
-                .matches('\n')
-                .count()
-                + 1,
-        }
-    }
-}
-
-// ---- loading ---------------------------------------------------------------
 
 impl Refused {
     /// What its text shows. A file that may set `[loader]` stops the run:
