@@ -71,7 +71,7 @@ pub struct Refused {
 }
 
 /// Config files and their text, in precedence order.
-type Texts = Vec<(PathBuf, String)>;
+pub(super) type Texts = Vec<(PathBuf, String)>;
 
 /// The `*.toml` drop-ins of `dropins` in lexical order: those that can be
 /// trusted, with their text, and those refused as unsafe.
