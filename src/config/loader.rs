@@ -12,7 +12,7 @@ use crate::names;
 
 use super::errors::{Origin, Problem};
 use super::model::Loader;
-use super::raw::Parsed;
+use super::raw::{Parsed, RawLoader};
 
 /// The `[loader]` of every file, merged key by key, and the line of each
 /// `env_file_dirs` entry. A mistake is fatal: every path depends on it.
@@ -21,72 +21,108 @@ pub(super) fn merge_loader(
     main: &Path,
     problems: &mut Vec<Problem>,
 ) -> (Loader, BTreeMap<PathBuf, Origin>) {
-    let mut loader = Loader::default();
-    let mut env_dir_at = None;
-    let mut declared_at = BTreeMap::new();
+    let mut merge = Merge {
+        loader: Loader::default(),
+        env_dir_at: None,
+        declared_at: BTreeMap::new(),
+        problems,
+    };
     for file in parsed {
-        let Some(raw) = &file.raw.loader else {
-            continue;
-        };
-        let mut path_key = |slot: &mut PathBuf, value: &Option<Spanned<String>>, key: &str| {
+        if let Some(raw) = &file.raw.loader {
+            merge.file(file, raw);
+        }
+    }
+    merge.check_env_dir(main);
+    (merge.loader, merge.declared_at)
+}
+
+/// `[loader]` merged so far: later files override earlier ones key by key.
+struct Merge<'a> {
+    loader: Loader,
+    /// Where the `env_dir` in effect is set.
+    env_dir_at: Option<Origin>,
+    /// Where each `env_file_dirs` entry in effect is set.
+    declared_at: BTreeMap<PathBuf, Origin>,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Merge<'_> {
+    /// The `[loader]` keys `raw` of `file`, over those before it.
+    fn file(&mut self, file: &Parsed, raw: &RawLoader) {
+        let l = &mut self.loader;
+        for (slot, value, key) in [
+            (&mut l.creds_dir, &raw.creds_dir, "creds_dir"),
+            (&mut l.env_dir, &raw.env_dir, "env_dir"),
+            (&mut l.dropin_dir, &raw.dropin_dir, "dropin_dir"),
+            (&mut l.state_dir, &raw.state_dir, "state_dir"),
+        ] {
             if let Some(v) = value {
                 match names::managed_path(v.get_ref()) {
                     Ok(()) => *slot = PathBuf::from(v.get_ref()),
-                    Err(m) => problems.push(Problem {
+                    Err(m) => self.problems.push(Problem {
                         origin: file.origin(v),
                         message: format!("loader.{key}: {m}"),
                     }),
                 }
             }
-        };
-        path_key(&mut loader.creds_dir, &raw.creds_dir, "creds_dir");
-        path_key(&mut loader.env_dir, &raw.env_dir, "env_dir");
-        path_key(&mut loader.dropin_dir, &raw.dropin_dir, "dropin_dir");
-        path_key(&mut loader.state_dir, &raw.state_dir, "state_dir");
+        }
         if let Some(v) = &raw.env_dir {
-            env_dir_at = Some(file.origin(v));
+            self.env_dir_at = Some(file.origin(v));
         }
         if let Some(dirs) = &raw.env_file_dirs {
-            loader.env_file_dirs.clear();
-            declared_at.clear();
-            for d in dirs {
-                match names::managed_path(d.get_ref()) {
-                    Ok(()) => {
-                        loader.env_file_dirs.push(PathBuf::from(d.get_ref()));
-                        declared_at.insert(PathBuf::from(d.get_ref()), file.origin(d));
-                    }
-                    Err(m) => problems.push(Problem {
-                        origin: file.origin(d),
-                        message: format!("loader.env_file_dirs: {m}"),
-                    }),
-                }
-            }
+            self.env_file_dirs(file, dirs);
         }
         if let Some(k) = &raw.keep_generations {
-            if *k.get_ref() == 0 || *k.get_ref() > 100 {
-                problems.push(Problem {
-                    origin: file.origin(k),
-                    message: "loader.keep_generations must be between 1 and 100".into(),
-                });
-            } else {
-                loader.keep_generations = *k.get_ref();
-            }
+            self.keep_generations(file, k);
         }
         if let Some(t) = raw.lock_timeout_sec {
-            loader.lock_timeout = Duration::from_secs(t);
+            self.loader.lock_timeout = Duration::from_secs(t);
         }
     }
-    // Where every service's default env file goes, and the stamps: a
-    // directory of its own, checked once all paths are known.
-    if let Some(at) = env_dir_at {
-        if let Err(e) = loader.places(main).check_dir(&loader.env_dir) {
-            problems.push(Problem {
-                origin: at,
-                message: format!("loader.env_dir: {e}"),
+
+    /// `env_file_dirs`: the whole list replaces the one before.
+    fn env_file_dirs(&mut self, file: &Parsed, dirs: &[Spanned<String>]) {
+        self.loader.env_file_dirs.clear();
+        self.declared_at.clear();
+        for d in dirs {
+            match names::managed_path(d.get_ref()) {
+                Ok(()) => {
+                    self.loader.env_file_dirs.push(PathBuf::from(d.get_ref()));
+                    self.declared_at
+                        .insert(PathBuf::from(d.get_ref()), file.origin(d));
+                }
+                Err(m) => self.problems.push(Problem {
+                    origin: file.origin(d),
+                    message: format!("loader.env_file_dirs: {m}"),
+                }),
+            }
+        }
+    }
+
+    /// `keep_generations`: 1..100.
+    fn keep_generations(&mut self, file: &Parsed, k: &Spanned<u32>) {
+        if *k.get_ref() == 0 || *k.get_ref() > 100 {
+            self.problems.push(Problem {
+                origin: file.origin(k),
+                message: "loader.keep_generations must be between 1 and 100".into(),
             });
+        } else {
+            self.loader.keep_generations = *k.get_ref();
         }
     }
-    (loader, declared_at)
+
+    /// Where every service's default env file goes, and the stamps: a
+    /// directory of its own, checked once all paths are known.
+    fn check_env_dir(&mut self, main: &Path) {
+        if let Some(at) = self.env_dir_at.take() {
+            if let Err(e) = self.loader.places(main).check_dir(&self.loader.env_dir) {
+                self.problems.push(Problem {
+                    origin: at,
+                    message: format!("loader.env_dir: {e}"),
+                });
+            }
+        }
+    }
 }
 
 /// Where env files may be placed ([`Places`]), with the line of each
