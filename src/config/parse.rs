@@ -185,32 +185,14 @@ impl Glimpse {
     fn of(text: &str) -> Glimpse {
         match toml::from_str::<toml::Table>(text) {
             Ok(t) => Glimpse {
-                services: t
-                    .get("services")
-                    .and_then(toml::Value::as_table)
-                    .map(|s| {
-                        s.keys()
-                            .filter(|n| names::service(n).is_ok())
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                credentials: t
-                    .get("credentials")
-                    .and_then(toml::Value::as_table)
-                    .map(|c| {
-                        c.keys()
-                            .filter(|n| names::credential(n).is_ok())
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                services: table_names(&t, "services", names::service),
+                credentials: table_names(&t, "credentials", names::credential),
                 loader: t.contains_key("loader"),
                 sources: t.contains_key("sources"),
             },
             Err(_) => Glimpse {
-                services: service_headers(text),
-                credentials: credential_headers(text),
+                services: headers(text, "services", names::service),
+                credentials: headers(text, "credentials", names::credential),
                 loader: may_hold(text, "loader"),
                 sources: may_hold(text, "sources"),
             },
@@ -220,11 +202,11 @@ impl Glimpse {
     /// Records the file's `problem`: each service it names is broken (and
     /// served from its last good definition); a file that names none goes
     /// to the problems no service could be attached to, so that every
-    /// service it may define is (see [`Config::orphan_problems`]). `sync`
-    /// is told why its `[sources]` is missing, if the file may hold it. Its
-    /// `[credentials.NAME]` options are unknown: each goes to the unknown options, so
-    /// that the services using NAME are served from their last good
-    /// definition, which has them.
+    /// service it may define is (see [`super::Config::orphan_problems`]).
+    /// `sync` is told why its `[sources]` is missing, if the file may hold
+    /// it. Its `[credentials.NAME]` options are unknown: each goes to the
+    /// unknown options, so that the services using NAME are served from
+    /// their last good definition, which has them.
     fn record(&self, problem: Problem, found: &mut Findings) {
         if self.sources {
             found.sources_problems.push(problem.clone());
@@ -245,24 +227,27 @@ impl Glimpse {
     }
 }
 
-/// The `[services.NAME]` headers of a file that does not parse, found line
-/// by line, so the services it meant to define can be named as broken.
-fn service_headers(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("[services."))
-        .filter_map(|rest| rest.split(']').next())
-        .map(|n| n.trim().trim_matches('"').to_string())
-        .filter(|n| names::service(n).is_ok())
-        .collect()
+/// A name check of [`crate::names`].
+type NameCheck = fn(&str) -> Result<(), String>;
+
+/// The keys of table `key` of `t` that are valid names.
+fn table_names(t: &toml::Table, key: &str, valid: NameCheck) -> Vec<String> {
+    t.get(key)
+        .and_then(toml::Value::as_table)
+        .map(|s| s.keys().filter(|n| valid(n).is_ok()).cloned().collect())
+        .unwrap_or_default()
 }
 
-/// The `[credentials.NAME]` headers of a file that does not parse.
-fn credential_headers(text: &str) -> Vec<String> {
+/// The `[KEY.NAME]` headers (`[services.NAME]`, `[credentials.NAME]`) of a
+/// file that does not parse, found line by line, so the services it meant
+/// to define can be named as broken.
+fn headers(text: &str, key: &str, valid: NameCheck) -> Vec<String> {
+    let prefix = format!("[{key}.");
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix("[credentials."))
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .filter_map(|rest| rest.split(']').next())
         .map(|n| n.trim().trim_matches('"').to_string())
-        .filter(|n| names::credential(n).is_ok())
+        .filter(|n| valid(n).is_ok())
         .collect()
 }
 
