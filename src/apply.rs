@@ -467,7 +467,7 @@ fn run(
         .values()
         .chain(stored.iter().map(|(s, _)| s))
         .flat_map(|s| {
-            std::iter::once(s.dropin_path(loader))
+            std::iter::once(crate::dropin::path(s, loader))
                 .chain((s.delivery == Delivery::Env).then(|| s.env_file.clone()))
         })
         .collect();
@@ -989,7 +989,7 @@ impl<'a> Plan<'a> {
             digests: BTreeMap::new(),
             inputs: String::new(),
             dropin_text: crate::dropin::render(service, loader),
-            dropin_path: service.dropin_path(loader),
+            dropin_path: crate::dropin::path(service, loader),
             previous,
             config_error: None,
             dropin_id_now: None,

@@ -212,7 +212,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         if s.delivery == Delivery::Env {
             managed.insert(s.env_file.clone());
         }
-        managed.insert(s.dropin_path(loader));
+        managed.insert(crate::dropin::path(s, loader));
     }
     let mut reported = BTreeSet::new();
     for p in &managed {
@@ -709,7 +709,7 @@ fn service_checks(
         }
     }
 
-    let ours = s.dropin_path(loader);
+    let ours = crate::dropin::path(s, loader);
     if read_system(root, &ours).is_none() {
         f.add(
             Severity::Warning,

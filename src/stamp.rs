@@ -191,7 +191,7 @@ impl Snapshot {
             if s.delivery == Delivery::Env {
                 self.add(host(&s.env_file));
             }
-            let dropin = host(&s.dropin_path(loader));
+            let dropin = host(&crate::dropin::path(s, loader));
             // Its directory too: a drop-in added beside credloader's (one
             // that may override its env file) must make the next run a full
             // one, which warns about it.

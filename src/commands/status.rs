@@ -133,7 +133,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             ),
             _ => None,
         };
-        let dropin = service.dropin_path(&config.loader);
+        let dropin = crate::dropin::path(service, &config.loader);
         let expected = crate::dropin::render(service, &config.loader);
         let dropin_present = read(ctx, &dropin).as_deref() == Some(expected.as_bytes());
         let dropin_loaded = (manager == Manager::Live).then(|| {
