@@ -1575,20 +1575,3 @@ fn read_dropin(dirs: &DirCache, path: &Path) -> Option<Vec<u8>> {
     let d = dirs.open(dir, DirPolicy::EXISTING).ok()?;
     d.read(name, 64 * 1024).ok().flatten().map(|(b, _)| b)
 }
-
-/// The names of every credential file in the creds dir (for `list`/`check`).
-pub fn sealed_names(store: &Store) -> BTreeSet<String> {
-    store
-        .dir()
-        .ok()
-        .and_then(|d| d.list().ok())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| {
-            n.to_str()
-                .and_then(|s| s.strip_suffix(".cred"))
-                .map(str::to_string)
-        })
-        .filter(|n| !n.starts_with('.'))
-        .collect()
-}

@@ -5,7 +5,7 @@
 //! when PID 1 already decrypted them for this unit, and otherwise from the
 //! real `systemd-creds decrypt`, several at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,6 +85,23 @@ impl Store {
 
     pub fn file_name(name: &str) -> OsString {
         OsString::from(format!("{name}.cred"))
+    }
+
+    /// The names of every credential file in the creds dir (for `list` and
+    /// `check`): none when it cannot be read.
+    pub fn sealed_names(&self) -> BTreeSet<String> {
+        self.dir()
+            .ok()
+            .and_then(|d| d.list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| {
+                n.to_str()
+                    .and_then(|s| s.strip_suffix(".cred"))
+                    .map(str::to_string)
+            })
+            .filter(|n| !n.starts_with('.'))
+            .collect()
     }
 
     /// Reads (once per run) the sealed file of `name`.
