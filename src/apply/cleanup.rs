@@ -6,11 +6,105 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::report::Report;
-use crate::config::Config;
+use super::Run;
+use crate::config::{Config, Delivery};
 use crate::escape::ShowPath;
 use crate::root::Root;
 use crate::safefs::{self, Dir, DirCache, DirPolicy, FsError};
 use crate::state::{ServiceState, State};
+
+impl Run<'_> {
+    /// Services that left the configuration: remove their files. Not while
+    /// the configuration has errors (the service may be in the broken file),
+    /// not for another configuration than the one the state belongs to, and
+    /// never a path a configured service still uses.
+    pub(super) fn remove_gone_services(&mut self) {
+        let same_config = self
+            .state
+            .config
+            .as_ref()
+            .is_none_or(|c| *c == self.config.main);
+        if !self.config.is_clean() || !same_config {
+            self.warn_nothing_removed(same_config);
+        }
+        self.claimed = self.claimed_paths();
+        if self.opts.only.is_empty() && self.config.is_clean() && same_config {
+            self.remove_gone();
+        }
+    }
+
+    /// Says why no service's files are removed, if one left.
+    fn warn_nothing_removed(&mut self, same_config: bool) {
+        let (config, state) = (self.config, &self.state);
+        let gone = state.services.keys().any(|n| {
+            !config.services.contains_key(n) && !state.fallbacks(config).any(|(f, ..)| f == n)
+        });
+        if !gone || !self.opts.only.is_empty() {
+            return;
+        }
+        self.report.warnings.push(if same_config {
+            "the configuration has errors, so no service's files are removed in this run"
+                .to_string()
+        } else {
+            format!(
+                "the state belongs to {}, not {}: no service's files are removed",
+                state
+                    .config
+                    .as_ref()
+                    .map(|c| c.shown().to_string())
+                    .unwrap_or_default(),
+                config.main.shown()
+            )
+        });
+    }
+
+    /// The paths configured services still use: every drop-in, and the env
+    /// file of each service delivered by env file.
+    fn claimed_paths(&self) -> BTreeSet<PathBuf> {
+        let loader = &self.config.loader;
+        self.config
+            .services
+            .values()
+            .chain(self.stored.iter().map(|(s, _)| s))
+            .flat_map(|s| {
+                std::iter::once(s.dropin_path(loader))
+                    .chain((s.delivery == Delivery::Env).then(|| s.env_file.clone()))
+            })
+            .collect()
+    }
+
+    /// Removes the files of each recorded service the configuration no
+    /// longer has (a dry run only says so), and forgets it.
+    fn remove_gone(&mut self) {
+        let gone: Vec<String> = self
+            .state
+            .services
+            .keys()
+            .filter(|n| !self.config.services.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let old = &self.state.services[&name];
+            if !self.opts.dry_run {
+                if let Err(e) = remove_files(&self.dirs, old, &self.claimed) {
+                    self.report.warnings.push(format!(
+                        "service {name} left the configuration, but its files stay: {e}"
+                    ));
+                    continue;
+                }
+                self.state.services.remove(&name);
+            }
+            self.report.daemon_reload = true;
+            self.report.removed.push(name);
+        }
+    }
+
+    /// Removes the env files no service uses any more, once systemd no
+    /// longer reads them (see [`remove_left_env_files`]).
+    pub(super) fn remove_left_env_files(&mut self) {
+        remove_left_env_files(&self.dirs, &self.claimed, &mut self.state, &mut self.report);
+    }
+}
 
 /// A run killed mid-write leaves its temp file (`.NAME.credloader-tmp-*`)
 /// beside the target. Whoever takes the lock next removes them from the
@@ -51,7 +145,7 @@ pub(super) fn sweep_stale_temps(config: &Config, root: &Root, state: &Dir) {
 /// would still read it; what cannot be removed yet stays recorded for the
 /// next run. A path a configured service uses again is forgotten, not
 /// removed.
-pub(super) fn remove_left_env_files(
+fn remove_left_env_files(
     dirs: &DirCache,
     claimed: &BTreeSet<PathBuf>,
     state: &mut State,
@@ -92,7 +186,7 @@ pub(super) fn remove_left_env_files(
     state.leftover_env_files = left;
 }
 
-pub(super) fn remove_files(
+fn remove_files(
     dirs: &DirCache,
     old: &ServiceState,
     claimed: &BTreeSet<PathBuf>,

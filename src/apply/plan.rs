@@ -7,14 +7,70 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::write::read_dropin;
+use super::Run;
 use crate::config::{Delivery, Service, Source};
 use crate::creds::{self, CredError, Plain, Store};
 use crate::envfile;
 use crate::provenance::Pending;
+use crate::runas;
 use crate::safefs::{self, DirCache, DirPolicy};
 use crate::secret::Secret;
 use crate::state::{FileId, ServiceState, State};
 use crate::users::{Account, Accounts};
+
+impl<'a> Run<'a> {
+    /// Plan: what each service is made of, and whether it is already done.
+    pub(super) fn plan(&mut self) {
+        let config = self.config;
+        let stored = self.stored;
+        let selected = config
+            .services
+            .values()
+            .filter(|s| self.opts.wants(&s.name))
+            .map(|s| (s, None))
+            .chain(stored.iter().map(|(s, e)| (s, Some(e.as_str()))));
+        let mut plans = Vec::new();
+        for (service, config_error) in selected {
+            let mut plan = Plan::new(
+                service,
+                &self.dirs,
+                &config.loader,
+                &self.accounts,
+                &self.store,
+                &self.state,
+            );
+            plan.config_error = config_error.map(str::to_string);
+            plans.push(plan);
+        }
+        self.plans = plans;
+    }
+
+    /// Whoever owns an env file can add variables to it: it must be the
+    /// user the unit runs as (see `runas`). Checked for new and changed
+    /// definitions (one `systemctl show` for all); `check` audits them all.
+    pub(super) fn check_owners(&mut self) {
+        let owner_check: Vec<usize> = (0..self.plans.len())
+            .filter(|&i| self.plans[i].needs_owner_check())
+            .collect();
+        if owner_check.is_empty() {
+            return;
+        }
+        let units: Vec<&str> = owner_check
+            .iter()
+            .map(|&i| self.plans[i].service.unit.as_str())
+            .collect();
+        let runs_as = runas::units(self.manager, self.root, &units);
+        for (&i, r) in owner_check.iter().zip(&runs_as) {
+            let plan = &mut self.plans[i];
+            let owner = plan.account.expect("checked");
+            if let Some((why, fix)) = runas::mismatch(plan.service, owner, r, &self.accounts) {
+                plan.error = Some(format!("refusing to write its env file: {why}; {fix}"));
+            } else if let Some(w) = runas::unsure(plan.service, r) {
+                self.report.warnings.push(w);
+            }
+        }
+    }
+}
 
 /// An unchanged credential that is not decrypted again.
 pub(super) enum Reused {

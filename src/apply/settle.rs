@@ -4,8 +4,24 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::plan::Plan;
 use super::report::{Outcome, Report};
+use super::Run;
 use crate::state::State;
 use crate::systemd::Manager;
+
+impl Run<'_> {
+    /// Reload and restart (see [`settle`]).
+    pub(super) fn settle(&mut self) {
+        let names: BTreeSet<String> = self.plans.iter().map(|p| p.service.name.clone()).collect();
+        settle(
+            self.manager,
+            &mut self.report,
+            self.opts.restart,
+            &self.plans,
+            &names,
+            &mut self.state,
+        );
+    }
+}
 
 /// Makes systemd catch up with the files: one daemon-reload if any drop-in
 /// changed (or a reload is still owed from an earlier run), then each changed
@@ -18,7 +34,7 @@ use crate::systemd::Manager;
 /// `StartLimitBurst=`. A consumer that is `failed` (typically because its
 /// credential was bad) is started, since its credentials just changed; one
 /// that an operator stopped stays stopped.
-pub(super) fn settle(
+fn settle(
     manager: Manager,
     report: &mut Report,
     restart: bool,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::plan::{Plan, Reused};
 use super::report::{Outcome, ServiceReport};
+use super::Run;
 use crate::config::{Delivery, Source};
 use crate::creds::{CredError, Plain};
 use crate::envfile;
@@ -15,8 +16,42 @@ use crate::newline;
 use crate::provenance::{self, Pending};
 use crate::safefs::{self, Dir, DirCache, DirPolicy, Existing, FsError, Owner};
 use crate::secret::Secret;
-use crate::state::{self, FileId, ServiceState};
+use crate::state::{self, FileId, ServiceState, Unservable};
 use crate::users::Account;
+
+impl Run<'_> {
+    /// Render and write, service by service. Each written env file stays
+    /// open until its identity is settled: in batches, so that a large
+    /// fleet stays far below the open-file limit.
+    pub(super) fn write(&mut self) {
+        let (plans, report) = (&mut self.plans, &mut self.report);
+        let (mut open, max_open) = (0, max_open_pending());
+        for i in 0..plans.len() {
+            report
+                .services
+                .push(plans[i].execute(&self.dirs, &self.plain, self.opts.dry_run));
+            report.warnings.append(&mut plans[i].warnings);
+            open += plans[i].pending.is_some() as usize;
+            if open >= max_open {
+                settle_env_ids(&mut plans[..=i], &mut report.warnings);
+                open = 0;
+            }
+        }
+        settle_env_ids(plans, &mut report.warnings);
+        report.daemon_reload = report.services.iter().any(|r| r.dropin_written);
+    }
+
+    /// The services whose config file is broken and that were never
+    /// applied: failed, with what is wrong.
+    pub(super) fn report_unservable(&mut self, unservable: Vec<Unservable>) {
+        for (name, text) in unservable {
+            tracing::error!(service = %name, "{text}");
+            self.report
+                .services
+                .push(ServiceReport::failed(&name, text));
+        }
+    }
+}
 
 /// What [`Plan::write_env`] did.
 struct EnvWrite {
@@ -40,7 +75,7 @@ impl EnvWrite {
 
 /// How many written env files a run keeps open before it settles their
 /// identities: a quarter of the open-file limit (often 1024), within 16..256.
-pub(super) fn max_open_pending() -> usize {
+fn max_open_pending() -> usize {
     use nix::sys::resource::{getrlimit, Resource};
     getrlimit(Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| usize::try_from(soft / 4).unwrap_or(256))
@@ -52,7 +87,7 @@ pub(super) fn max_open_pending() -> usize {
 /// once proven to hold what credloader wrote (one wait for the whole run,
 /// see [`crate::provenance`]); one that is not proven is recorded with no
 /// identity, so that the next run writes it again.
-pub(super) fn settle_env_ids(plans: &mut [Plan], warnings: &mut Vec<String>) {
+fn settle_env_ids(plans: &mut [Plan], warnings: &mut Vec<String>) {
     let (mut owners, mut pending) = (Vec::new(), Vec::new());
     for (i, plan) in plans.iter_mut().enumerate() {
         if let Some(p) = plan.pending.take() {
