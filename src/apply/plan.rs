@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::write::read_dropin;
+use super::write::{file_id, read_dropin};
 use super::Run;
 use crate::config::{Delivery, Service, Source};
 use crate::creds::{self, CredError, Plain, Store};
@@ -206,12 +206,7 @@ impl<'a> Plan<'a> {
             return false;
         }
         // The drop-in: untouched since written (one stat), or else the same text.
-        let (dir, name) = safefs::split(&self.dropin_path);
-        let now = dirs
-            .open(dir, DirPolicy::EXISTING)
-            .ok()
-            .and_then(|d| d.entry(name).ok().flatten())
-            .map(|st| FileId::from(&st));
+        let now = file_id(dirs, &self.dropin_path);
         let untouched = now.is_some() && now == prev.dropin_id;
         if !untouched {
             if read_dropin(dirs, &self.dropin_path).as_deref() != Some(self.dropin_text.as_bytes())

@@ -155,14 +155,7 @@ impl Plan<'_> {
             return self.fail(e.clone());
         }
         if self.up_to_date {
-            tracing::debug!(service = %self.service.name, "unchanged since the last apply");
-            if let (Some(id), Some(prev)) = (self.dropin_id_now, &self.previous) {
-                self.record = Some(ServiceState {
-                    dropin_id: Some(id),
-                    ..prev.clone()
-                });
-            }
-            return self.report_base();
+            return self.keep();
         }
         let mut report = self.report_base();
         report.decrypted = self
@@ -178,30 +171,79 @@ impl Plan<'_> {
             return self.fail(errors.join("; "));
         }
         if self.service.delivery == Delivery::Env {
-            report.newline_removed = report
-                .decrypted
-                .iter()
-                .filter(|c| !self.service.keep_newline.contains(*c))
-                .filter(|c| {
-                    plain
-                        .get(*c)
-                        .and_then(|p| p.as_ref().ok())
-                        .is_some_and(|p| newline::ends_in_newline(p.secret.expose()))
-                })
-                .cloned()
-                .collect();
+            report.newline_removed = self.newline_removed(&report.decrypted, plain);
         }
+        if let Err(e) = self.deliver(dirs, plain, dry_run, &mut report) {
+            return self.fail(e);
+        }
+        match self.write_dropin(dirs, dry_run) {
+            Ok(w) => report.dropin_written = w,
+            Err(e) => return self.fail(e),
+        }
+        let dropin_id = file_id(dirs, &self.dropin_path);
+        if report.env_file_written || report.dropin_written || report.secrets_changed {
+            report.outcome = Outcome::Updated;
+        }
+        self.record = Some(self.applied_record(&report, dropin_id));
+        tracing::info!(
+            service = %self.service.name,
+            unit = %self.service.unit,
+            outcome = ?report.outcome,
+            "applied"
+        );
+        report
+    }
 
+    /// A service unchanged since the last apply keeps its record (with the
+    /// drop-in's new identity, if only that moved).
+    fn keep(&mut self) -> ServiceReport {
+        tracing::debug!(service = %self.service.name, "unchanged since the last apply");
+        if let (Some(id), Some(prev)) = (self.dropin_id_now, &self.previous) {
+            self.record = Some(ServiceState {
+                dropin_id: Some(id),
+                ..prev.clone()
+            });
+        }
+        self.report_base()
+    }
+
+    /// Of the credentials `decrypted`, those whose value ends in a newline
+    /// that the env file gets without.
+    fn newline_removed(
+        &self,
+        decrypted: &[String],
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+    ) -> Vec<String> {
+        decrypted
+            .iter()
+            .filter(|c| !self.service.keep_newline.contains(*c))
+            .filter(|c| {
+                plain
+                    .get(*c)
+                    .and_then(|p| p.as_ref().ok())
+                    .is_some_and(|p| newline::ends_in_newline(p.secret.expose()))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Delivers the secrets: writes the env file, or (delivered by PID 1)
+    /// only tells whether they changed. Fills in `report`.
+    fn deliver(
+        &mut self,
+        dirs: &DirCache,
+        plain: &BTreeMap<String, Result<Plain, CredError>>,
+        dry_run: bool,
+        report: &mut ServiceReport,
+    ) -> Result<(), String> {
         let account = self.account.expect("resolved");
         match self.service.delivery {
-            Delivery::Env => match self.write_env(dirs, account, plain, dry_run) {
-                Ok(w) => {
-                    report.env_file_written = w.written;
-                    report.secrets_changed = w.changed;
-                    self.pending = w.pending;
-                }
-                Err(e) => return self.fail(e),
-            },
+            Delivery::Env => {
+                let w = self.write_env(dirs, account, plain, dry_run)?;
+                report.env_file_written = w.written;
+                report.secrets_changed = w.changed;
+                self.pending = w.pending;
+            }
             Delivery::Credential => {
                 // PID 1 decrypts at the next (re)start; it changed if the sealed bytes did.
                 report.secrets_changed = match &self.previous {
@@ -213,23 +255,14 @@ impl Plan<'_> {
                 };
             }
         }
+        Ok(())
+    }
 
-        match self.write_dropin(dirs, dry_run) {
-            Ok(w) => report.dropin_written = w,
-            Err(e) => return self.fail(e),
-        }
-        let dropin_id = {
-            let (dir, name) = safefs::split(&self.dropin_path);
-            dirs.open(dir, DirPolicy::EXISTING)
-                .ok()
-                .and_then(|d| d.entry(name).ok().flatten())
-                .map(|st| FileId::from(&st))
-        };
-
-        if report.env_file_written || report.dropin_written || report.secrets_changed {
-            report.outcome = Outcome::Updated;
-        }
-        self.record = Some(ServiceState {
+    /// The record of a service this run applied, as `report` says it went.
+    /// What it owes systemd adds to what it owed before.
+    fn applied_record(&self, report: &ServiceReport, dropin_id: Option<FileId>) -> ServiceState {
+        let owed = |f: fn(&ServiceState) -> bool| self.previous.as_ref().is_some_and(f);
+        ServiceState {
             unit: self.service.unit.clone(),
             delivery: self.service.delivery,
             inputs: self.inputs.clone(),
@@ -241,20 +274,12 @@ impl Plan<'_> {
             dropin: self.dropin_path.clone(),
             dropin_id,
             applied_at: state::now(),
-            pending_reload: report.dropin_written
-                || self.previous.as_ref().is_some_and(|p| p.pending_reload),
+            pending_reload: report.dropin_written || owed(|p| p.pending_reload),
             pending_restart: report.secrets_changed
                 || report.dropin_written
-                || self.previous.as_ref().is_some_and(|p| p.pending_restart),
+                || owed(|p| p.pending_restart),
             definition: Some(self.service.clone()),
-        });
-        tracing::info!(
-            service = %self.service.name,
-            unit = %self.service.unit,
-            outcome = ?report.outcome,
-            "applied"
-        );
-        report
+        }
     }
 
     /// Renders and (if different) writes the env file. What its owner
@@ -456,6 +481,15 @@ fn open_target_dir(
     } else {
         dirs.open(path, DirPolicy::create(0o755)).map(Some)
     }
+}
+
+/// The identity of the file at `path`, if there is one.
+pub(super) fn file_id(dirs: &DirCache, path: &Path) -> Option<FileId> {
+    let (dir, name) = safefs::split(path);
+    dirs.open(dir, DirPolicy::EXISTING)
+        .ok()
+        .and_then(|d| d.entry(name).ok().flatten())
+        .map(|st| FileId::from(&st))
 }
 
 pub(super) fn read_dropin(dirs: &DirCache, path: &Path) -> Option<Vec<u8>> {
