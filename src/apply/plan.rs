@@ -144,32 +144,42 @@ impl<'a> Plan<'a> {
             pending: None,
             warnings: Vec::new(),
         };
-        match accounts.lookup(&service.user, service.group.as_deref()) {
-            Ok(a) => plan.account = Some(a),
-            Err(e) => {
-                plan.error = Some(format!("{e} ({})", service.origin));
-                return plan;
-            }
-        }
-        if let Err(e) = plan.check_env_path(dirs) {
+        if let Err(e) = plan.inspect(dirs, accounts, store, state) {
             plan.error = Some(e);
-            return plan;
         }
+        plan
+    }
+
+    /// Resolves the service's account, checks its env file's path,
+    /// fingerprints its credentials and finds whether it is up to date.
+    /// The first that fails is why the service cannot be served.
+    fn inspect(
+        &mut self,
+        dirs: &DirCache,
+        accounts: &Accounts,
+        store: &Store,
+        state: &State,
+    ) -> Result<(), String> {
+        let service = self.service;
+        let account = accounts
+            .lookup(&service.user, service.group.as_deref())
+            .map_err(|e| format!("{e} ({})", service.origin))?;
+        self.account = Some(account);
+        self.check_env_path(dirs)?;
         let mut errors = Vec::new();
         for name in service.credentials() {
             match store.fingerprint(name, &state.sealed) {
                 Ok(d) => {
-                    plan.digests.insert(name.to_string(), d);
+                    self.digests.insert(name.to_string(), d);
                 }
                 Err(e) => errors.push(e.to_string()),
             }
         }
         if !errors.is_empty() {
-            plan.error = Some(errors.join("; "));
-            return plan;
+            return Err(errors.join("; "));
         }
-        plan.inputs = plan.digest();
-        plan.newline_unknown = plan
+        self.inputs = self.digest();
+        self.newline_unknown = self
             .digests
             .iter()
             .filter(|(c, d)| {
@@ -180,8 +190,8 @@ impl<'a> Plan<'a> {
             })
             .map(|(c, _)| c.clone())
             .collect();
-        plan.up_to_date = plan.newline_unknown.is_empty() && plan.check_up_to_date(dirs);
-        plan
+        self.up_to_date = self.newline_unknown.is_empty() && self.check_up_to_date(dirs);
+        Ok(())
     }
 
     /// Digest of the service's configuration, account and sealed inputs.
@@ -267,6 +277,19 @@ impl<'a> Plan<'a> {
             }
             return out;
         }
+        self.values_in_env_file(dirs, prev, unchanged)
+    }
+
+    /// The values of the credentials `unchanged` accepts, read back from
+    /// the env file `prev` recorded, if it is provably the one written then
+    /// (see [`Plan::reusable_values`]).
+    fn values_in_env_file(
+        &self,
+        dirs: &DirCache,
+        prev: &ServiceState,
+        unchanged: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, Reused> {
+        let mut out = BTreeMap::new();
         let (Some(old_def), Some(old_id)) = (&prev.definition, prev.env_file_id) else {
             return out;
         };
