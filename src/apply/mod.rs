@@ -5,6 +5,15 @@
 //! and every other service is still served. A service whose inputs are the
 //! same as at the last apply, and whose files are untouched since, is not
 //! decrypted at all, so a re-apply with nothing changed costs a few stats.
+//!
+//! `run` reads as the stages, each a method of one `Run`: load the state,
+//! plan each service (`plan.rs`), check who owns its env file, decrypt
+//! what changed (`decrypt.rs`), record the intent (`commit.rs`), write the
+//! env files and drop-ins (`write.rs`), remove the files of services that
+//! left (`cleanup.rs`), record the results and save them before the
+//! daemon-reload, reload and restart (`settle.rs`), remove the env files
+//! left behind (`cleanup.rs`), and commit the state. What it did is the
+//! [`Report`] (`report.rs`).
 
 mod cleanup;
 mod commit;
