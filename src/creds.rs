@@ -777,4 +777,27 @@ mod tests {
         assert!(got(sealed("GONE", 3)).is_none(), "PID 1's default");
         assert!(got(sealed("UNLISTED", 1)).is_none());
     }
+
+    #[test]
+    fn the_sealed_names_are_the_cred_files_and_none_when_the_dir_cannot_be_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::at(tmp.path());
+        let creds = tmp.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        for f in [
+            "DB_PASSWORD.cred",
+            "API_KEY.cred",
+            ".DB_PASSWORD.cred.tmp",
+            ".hidden.cred",
+        ] {
+            std::fs::write(creds.join(f), b"sealed").unwrap();
+        }
+        std::fs::write(creds.join("notes.txt"), b"").unwrap();
+        let names = Store::open(&root, Path::new("/creds")).sealed_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(names, ["API_KEY", "DB_PASSWORD"]);
+        assert!(Store::open(&root, Path::new("/absent"))
+            .sealed_names()
+            .is_empty());
+    }
 }
