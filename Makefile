@@ -89,10 +89,20 @@ FUZZ_SECONDS ?= 10
 ## libFuzzer's coverage guidance stays): ~3 minutes less CI than -O with ASAN,
 ## which the long run keeps.
 FUZZ_BUILD ?= --dev -s none
+## Each target's raw output (libFuzzer's progress lines, the build) goes to
+## FUZZ_LOGS/TARGET.log and is printed only when the target fails; a run
+## that passes says one line.
+FUZZ_LOGS ?= $(abspath $(or $(CARGO_TARGET_DIR),target))/fuzz-logs
 fuzz-smoke: deps
-	cd fuzz && for t in config_loader env_round_trip env_parse; do \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_BUILD) $$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	@mkdir -p $(FUZZ_LOGS)
+	@cd fuzz && for t in config_loader env_round_trip env_parse; do \
+	  log=$(FUZZ_LOGS)/$$t.log; \
+	  if RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_BUILD) $$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 >$$log 2>&1; then \
+	    echo "fuzz $$t: ok, $$(grep -o 'Done [0-9]* runs' $$log | tail -n 1 | cut -d' ' -f2) runs in $(FUZZ_SECONDS) s"; \
+	  else \
+	    echo "fuzz $$t: FAILED; its output ($$log):"; cat $$log; exit 1; \
+	  fi; \
 	done
 
 ## Speed and memory against the manual procedure (see docs/performance.md).

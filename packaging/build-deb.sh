@@ -2,7 +2,7 @@
 # packaging/build-deb.sh — build the credloader .deb (what `make deb` runs).
 #
 # Installs what it needs first (packaging/deps.sh: only what is missing),
-# builds the release binary, generates the man page and the bash/zsh/fish
+# builds the release binary, generates the man pages and the bash/zsh/fish
 # completions from it into target/debian-extra/ (never committed), and lets
 # cargo-deb assemble the package from [package.metadata.deb] in Cargo.toml.
 # Prints the path of the .deb as the last line on stdout; everything else
@@ -40,7 +40,11 @@ bin="$target/release/credloader"
 extra="$repo/target/debian-extra"
 rm -rf "$extra"
 mkdir -p "$extra"
-"$bin" man >"$extra/credloader.1"
+# credloader.1 and one credloader-COMMAND.1 per command it points to.
+mkdir -p "$extra/man"
+"$bin" man --out-dir "$extra/man" >/dev/null
+# Registration scripts: at each TAB they ask credloader for the names
+# (`COMPLETE=SHELL credloader -- WORDS`, src/complete.rs).
 "$bin" completions bash >"$extra/credloader.bash"
 "$bin" completions zsh >"$extra/_credloader"
 "$bin" completions fish >"$extra/credloader.fish"

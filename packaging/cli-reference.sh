@@ -24,8 +24,9 @@ cat <<'HEAD'
 
 Generated from the CLI definition (`src/cli.rs`) by `make docs`
 (`packaging/cli-reference.sh`); do not edit by hand. `cargo test --test docs`
-fails when this file is stale. The same text is in `credloader help COMMAND`,
-and `man credloader` has the overview.
+fails when this file is stale. The same text is in `credloader help COMMAND`
+and `man credloader-COMMAND`; `man credloader` has the overview, examples and
+files.
 
 Global options (`--config`, `--root`, `--json`, `-v`, `-q`) work with every
 command. Exit codes: [exit-codes.md](exit-codes.md).

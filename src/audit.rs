@@ -189,11 +189,16 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     if config.main == default_main && !default_main.exists() {
         f.add(
             Severity::Warning,
-            crate::config::DEFAULT_CONFIG,
+            default_main.shown().to_string(),
             "does not exist, so credloader.path watches /etc/quantum instead and can miss a credential \
              renamed into the creds dir (systemd 252)",
-            "put it back: `apt-get install --reinstall credloader` restores the commented default \
-             (or create it empty)",
+            if root.is_offline() {
+                format!("create it (empty will do): `touch {}`", default_main.shown())
+            } else {
+                "put it back: `apt-get install --reinstall credloader` restores the commented default \
+                 (or create it empty)"
+                    .to_string()
+            },
         );
     }
 
@@ -381,6 +386,21 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
         let Ok(history) = History::open(root, &loader.state_dir, name, false) else {
             continue;
         };
+        if let Ok(Some((n, when))) = history.rejected_as(&sealed.digest) {
+            f.add(
+                Severity::Error,
+                format!("credential {name}"),
+                format!(
+                    "its live value is generation {n}, which failed verification when a rotation \
+                     installed it at {}",
+                    format_utc(when)
+                ),
+                format!(
+                    "go back to the newest good value with `credloader rollback {name}`, or, once \
+                     the cause is fixed, verify this one again with `credloader rollback {name} --to {n}`"
+                ),
+            );
+        }
         let Some(at) = history.info_for(&sealed.digest).and_then(|i| i.not_after) else {
             continue;
         };
@@ -745,9 +765,11 @@ fn service_checks(
                     if exists { ", and that file still exists (plaintext secrets?)" } else { "" }
                 ),
                 format!(
-                    "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {} and run `systemctl daemon-reload`",
+                    "migrate it with `credloader import --env-file {file} --unit {} --secret KEY...`, or remove {}{}",
                     s.unit,
-                    root.host(path).shown()
+                    root.host(path).shown(),
+                    // An image's systemd reads its units when it boots.
+                    if root.is_offline() { "" } else { " and run `systemctl daemon-reload`" }
                 ),
             );
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::complete;
 use crate::systemd_creds::Key;
 
 #[derive(Debug, Parser)]
@@ -46,7 +47,8 @@ pub struct Global {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors.
+    /// Print only what went wrong, on stderr; nothing when all went well. `--json`
+    /// documents, completion scripts and the man page are printed as asked.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 }
@@ -99,9 +101,10 @@ pub enum Command {
     Import(ImportArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
-    /// Print the man page (roff) generated from this command line.
+    /// Print the man page (roff) generated from this command line, or write
+    /// it and one page per command into a directory.
     #[command(hide = true)]
-    Man,
+    Man(ManArgs),
     /// Internal: run by PID 1 in a transient unit that was handed the named
     /// credentials; streams them to stdout (a pipe back to `apply`).
     #[command(hide = true, name = "__dump-credentials")]
@@ -114,7 +117,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Only this service (repeatable).
-    #[arg(long = "service", value_name = "NAME")]
+    #[arg(long = "service", value_name = "NAME", add = complete::services())]
     pub services: Vec<String>,
     /// Write files but restart nothing (a daemon-reload still happens when drop-ins change).
     #[arg(long)]
@@ -140,6 +143,7 @@ pub struct ValueInput {
 #[derive(Debug, Args)]
 pub struct SealArgs {
     /// Credential name (also the env var name by default).
+    #[arg(add = complete::credentials())]
     pub name: String,
     #[command(flatten)]
     pub input: ValueInput,
@@ -147,6 +151,8 @@ pub struct SealArgs {
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
+    /// The credential to give a new value (it must exist: `seal` makes new ones).
+    #[arg(add = complete::credentials())]
     pub name: String,
     #[command(flatten)]
     pub input: ValueInput,
@@ -158,7 +164,7 @@ pub struct RotateArgs {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Only these credentials (default: every credential sync manages).
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", add = complete::credentials())]
     pub names: Vec<String>,
     /// Fetch and compare, then report what would change; write and restart nothing.
     #[arg(long)]
@@ -167,6 +173,8 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// The credential to put a kept generation of back.
+    #[arg(add = complete::credentials())]
     pub name: String,
     /// The generation to restore (default: the newest kept one not rejected by a rotation).
     #[arg(long, value_name = "GENERATION")]
@@ -175,13 +183,15 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct NameArg {
+    /// Credential name.
+    #[arg(add = complete::credentials())]
     pub name: String,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this service (repeatable).
-    #[arg(long = "service", value_name = "NAME")]
+    #[arg(long = "service", value_name = "NAME", add = complete::services())]
     pub services: Vec<String>,
 }
 
@@ -234,12 +244,42 @@ pub enum Prefer {
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// The shell to print the script for. The script asks credloader for
+    /// credential and service names as you type (`COMPLETE=SHELL credloader`).
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write credloader.1 and one credloader-COMMAND.1 per command into DIR
+    /// instead of printing credloader.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 impl Cli {
     pub fn command() -> clap::Command {
         <Cli as clap::CommandFactory>::command()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_positional_argument_has_help() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            for arg in sub.get_positionals() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "credloader {} {}: no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
     }
 }

@@ -1,6 +1,13 @@
 //! Sealed generations of a credential, kept so `rotate` and `rollback` can
 //! go back: `<state_dir>/generations/NAME/<N>.cred` (root, dirs 0700, files
-//! 0600), numbered upwards, pruned to `loader.keep_generations`.
+//! 0600), pruned to `loader.keep_generations`.
+//!
+//! **A value keeps its number.** Each value gets a number once, when it
+//! becomes current (or, for a value credloader did not install, when it is
+//! first kept), from a counter that never goes back, so a number once shown
+//! always names the same value: the current value has one too, it is kept
+//! under that number when it is replaced, and a value put back by
+//! `rollback` is current again under its own number.
 //!
 //! Beside them, `meta.json` records what cannot be read back from a sealed
 //! file without decrypting it: the not-after time and key it was sealed with,
@@ -39,6 +46,13 @@ pub struct Meta {
     pub name: String,
     /// The value in the creds dir, as credloader last installed it.
     pub current: Option<Info>,
+    /// The number of that value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_number: Option<u32>,
+    /// The next number to give a value: numbers are never reused (0 in a
+    /// file from before it was recorded: one past the highest known).
+    #[serde(default)]
+    pub next: u32,
     /// Kept generations by number.
     #[serde(default)]
     pub generations: BTreeMap<u32, Info>,
@@ -162,38 +176,77 @@ impl History {
         Ok(dir.read(&file_name(n), MAX_SEALED)?.map(|(b, _)| b))
     }
 
-    /// Keeps `bytes` as the next generation, then prunes to `keep`.
-    /// Returns the new generation's number.
+    /// Keeps `bytes`, the value being replaced, as a generation under its
+    /// own number (a new one if it has none), then prunes to `keep`.
+    /// Returns its number.
     pub fn push(&mut self, bytes: &[u8], info: Option<Info>, keep: u32) -> Result<u32, FsError> {
-        let n = self.add(bytes, info)?;
+        let digest = hex_digest(bytes);
+        let own = self.current_number_of(&digest).filter(|n| {
+            self.meta
+                .generations
+                .get(n)
+                .is_none_or(|i| i.digest == digest)
+        });
+        let n = match own {
+            Some(n) => n,
+            None => self.allocate()?,
+        };
+        if self.read(n)?.is_none_or(|b| hex_digest(&b) != digest) {
+            self.write(n, bytes, info)?;
+        }
         self.prune(keep)?;
         Ok(n)
     }
 
-    /// Keeps `bytes`, a value that was installed, failed verification and
-    /// was taken out again, as the next generation marked rejected at `at`;
-    /// then drops generation `replaced`, the value that is current again
-    /// (it would only duplicate it), and prunes to `keep`. The rejected
-    /// value gets a new number, so a number reported before for the
-    /// replaced value never names the rejected one. Returns its number.
+    /// The number of the current value, if `digest` is the current value's.
+    fn current_number_of(&self, digest: &str) -> Option<u32> {
+        let current = self.meta.current.as_ref();
+        current
+            .filter(|c| c.digest == digest)
+            .and(self.meta.current_number)
+    }
+
+    /// A number no value ever had.
+    fn allocate(&mut self) -> Result<u32, FsError> {
+        let highest = self
+            .list()?
+            .iter()
+            .map(|g| g.number)
+            .chain(self.meta.generations.keys().copied())
+            .chain(self.meta.rejected.keys().copied())
+            .chain(self.meta.current_number)
+            .max()
+            .unwrap_or(0);
+        let n = self.meta.next.max(highest + 1);
+        self.meta.next = n + 1;
+        Ok(n)
+    }
+
+    /// Keeps `bytes`, a value that was installed as number `number`,
+    /// failed verification and was taken out again, as a generation marked
+    /// rejected at `at` (a new number if it got none); then drops generation
+    /// `replaced`, the value that is current again (it would only duplicate
+    /// it), and prunes to `keep`. Returns its number.
     pub fn keep_rejected(
         &mut self,
         bytes: &[u8],
         info: Info,
+        number: Option<u32>,
         replaced: Option<u32>,
         at: u64,
         keep: u32,
     ) -> Result<u32, FsError> {
+        let n = match number.filter(|n| Some(*n) != replaced) {
+            Some(n) => n,
+            None => self.allocate()?,
+        };
         // The mark is saved before the file exists: a crash in between
         // must never leave the rejected value kept but unmarked, for a
         // plain `rollback` to put back (a mark without a file is ignored).
-        let n = self.list()?.last().map(|g| g.number + 1).unwrap_or(1);
         self.meta.generations.insert(n, info.clone());
         self.meta.rejected.insert(n, at);
         self.save()?;
-        let added = self.add(bytes, Some(info))?;
-        debug_assert_eq!(added, n);
-        self.meta.rejected.insert(n, at);
+        self.write(n, bytes, Some(info))?;
         if let Some(r) = replaced.filter(|r| *r != n) {
             self.dir()?.remove(&file_name(r))?;
             self.meta.generations.remove(&r);
@@ -203,9 +256,8 @@ impl History {
         Ok(n)
     }
 
-    /// Writes `bytes` as the next generation (not pruned, not saved).
-    fn add(&mut self, bytes: &[u8], info: Option<Info>) -> Result<u32, FsError> {
-        let n = self.list()?.last().map(|g| g.number + 1).unwrap_or(1);
+    /// Writes `bytes` as generation `n` (not pruned, not saved).
+    fn write(&mut self, n: u32, bytes: &[u8], info: Option<Info>) -> Result<(), FsError> {
         let dir = self.dir()?;
         dir.write_atomic(&file_name(n), bytes, Owner::ROOT_0600)?;
         let digest = hex_digest(bytes);
@@ -217,8 +269,7 @@ impl History {
             },
         };
         self.meta.generations.insert(n, info);
-        self.meta.rejected.remove(&n);
-        Ok(n)
+        Ok(())
     }
 
     /// Removes the oldest generations beyond `keep`. Rejected ones are
@@ -257,16 +308,39 @@ impl History {
         Ok(())
     }
 
-    /// Records what the creds dir now holds.
-    pub fn set_current(&mut self, info: Info) -> Result<(), FsError> {
+    /// Records what the creds dir now holds, and returns its number: the
+    /// number of the kept generation it is (a value put back), the number
+    /// it had as current already, or a new one.
+    pub fn set_current(&mut self, info: Info) -> Result<u32, FsError> {
+        let kept = self
+            .list()?
+            .into_iter()
+            .rev()
+            .find(|g| g.digest == info.digest)
+            .map(|g| g.number);
+        let n = match kept.or_else(|| self.current_number_of(&info.digest)) {
+            Some(n) => n,
+            None => self.allocate()?,
+        };
         self.meta.current = Some(info);
-        self.save()
+        self.meta.current_number = Some(n);
+        self.save()?;
+        Ok(n)
     }
 
     pub fn save(&self) -> Result<(), FsError> {
         let bytes = serde_json::to_vec_pretty(&self.meta).expect("meta serializes");
         self.dir()?
             .write_atomic(OsStr::new(META), &bytes, Owner::ROOT_0600)
+    }
+
+    /// The kept generation marked rejected that holds the sealed bytes with
+    /// `digest` (the live value, say), and when it was rejected.
+    pub fn rejected_as(&self, digest: &str) -> Result<Option<(u32, u64)>, FsError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find_map(|g| Some((g.number, g.rejected_at?)).filter(|_| g.digest == digest)))
     }
 
     /// The recorded info for the sealed bytes with `digest`, if any.
@@ -451,7 +525,7 @@ mod tests {
         // whitelisted the IP): the three good values stay.
         for i in 0..4u8 {
             let bad = [b'x' + i; 10];
-            h.keep_rejected(&bad, info(&bad), None, 1_000 + u64::from(i), 3)
+            h.keep_rejected(&bad, info(&bad), None, None, 1_000 + u64::from(i), 3)
                 .unwrap();
         }
         let list = h.list().unwrap();

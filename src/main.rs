@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credloader::cli::Cli;
-use credloader::{boot, commands, exit, harden, logging};
+use credloader::{boot, commands, exit, harden, hint, logging};
 
 fn main() -> ExitCode {
     // Run by systemd as /…/system-generators/credloader-generator.
@@ -14,33 +14,50 @@ fn main() -> ExitCode {
     if argv0.and_then(|p| p.file_name()) == Some(boot::GENERATOR_NAME.as_ref()) {
         return ExitCode::from(boot::generator_main(&args));
     }
+    // `COMPLETE=SHELL credloader -- WORDS`: a shell asking for completions
+    // (names only, nothing decrypted; see `complete`). Exits when it was.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(credloader::complete::VAR)
+        .complete();
     // Before anything can hold a secret: no core dumps, no ptrace by peers.
     if let Err(e) = harden::no_core_dumps() {
         eprintln!("credloader: error: cannot disable core dumps: {e}");
         return ExitCode::from(exit::ENVIRONMENT);
     }
     let cli = Cli::parse();
-    logging::init(cli.global.verbose, cli.global.quiet);
+    let hints = || hint::Hints::new(cli.global.root.as_deref(), cli.global.config.as_deref());
+    logging::init(cli.global.verbose, cli.global.quiet, hints());
     if let Err(e) = harden::drop_capabilities() {
         tracing::warn!("could not drop capabilities: {e}");
     }
-    let json = cli.global.json;
+    let (json, quiet) = (cli.global.json, cli.global.quiet);
+    // Suggested commands carry --root (and --config) as given here.
+    let hints = hints();
     let result = commands::run(cli.global, cli.command);
     let mut stdout = std::io::stdout().lock();
     match result {
         Ok(out) => {
-            let text = if json { out.json_text() } else { out.human };
-            let _ = stdout.write_all(text.as_bytes());
+            // `-q`: only what went wrong, on stderr. `--json` is the
+            // document asked for, quiet or not.
+            match (json, quiet.then(|| out.quiet_text()).flatten()) {
+                (true, _) => {
+                    let _ = stdout.write_all(hints.json(&out.json_text()).as_bytes());
+                }
+                (false, Some(errors)) => eprint!("{}", hints.text(&errors)),
+                (false, None) => {
+                    let _ = stdout.write_all(hints.text(&out.human).as_bytes());
+                }
+            }
             ExitCode::from(out.code)
         }
         Err(e) => {
             let code = e.exit_code();
-            let err = anyhow::Error::new(e);
+            let err = hints.text(&format!("{:#}", anyhow::Error::new(e)));
             if json {
-                let doc = serde_json::json!({ "error": format!("{err:#}"), "exit_code": code });
+                let doc = serde_json::json!({ "error": err, "exit_code": code });
                 let _ = writeln!(stdout, "{doc}");
             }
-            eprintln!("credloader: error: {err:#}");
+            eprintln!("credloader: error: {err}");
             ExitCode::from(code)
         }
     }

@@ -201,6 +201,8 @@ struct Undo {
     /// The new sealed bytes and what is recorded about them: kept as a
     /// rejected generation when verification fails.
     new: (Vec<u8>, Info),
+    /// The number the new value got when it became current.
+    new_number: Option<u32>,
 }
 
 /// How a batch went; serializable, never holds a value.
@@ -327,9 +329,12 @@ impl Job<'_> {
                 None => (None, None),
             };
             install(creds, name, &value.sealed)?;
-            if let Err(e) = history.set_current(value.info.clone()) {
-                tracing::warn!("credential {name}: could not record its metadata: {e}");
-            }
+            let new_number = history
+                .set_current(value.info.clone())
+                .map_err(|e| {
+                    tracing::warn!("credential {name}: could not record its metadata: {e}")
+                })
+                .ok();
             let _ = writeln!(
                 human,
                 "credential {name}: new value {} ({} bytes) installed; {}",
@@ -345,6 +350,7 @@ impl Job<'_> {
                 previous,
                 generation,
                 new: (value.sealed, value.info),
+                new_number,
             });
             installed.push(Installed {
                 name: name.clone(),
@@ -430,6 +436,7 @@ impl Job<'_> {
                     h.keep_rejected(
                         &u.new.0,
                         u.new.1.clone(),
+                        u.new_number,
                         u.generation,
                         now,
                         config.loader.keep_generations,
@@ -623,22 +630,45 @@ impl Verified {
             let _ = writeln!(out, "warning: {}", text(w));
         }
         for c in &self.checks {
-            let _ = writeln!(
-                out,
-                "verify {}: unit {}; health check {}{}",
-                text(&c.service),
-                text(&c.unit_state),
-                c.health
-                    .as_ref()
-                    .map(|h| h.describe())
-                    .unwrap_or_else(|| "none configured".into()),
-                if c.ok { "" } else { "  => FAILED" }
-            );
-            for o in &c.overridden {
-                let _ = writeln!(out, "  overridden: {o}");
+            out.push_str(&c.describe());
+        }
+        out
+    }
+}
+
+impl Check {
+    /// How it went, with the check's last lines when it failed.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "verify {}: unit {}; health check {}{}\n",
+            text(&self.service),
+            text(&self.unit_state),
+            self.health
+                .as_ref()
+                .map(|h| h.describe())
+                .unwrap_or_else(|| "none configured".into()),
+            if self.ok { "" } else { "  => FAILED" }
+        );
+        for o in &self.overridden {
+            let _ = writeln!(out, "  overridden: {o}");
+        }
+        let lines = self.health.as_ref().map(|h| h.output()).unwrap_or_default();
+        if !lines.is_empty() {
+            out.push_str("  its last lines of output (secrets masked):\n");
+            for l in lines {
+                let _ = writeln!(out, "  | {l}");
             }
         }
         out
+    }
+
+    /// The descriptions of the checks that failed (what `-q` shows).
+    pub fn failures(checks: &[Check]) -> Vec<String> {
+        checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.describe().trim_end().to_string())
+            .collect()
     }
 }
 
@@ -736,6 +766,9 @@ pub fn apply_and_verify(
             .map(|o| o.problem(root, service))
             .collect();
         let ok = unit_ok && health.as_ref().is_none_or(|h| h.passed()) && overridden.is_empty();
+        if let (Some(h), false) = (&health, root.is_offline()) {
+            journal_failed_check(service, h);
+        }
         checks.push(Check {
             service: s.service.clone(),
             unit: s.unit.clone(),
@@ -747,6 +780,23 @@ pub fn apply_and_verify(
         });
     }
     Ok(Verified { report, checks })
+}
+
+/// Keeps a failed health check, with its masked output, in the journal.
+fn journal_failed_check(service: &Service, health: &health::Outcome) {
+    if health.passed() {
+        return;
+    }
+    let mut message = format!(
+        "service {} ({}): health check {}",
+        text(&service.name),
+        text(&service.unit),
+        health.describe()
+    );
+    for line in health.output() {
+        let _ = write!(message, "\n| {line}");
+    }
+    crate::logging::journal(libsystemd::logging::Priority::Warning, &message);
 }
 
 /// The variables of `service` that carry one of `credentials`.
@@ -854,8 +904,9 @@ fn run_health(
             ),
         };
         let group = service.group.as_deref();
-        if let Some(outcome) =
-            health::run_in_unit(argv, &service.user, group, &env, service.health_timeout)
+        let mask = || health::secrets::of_service(root, config, service);
+        let timeout = service.health_timeout;
+        if let Some(outcome) = health::run_in_unit(argv, &service.user, group, &env, &mask, timeout)
         {
             return outcome;
         }
@@ -885,7 +936,8 @@ fn run_health(
         Err(reason) => return health::Outcome::NotRun { reason },
     };
     let who = RunAs::resolve(root, &service.user, account.uid, account.gid);
-    health::run(argv, &who, &env, service.health_timeout)
+    let mask = || Ok(health::secrets::from_env(service, &env));
+    health::run(argv, &who, &env, &mask, service.health_timeout)
 }
 
 /// The variables an env-delivery service receives (none for credential
@@ -933,6 +985,7 @@ mod tests {
             previous: generation.map(|_| (b"old".to_vec(), Info::default())),
             generation,
             new: (b"new".to_vec(), Info::default()),
+            new_number: None,
         }
     }
 

@@ -8,8 +8,10 @@
 //!
 //! - `src/basic/path-lookup.c` (`lookup_paths_init`): the search path,
 //!   [`SEARCH_PATH`]. Debian's 252 searches `/lib/systemd/system` before
-//!   `/usr/lib/systemd/system`; 257 drops `/lib` (with a merged `/usr`
-//!   both are the same directory).
+//!   `/usr/lib/systemd/system`; 255 and later drop `/lib` (with a merged
+//!   `/usr` both are the same directory, so only the fragment's name
+//!   differs): [`search_path`] leaves it out for an image whose systemd is
+//!   255 or later.
 //! - `src/basic/unit-file.c` (`unit_file_build_name_map`,
 //!   `unit_ids_map_get`, `unit_file_find_fragment`,
 //!   `unit_validate_alias_symlink_or_warn`): the first directory that has a
@@ -66,6 +68,55 @@ pub const SEARCH_PATH: [&str; 13] = [
     "/usr/lib/systemd/system",
     "/run/systemd/generator.late",
 ];
+
+/// The release from which systemd no longer searches `/lib/systemd/system`
+/// (split and unmerged `/usr` support removed, systemd PR #27999).
+const NO_ROOTPREFIX_FROM: u32 = 255;
+
+/// The release from which PID 1 no longer loads the drop-ins of a masked
+/// unit (seen on 257, not on 252; the change landed in between).
+const NO_MASKED_DROPINS_FROM: u32 = 256;
+
+/// [`SEARCH_PATH`] as the systemd `release` has it.
+fn search_path(release: Option<u32>) -> Vec<&'static str> {
+    let drop_lib = release.is_some_and(|v| v >= NO_ROOTPREFIX_FROM);
+    SEARCH_PATH
+        .into_iter()
+        .filter(|d| !(drop_lib && *d == "/lib/systemd/system"))
+        .collect()
+}
+
+/// The release of the image's systemd, from the name of the
+/// `libsystemd-shared-NNN.so` every systemd binary links to; `None` when it
+/// cannot be found (then the 252 search path is used: on a merged `/usr`
+/// only the fragment's name can differ).
+fn systemd_release(sys: &Sys) -> Option<u32> {
+    // Debian 12 and later keep it in the multiarch directory; older
+    // releases and other distributions beside the binaries.
+    const DIRS: [&str; 9] = [
+        "/usr/lib/x86_64-linux-gnu/systemd",
+        "/usr/lib/aarch64-linux-gnu/systemd",
+        "/usr/lib/arm-linux-gnueabihf/systemd",
+        "/usr/lib/i386-linux-gnu/systemd",
+        "/usr/lib/riscv64-linux-gnu/systemd",
+        "/usr/lib/powerpc64le-linux-gnu/systemd",
+        "/usr/lib/s390x-linux-gnu/systemd",
+        "/usr/lib/systemd",
+        "/lib/systemd",
+    ];
+    let release = |name: &std::ffi::OsStr| {
+        let name = name.to_str()?;
+        let v = name
+            .strip_prefix("libsystemd-shared-")?
+            .strip_suffix(".so")?;
+        v.split(['.', '~', '-']).next()?.parse::<u32>().ok()
+    };
+    DIRS.iter()
+        .filter_map(|d| std::fs::read_dir(sys.resolve(Path::new(d)).ok()?).ok())
+        .flat_map(|entries| entries.filter_map(Result::ok))
+        .filter_map(|e| release(&e.file_name()))
+        .max()
+}
 
 /// How far alias symlinks are followed (`FOLLOW_MAX`).
 const FOLLOW_MAX: usize = 32;
@@ -125,6 +176,10 @@ pub struct Lookup {
     /// The `NAME.d` entries of each search directory (`unit_path_cache`):
     /// only those are looked at for drop-ins.
     dirs: BTreeSet<PathBuf>,
+    /// The search path of this system's systemd ([`search_path`]).
+    search: Vec<&'static str>,
+    /// The release of this system's systemd, when it can be told.
+    release: Option<u32>,
 }
 
 /// Loads `unit` from the system beneath `base` (`/` for the running one).
@@ -142,9 +197,11 @@ impl Lookup {
     /// Scans the search path of the system beneath `base`.
     pub fn new(base: &Path) -> Lookup {
         let sys = Sys::new(base);
+        let release = systemd_release(&sys);
+        let search = search_path(release);
         let mut ids = BTreeMap::new();
         let mut dirs = BTreeSet::new();
-        for dir in SEARCH_PATH {
+        for &dir in &search {
             let dir = Path::new(dir);
             let Ok(host) = sys.resolve(dir) else { continue };
             let Ok(entries) = std::fs::read_dir(&host) else {
@@ -166,7 +223,7 @@ impl Lookup {
                 let target = if t.is_file() {
                     Some(Target::File(dir.join(&name)))
                 } else if t.is_symlink() {
-                    link_target(&sys, dir, &name, &e.path())
+                    link_target(&sys, &search, dir, &name, &e.path())
                 } else {
                     None
                 };
@@ -180,6 +237,8 @@ impl Lookup {
             ids,
             reverse: BTreeMap::new(),
             dirs,
+            search,
+            release,
         };
         lookup.reverse = lookup.reverse_map();
         lookup
@@ -319,11 +378,16 @@ impl Lookup {
     fn read_unit(&self, unit: &mut Unit, fragment: PathBuf) {
         let masked = self.sys.is_mask(&fragment) == Some(true);
         unit.fragment = Some(fragment.clone());
-        unit.dropins = self.dropins(unit);
         if masked {
             unit.state = LoadState::Masked;
+            // Drop-ins of a masked unit are listed up to 255 only (systemd
+            // commit 19a44dfe stopped loading them: they cannot matter).
+            if self.release.is_none_or(|r| r < NO_MASKED_DROPINS_FROM) {
+                unit.dropins = self.dropins(unit);
+            }
             return;
         }
+        unit.dropins = self.dropins(unit);
         // A unit whose file does not load gets no drop-ins.
         let failed = match self.sys.read(&fragment) {
             Contents::Text(text) => match self.apply(unit, &fragment, &text) {
@@ -406,14 +470,14 @@ impl Lookup {
         // the type-wide directory.
         let mut dirs: Vec<(usize, PathBuf)> = Vec::new();
         for (group, name) in unit.names.iter().enumerate() {
-            for search in SEARCH_PATH {
+            for search in &self.search {
                 let mut found = Vec::new();
                 self.name_dirs(Path::new(search), name, &mut found);
                 dirs.extend(found.into_iter().map(|d| (group, d)));
             }
         }
         let type_group = unit.names.len();
-        for search in SEARCH_PATH {
+        for search in &self.search {
             let d = Path::new(search).join(format!("{}.d", names::unit_type(&unit.id)));
             if !self.dirs.contains(&d) {
                 continue;
@@ -496,7 +560,7 @@ fn push_new(v: &mut Vec<String>, s: String) {
 }
 
 /// What the symlink `dir/name` stands for (`unit_file_resolve_symlink`).
-fn link_target(sys: &Sys, dir: &Path, name: &str, host: &Path) -> Option<Target> {
+fn link_target(sys: &Sys, search: &[&str], dir: &Path, name: &str, host: &Path) -> Option<Target> {
     let target = std::fs::read_link(host).ok()?;
     let target = if target.is_absolute() {
         target
@@ -507,7 +571,7 @@ fn link_target(sys: &Sys, dir: &Path, name: &str, host: &Path) -> Option<Target>
     // with CHASE_NOFOLLOW does.
     let parent = sys.chase(target.parent()?).ok()?;
     let simplified = parent.join(target.file_name()?);
-    let inside = SEARCH_PATH.iter().any(|d| simplified.starts_with(d));
+    let inside = search.iter().any(|d| simplified.starts_with(d));
     if !inside {
         return Some(Target::File(dir.join(name)));
     }

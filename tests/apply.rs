@@ -220,7 +220,7 @@ fn a_missing_credential_is_named_with_the_fix() {
         run.stdout.contains("credential NOT_SEALED is missing"),
         "{run:?}"
     );
-    assert!(run.stdout.contains("credloader seal NOT_SEALED"), "{run:?}");
+    assert!(run.stdout.contains(&t.cmd("seal NOT_SEALED")), "{run:?}");
     assert!(!t.exists("/run/credloader/x.env"));
 }
 
@@ -585,7 +585,7 @@ fn a_mistake_in_sources_stops_only_sync_and_every_service_is_served() {
         run.stdout.contains("warning:")
             && run.stdout.contains(&at)
             && run.stdout.contains("timeout_sec must be 1..300")
-            && run.stdout.contains("credloader sync"),
+            && run.stdout.contains(&t.cmd("sync")),
         "said, with file, line and what to fix: {run:?}"
     );
     // `check` reports it; `sync` refuses to run on it.

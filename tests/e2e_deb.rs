@@ -94,7 +94,7 @@ fn the_package_states_what_it_needs() {
     }
     assert_eq!(
         field("Recommends"),
-        "default-dbus-system-bus | dbus-system-bus, ca-certificates"
+        "default-dbus-system-bus | dbus-system-bus, ca-certificates, python3"
     );
 }
 
@@ -234,12 +234,14 @@ fn dpkg_install_reboot_upgrade_remove_and_purge_keep_every_sealed_credential() {
         "/lib/systemd/system/credloader-refresh.service",
         "/usr/lib/tmpfiles.d/credloader.conf",
         "/usr/share/man/man1/credloader.1.gz",
+        "/usr/share/man/man1/credloader-rotate.1.gz",
         "/usr/share/bash-completion/completions/credloader",
         "/usr/share/zsh/vendor-completions/_credloader",
         "/usr/share/fish/vendor_completions.d/credloader.fish",
         "/usr/share/doc/credloader/operator-guide.md",
         "/etc/quantum/credloader.toml",
         "/usr/lib/systemd/system-generators/credloader-generator",
+        "/usr/lib/credloader/health/binance-key-check",
     ] {
         assert!(exists(&bed, path), "{path} not installed");
     }

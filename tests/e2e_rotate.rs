@@ -2,6 +2,8 @@
 //! health check restarts only the credential's consumer; a failing one rolls
 //! back, the consumer runs the old value again, and rotate exits 4.
 
+#[path = "binance/mod.rs"]
+mod binance;
 #[path = "support/scene.rs"]
 mod scene;
 #[path = "support/testbed.rs"]
@@ -157,6 +159,142 @@ fn rotate_verifies_restarts_only_its_consumer_and_rolls_back_a_bad_value() {
     assert_eq!(s["active_state"], "active", "{j}");
     assert_eq!(s["dropin_loaded"], true, "{j}");
     assert_eq!(s["env_file_matches"], true, "{j}");
+}
+
+/// A failed check run as a transient unit says why: its exit status and
+/// its last lines come back over a pipe, every secret value of the service
+/// masked, in rotate's human and JSON output and in the journal, and the
+/// journal never holds the values (the check's output never reaches it).
+#[test]
+fn a_failed_check_says_why_masked_in_the_output_and_the_journal() {
+    let bed = boot();
+    bed.config(
+        "alpha",
+        r#"[services.alpha]
+unit = "alpha.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+static = { EXIT_BRAIN_V35_ENABLED = "true" }
+health_check = ["/bin/sh", "-c", 'echo "key=$BINANCE_API_KEY"; echo "secret=$BINANCE_API_SECRET brain=$EXIT_BRAIN_V35_ENABLED as $(id -un)" >&2; test "$BINANCE_API_KEY" = old-key-0123456789 || exit 3']
+health_timeout_sec = 15
+"#,
+    );
+    bed.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    bed.seal("BINANCE_API_SECRET", b"the-secret-9876543210");
+    let out = bed.credloader(&["apply"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    bed.systemctl_ok(&["start", "alpha.service"]);
+
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-0123456789"),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let health = &j["verification"][0]["health"];
+    assert_eq!(health["exit_code"], 3, "{j}");
+    assert_eq!(
+        health["output"],
+        serde_json::json!(["key=ne...***", "secret=th...*** brain=true as qt"]),
+        "{j}"
+    );
+    let human = bed.credloader(&["rotate", "BINANCE_API_KEY"], Some(b"new-key-0123456789"));
+    assert_eq!(human.status.code(), Some(4), "{}", text(&human));
+    let shown = text(&human);
+    assert!(
+        shown.contains("failed with exit status 3")
+            && shown.contains("| key=ne...***")
+            && shown.contains("| secret=th...*** brain=true as qt"),
+        "{shown}"
+    );
+    let journal = testbed::lossy(&bed.exec(&["journalctl", "--no-pager", "-o", "cat"]).stdout);
+    assert!(
+        journal.contains("service alpha (alpha.service): health check failed with exit status 3")
+            && journal.contains("| key=ne...***"),
+        "{journal}"
+    );
+    for t in [text(&out), shown, journal] {
+        assert!(
+            !t.contains("0123456789") && !t.contains("9876543210"),
+            "{t}"
+        );
+    }
+}
+
+/// The shipped Binance check as the consumer's health_check, against a
+/// Binance on the bed's loopback that verifies each request's signature: a
+/// key Binance knows rotates in; one it does not know is rolled back (exit
+/// 4) and rotate says why (-2015, what to check), the key masked.
+#[test]
+fn the_binance_check_lets_a_known_key_in_and_rolls_back_a_rejected_one() {
+    use binance::*;
+    let bed = boot();
+    let check = "/usr/lib/credloader/health/binance-key-check";
+    bed.copy_in(&check_script(), check, 0o755);
+    bed.copy_in(&server_script(), "/usr/local/lib/fake_binance.py", 0o755);
+    bed.write("/etc/fake-binance-keys.json", keys_json().as_bytes(), 0o644);
+    bed.sh_ok(
+        "systemd-run --unit=fake-binance -p Type=exec /usr/bin/python3 \
+         /usr/local/lib/fake_binance.py /etc/fake-binance-keys.json 18080",
+    );
+    bed.wait_until("the fake Binance listens", Duration::from_secs(10), || {
+        bed.exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/18080"])
+            .status
+            .success()
+    });
+    bed.config(
+        "alpha",
+        &format!(
+            r#"[services.alpha]
+unit = "alpha.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+static = {{ EXIT_BRAIN_V35_ENABLED = "true" }}
+health_check = ["{check}", "--base-url", "http://127.0.0.1:18080", "--require", "spot"]
+health_timeout_sec = 20
+"#
+        ),
+    );
+    bed.seal("BINANCE_API_KEY", GOOD_KEY.as_bytes());
+    bed.seal("BINANCE_API_SECRET", GOOD_SECRET.as_bytes());
+    let out = bed.credloader(&["apply"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    bed.systemctl_ok(&["start", "alpha.service"]);
+
+    let out = bed.credloader(&["rotate", "BINANCE_API_KEY"], Some(NEXT_KEY.as_bytes()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("health check passed"), "{}", text(&out));
+
+    let out = bed.credloader(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(UNKNOWN_KEY.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let health = &j["verification"][0]["health"];
+    assert_eq!(health["exit_code"], 4, "{j}");
+    let said = health["output"][0].as_str().unwrap_or_default();
+    assert!(
+        said.contains("REJECTED (-2015")
+            && said.contains("allow-list")
+            && said.contains("Unk...***"),
+        "{j}"
+    );
+    assert_eq!(j["rollback"]["verified"], true, "{j}");
+    assert_eq!(
+        bed.environ("alpha.service")
+            .get("BINANCE_API_KEY")
+            .map(Vec::as_slice),
+        Some(NEXT_KEY.as_bytes()),
+        "alpha runs the key Binance accepts again"
+    );
+    let journal = testbed::lossy(&bed.exec(&["journalctl", "--no-pager", "-o", "cat"]).stdout);
+    assert!(journal.contains("REJECTED (-2015"), "{journal}");
+    for t in [text(&out), journal] {
+        for v in [GOOD_KEY, NEXT_KEY, UNKNOWN_KEY, GOOD_SECRET] {
+            assert!(!t.contains(v), "{t}");
+        }
+    }
 }
 
 /// A consumer's config file copied by a deploy user (still theirs) is

@@ -94,7 +94,7 @@ fn show_masks_and_fails_clearly() {
 
     let run = t.credloader(&["show", "GONE_KEY"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("GONE_KEY") && run.stderr.contains("credloader seal GONE_KEY"));
+    assert!(run.stderr.contains("GONE_KEY") && run.stderr.contains(&t.cmd("seal GONE_KEY")));
 
     t.seal_legacy("LEGACY", b"legacy-value-999999");
     let run = t.credloader(&["show", "LEGACY"]);
@@ -304,6 +304,117 @@ fn check_reports_expired_credentials_as_errors() {
     );
 }
 
+/// `list`'s STATUS column says when a credential has expired or expires
+/// within 14 days (from the not-after recorded when it was sealed).
+#[test]
+fn list_shows_expired_and_expiring_credentials() {
+    let t = Tree::new();
+    t.config(
+        "a.toml",
+        &service("alpha", "qt", &["SOON_KEY", "LATER_KEY", "PAST_KEY"]),
+    );
+    for (name, when) in [
+        ("SOON_KEY", "+3d"),
+        ("LATER_KEY", "+90d"),
+        ("PAST_KEY", "+1d"),
+    ] {
+        t.credloader_with_stdin(&["seal", name, "--not-after", when], Some(SECRET))
+            .ok();
+    }
+    // Pretend time has passed for PAST_KEY: its recorded not-after is gone by.
+    let meta_path = "/var/lib/credloader/generations/PAST_KEY/meta.json";
+    let mut meta: serde_json::Value = serde_json::from_slice(&t.read(meta_path)).unwrap();
+    meta["current"]["not_after"] = serde_json::json!(1_000_000_000u64);
+    t.write(meta_path, meta.to_string().as_bytes(), 0o600);
+    let run = t.credloader(&["list", "--json"]);
+    run.ok();
+    let status = |n: &str| {
+        run.json()["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("SOON_KEY").as_deref(), Some("expiring"));
+    assert_eq!(status("LATER_KEY").as_deref(), Some("ok"));
+    assert_eq!(status("PAST_KEY").as_deref(), Some("expired"));
+    let human = t.credloader(&["list"]);
+    let line = |n: &str| {
+        human
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("SOON_KEY").contains(" expiring "), "{human:?}");
+    assert!(line("PAST_KEY").contains(" expired "), "{human:?}");
+    assert!(
+        human.stdout.contains("expired at 2001-09-09T01:46:40Z")
+            && human.stdout.contains(&t.cmd("rotate PAST_KEY")),
+        "{human:?}"
+    );
+}
+
+/// `check` reports a credential whose live value is a generation a
+/// rotation rejected (here: put back on purpose with `rollback --to N`,
+/// and rejected again), with both ways out.
+#[test]
+fn check_reports_a_live_value_that_a_rotation_rejected() {
+    let t = clean_alpha();
+    t.config(
+        "a.toml",
+        &format!(
+            "{}health_check = [\"/bin/sh\", \"-c\", 'test \"$ALPHA_KEY\" != bad-value-0123456789']\n",
+            service("alpha", "qt", &["ALPHA_KEY"])
+        ),
+    );
+    t.credloader(&["apply"]).ok();
+    let run = t.credloader_with_stdin(
+        &["rotate", "ALPHA_KEY", "--json"],
+        Some(b"bad-value-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let n = run.json()["rejected_generation"].as_u64().unwrap();
+    t.credloader(&["check"]).ok();
+    let rb = t.credloader(&["rollback", "ALPHA_KEY", "--to", &n.to_string()]);
+    assert_eq!(rb.code, 1, "it fails verification again: {rb:?}");
+    let run = t.credloader(&["check", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let fs = findings(&run);
+    let f = fs
+        .iter()
+        .find(|f| {
+            f["problem"]
+                .as_str()
+                .unwrap()
+                .contains("failed verification")
+        })
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert_eq!(f["severity"], "error");
+    assert_eq!(f["subject"], "credential ALPHA_KEY");
+    assert!(
+        f["problem"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("generation {n}")),
+        "{f}"
+    );
+    let fix = f["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("`{}`", t.cmd("rollback ALPHA_KEY")))
+            && fix.contains(&format!(
+                "`{}`",
+                t.cmd(&format!("rollback ALPHA_KEY --to {n}"))
+            )),
+        "{fix}"
+    );
+    // Back to a good value: nothing to report.
+    t.credloader(&["rollback", "ALPHA_KEY"]).ok();
+    t.credloader(&["check"]).ok();
+}
+
 #[test]
 fn a_first_apply_that_could_not_decrypt_leaves_the_service_never_applied() {
     let t = Tree::new();
@@ -364,7 +475,7 @@ fn list_and_check_call_a_file_that_is_no_credential_damaged() {
     assert!(beta["error"]
         .as_str()
         .unwrap()
-        .contains("credloader rotate BETA_KEY"));
+        .contains(&t.cmd("rotate BETA_KEY")));
     let check = t.credloader(&["check", "--json"]);
     assert_eq!(check.code, 1);
     assert!(

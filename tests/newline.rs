@@ -43,7 +43,7 @@ fn a_hand_sealed_value_with_a_newline_is_delivered_as_cat_gave_it_and_reported()
     for part in [
         "credential BINANCE_API_KEY: its sealed value ends in a newline",
         "which x receives without",
-        "`credloader rotate BINANCE_API_KEY`",
+        &format!("`{}`", t.cmd("rotate BINANCE_API_KEY")),
         "keep_newline = true",
     ] {
         assert!(warnings.contains(part), "{part}: {warnings}");
@@ -76,7 +76,7 @@ fn a_hand_sealed_value_with_a_newline_is_delivered_as_cat_gave_it_and_reported()
         assert!(f["fix"]
             .as_str()
             .unwrap()
-            .contains("credloader rotate BINANCE_API_KEY"));
+            .contains(&t.cmd("rotate BINANCE_API_KEY")));
     }
 
     // show tells the sealed length from what env files get.

@@ -82,7 +82,7 @@ fn seal_refuses_what_it_cannot_or_must_not_do() {
     let run = t.credloader_with_stdin(&["seal", "BINANCE_API_KEY"], Some(b"other"));
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("credloader rotate BINANCE_API_KEY"),
+        run.stderr.contains(&t.cmd("rotate BINANCE_API_KEY")),
         "{run:?}"
     );
     assert_eq!(t.read(CRED), before);
@@ -153,7 +153,8 @@ fn seal_from_file_with_not_after_is_listed_with_its_expiry() {
     assert_eq!(c["name"], "BINANCE_API_KEY");
     assert_eq!(c["not_after"].as_u64(), Some(not_after));
     assert_eq!(c["key"], "host");
-    assert_eq!(c["status"], "ok");
+    // Its not-after is within check's 14 days.
+    assert_eq!(c["status"], "expiring");
     assert!(!list.all().contains("from-file-secret"));
     // check warns: it expires within 14 days.
     t.credloader(&["apply"]).ok();
@@ -231,6 +232,66 @@ fn rotate_with_a_failing_health_check_rolls_back_and_exits_4() {
     assert_eq!(run.code, 4);
     assert!(run.stdout.contains("rolled back"), "{run:?}");
     assert!(run.stdout.contains("failed with exit status 1"), "{run:?}");
+}
+
+/// A failed check says why: its exit status and its last lines, with every
+/// secret value of the service masked (the key and the secret it printed,
+/// also the secret as sealed with a trailing newline), in the human and the
+/// JSON output; the static variable is not secret and is shown as it is.
+#[test]
+fn a_failed_health_check_shows_its_last_lines_with_every_secret_masked() {
+    let t = Tree::new();
+    t.config(
+        "position-monitor.toml",
+        r#"
+[services.position-monitor]
+unit = "quantum-position-monitor.service"
+user = "qt"
+credentials = ["BINANCE_API_KEY", "BINANCE_API_SECRET"]
+static = { EXIT_BRAIN_V35_ENABLED = "true" }
+health_check = ["/bin/sh", "-c", 'echo "key=$BINANCE_API_KEY secret=$BINANCE_API_SECRET brain=$EXIT_BRAIN_V35_ENABLED"; echo "{\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}" >&2; test "$BINANCE_API_KEY" = old-key-0123456789 || exit 3']
+health_timeout_sec = 10
+"#,
+    );
+    t.seal("BINANCE_API_KEY", b"old-key-0123456789");
+    // Sealed with a newline, as `echo` leaves it: the service gets it
+    // without (the newline policy), and that is the form masked.
+    t.seal("BINANCE_API_SECRET", b"secret-value-9876543210\n");
+    t.credloader(&["apply"]).ok();
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"new-key-0123456789"),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    let j = run.json();
+    let health = &j["verification"][0]["health"];
+    assert_eq!(health["result"], "failed", "{j}");
+    assert_eq!(health["exit_code"], 3, "{j}");
+    assert_eq!(
+        health["output"],
+        serde_json::json!([
+            "key=ne...*** secret=se...*** brain=true",
+            "{\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}"
+        ]),
+        "{j}"
+    );
+    let human =
+        t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"new-key-0123456789"));
+    assert_eq!(human.code, 4, "{human:?}");
+    assert!(
+        human
+            .stdout
+            .contains("health check failed with exit status 3")
+            && human
+                .stdout
+                .contains("| key=ne...*** secret=se...*** brain=true")
+            && human.stdout.contains("-2015"),
+        "{human:?}"
+    );
+    for r in [&run, &human] {
+        assert!(!r.all().contains("0123456789"), "{r:?}");
+        assert!(!r.all().contains("9876543210"), "{r:?}");
+    }
 }
 
 /// Issue #12: the seed's own `credentials.conf` sorts after
@@ -360,9 +421,11 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
     let rj = rb.json();
     assert_eq!(rj["restored_was_rejected"], true, "{rj}");
     assert_eq!(rj["verified"], true, "{rj}");
-    assert_eq!(rj["replaced_kept_as"], 3, "{rj}");
+    // The old value keeps its number 1 (it was generation 1 before the
+    // rejected rotation, and current as 1 after it): numbers are stable.
+    assert_eq!(rj["replaced_kept_as"], 1, "{rj}");
     assert!(env_has(&t, "new-key-0123456789"));
-    assert_eq!(t.read(&format!("{gens}/3.cred")), old);
+    assert_eq!(t.read(&format!("{gens}/1.cred")), old);
     // Verified now: no longer marked rejected.
     let g2 = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
     let marked: Vec<u64> = g2.json()["generations"]
@@ -373,9 +436,114 @@ fn a_rejected_value_is_kept_as_a_marked_generation_for_a_deliberate_retry() {
         .map(|x| x["number"].as_u64().unwrap())
         .collect();
     assert!(marked.is_empty(), "{g2:?}");
-    for r in [&run, &g, &rb] {
+    let g2j = g2.json();
+    assert_eq!(g2j["current"]["number"], 2, "{g2j}");
+    assert_eq!(g2j["current"]["masked"], "ne...***", "{g2j}");
+    let g3 = t.credloader(&["generations", "BINANCE_API_KEY"]);
+    let lines: Vec<&str> = g3.stdout.lines().collect();
+    assert!(lines[1].starts_with("1     kept      ol...***"), "{g3:?}");
+    assert!(lines[2].starts_with("2     current   ne...***"), "{g3:?}");
+    for r in [&run, &g, &rb, &g2, &g3] {
         assert!(!r.all().contains("0123456789"), "{r:?}");
     }
+}
+
+/// Each value gets a number once and keeps it: rotations and rollbacks
+/// move values between current and kept, never renumber them, and
+/// `generations` marks the current one and shows each one masked.
+#[test]
+fn generations_number_each_value_once_and_mark_the_current_one() {
+    let t = Tree::new();
+    monitor(&t, "true", 5);
+    let seal = t.credloader_with_stdin(
+        &["seal", "BINANCE_API_KEY", "--key", "host"],
+        Some(b"alpha-value-0123456789"),
+    );
+    seal.ok();
+    for v in ["bravo-value-0123456789", "charlie-value-0123456789"] {
+        t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(v.as_bytes()))
+            .ok();
+    }
+    let table = |t: &Tree| -> Vec<(u64, bool, String)> {
+        let g = t.credloader(&["generations", "BINANCE_API_KEY", "--json"]);
+        g.ok();
+        assert!(!g.all().contains("0123456789"), "{g:?}");
+        let j = g.json();
+        let mut rows: Vec<(u64, bool, String)> = j["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(std::iter::once(&j["current"]))
+            .map(|r| {
+                (
+                    r["number"].as_u64().unwrap(),
+                    r["current"].as_bool().unwrap(),
+                    r["masked"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows.dedup();
+        rows
+    };
+    let row = |n: u64, current: bool, m: &str| (n, current, m.to_string());
+    assert_eq!(
+        table(&t),
+        [
+            row(1, false, "al...***"),
+            row(2, false, "br...***"),
+            row(3, true, "cha...***")
+        ]
+    );
+    // Back to bravo: it is current again as 2, charlie is kept as 3.
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY", "--json"]);
+    rb.ok();
+    assert_eq!(rb.json()["restored_generation"], 2);
+    assert_eq!(rb.json()["replaced_kept_as"], 3);
+    assert_eq!(
+        table(&t),
+        [
+            row(1, false, "al...***"),
+            row(2, true, "br...***"),
+            row(3, false, "cha...***")
+        ]
+    );
+    // And forth: still three values, three numbers.
+    let rb = t.credloader(&["rollback", "BINANCE_API_KEY", "--to", "3", "--json"]);
+    rb.ok();
+    assert_eq!(rb.json()["replaced_kept_as"], 2);
+    assert_eq!(
+        table(&t),
+        [
+            row(1, false, "al...***"),
+            row(2, false, "br...***"),
+            row(3, true, "cha...***")
+        ]
+    );
+    // A fourth value gets 4, never a number that was shown before.
+    let run = t.credloader_with_stdin(
+        &["rotate", "BINANCE_API_KEY", "--json"],
+        Some(b"delta-value-0123456789"),
+    );
+    run.ok();
+    assert_eq!(run.json()["previous_generation"], 3);
+    let human = t.credloader(&["generations", "BINANCE_API_KEY"]);
+    assert!(
+        human.stdout.contains("4     current   de...***")
+            && human.stdout.contains("3     kept      cha...***"),
+        "{human:?}"
+    );
+    // Without the image's key file, the values are listed, not decrypted.
+    let out = t
+        .command(&["generations", "BINANCE_API_KEY"])
+        .env_remove("SYSTEMD_CREDENTIAL_SECRET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not decrypted"),
+        "{out:?}"
+    );
 }
 
 /// An error after the new value is installed (here: the image's account
@@ -533,7 +701,7 @@ fn rotate_and_rollback_of_unknown_credentials_say_what_to_do() {
     let run = t.credloader_with_stdin(&["rotate", "BINANCE_API_KEY"], Some(b"x"));
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("credloader seal BINANCE_API_KEY"),
+        run.stderr.contains(&t.cmd("seal BINANCE_API_KEY")),
         "{run:?}"
     );
     let run = t.credloader(&["rollback", "BINANCE_API_KEY"]);

@@ -73,6 +73,20 @@ json_key = "api_key"
     );
 }
 
+/// An error said as a sentence: none of the SDK's debug output.
+#[track_caller]
+fn not_a_dump(run: &Run) {
+    for dump in [
+        "DispatchFailure",
+        "ServiceError",
+        "Response {",
+        "SdkBody",
+        "Some(",
+    ] {
+        assert!(!run.stderr.contains(dump), "{dump}: {run:?}");
+    }
+}
+
 fn cred(name: &str) -> String {
     format!("/etc/quantum/creds/{name}.cred")
 }
@@ -244,6 +258,15 @@ fn server_down_and_wrong_credentials_keep_every_local_credential_and_exit_5() {
         run.stderr.contains("every local credential was kept"),
         "{run:?}"
     );
+    // A sentence with the fix, not the SDK's dump.
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot connect to endpoint_url http://127.0.0.1:{port}: connection refused; \
+             check endpoint_url in [sources.aws]"
+        )),
+        "{run:?}"
+    );
+    not_a_dump(&run);
     let run = credloader(&t, &["sync", "--json"]);
     assert_eq!(run.json()["exit_code"], 5);
 
@@ -256,6 +279,32 @@ fn server_down_and_wrong_credentials_keep_every_local_credential_and_exit_5() {
     assert!(
         !run.stderr.contains("tries"),
         "auth errors are not retried: {run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("AWS does not accept the credentials (InvalidClientTokenId)"),
+        "{run:?}"
+    );
+    not_a_dump(&run);
+
+    // No credentials anywhere in the chain: say where they may come from.
+    let out = t
+        .command(&["sync"])
+        .envs(moto::AWS_ENV.iter().copied())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("found no AWS credentials") && stderr.contains("instance role"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("WARN"),
+        "the SDK's own notes stay out: {stderr}"
     );
 
     let after: Vec<_> = ["A_KEY", "B_KEY", "C_KEY"]
@@ -298,6 +347,10 @@ fn a_deleted_secret_a_missing_json_key_or_a_bad_value_fail_only_that_credential(
     let err = |i: usize| j["credentials"][i]["error"].as_str().unwrap().to_string();
     assert!(
         err(1).contains("not found") && err(1).contains("local copy was kept"),
+        "{j}"
+    );
+    assert!(
+        err(1).contains("there is no secret mm-bot/dev/B_KEY in region eu-west-1"),
         "{j}"
     );
     assert!(err(2).contains("no key `api_key`"), "{j}");

@@ -62,7 +62,23 @@ fn output(report: &Report, offline: bool) -> Output {
     } else {
         exit::FAILED
     };
-    Output::new(code, human(report, offline), report)
+    Output::new(code, human(report, offline), report).with_errors(errors(report))
+}
+
+/// What failed, for `-q`.
+fn errors(r: &Report) -> Vec<String> {
+    let failed = r.services.iter().filter(|s| s.outcome == Outcome::Failed);
+    failed
+        .map(|s| {
+            let why = s.error.as_deref().unwrap_or("failed");
+            format!("{} ({}): FAILED: {why}", s.service, s.unit)
+        })
+        .chain(
+            r.config_problems
+                .iter()
+                .map(|p| format!("config error: {p}")),
+        )
+        .collect()
 }
 
 fn human(r: &Report, offline: bool) -> String {

@@ -18,18 +18,22 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         .count();
     let warnings = findings.len() - errors;
     let mut human = String::new();
+    let mut error_lines = Vec::new();
     for f in &findings {
         let sev = match f.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let _ = writeln!(
-            human,
+        let line = format!(
             "{sev}: {}: {}\n  fix: {}",
             text(&f.subject),
             text(&f.problem),
             text(&f.fix)
         );
+        let _ = writeln!(human, "{line}");
+        if f.severity == Severity::Error {
+            error_lines.push(line);
+        }
     }
     let _ = writeln!(
         human,
@@ -47,5 +51,6 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         code,
         human,
         json!({ "findings": findings, "errors": errors, "warnings": warnings, "ok": errors == 0 }),
-    ))
+    )
+    .with_errors(error_lines))
 }

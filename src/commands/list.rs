@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{CommandError, Context, Output};
+use crate::audit::EXPIRY_WARNING_SECS;
 use crate::creds::{CredError, Store};
 use crate::escape::{self, text};
 use crate::generations::{format_utc, History};
@@ -18,7 +19,8 @@ use crate::{exit, systemd_creds};
 #[derive(Debug, Serialize)]
 pub struct Entry {
     pub name: String,
-    /// ok, orphan, damaged, missing or unreadable.
+    /// ok, orphan (nobody uses it), expiring (its not-after is within
+    /// [`EXPIRY_WARNING_SECS`]), expired, damaged, missing or unreadable.
     pub status: &'static str,
     pub consumers: Vec<String>,
     /// Those of `consumers` whose own definition is broken: they are served
@@ -91,6 +93,7 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
                 if e.consumers.is_empty() && e.status == "ok" {
                     e.status = "orphan";
                 }
+                expiry(&mut e, crate::state::now());
             }
             Err(CredError::Missing { .. }) => e.status = "missing",
             Err(err) => {
@@ -165,6 +168,24 @@ pub fn run(ctx: &Context) -> Result<Output, CommandError> {
         human,
         serde_json::json!({ "credentials": entries }),
     ))
+}
+
+/// Marks an `ok` or `orphan` entry whose not-after has passed, or is near.
+fn expiry(e: &mut Entry, now: u64) {
+    let Some(at) = e.not_after.filter(|_| matches!(e.status, "ok" | "orphan")) else {
+        return;
+    };
+    if at <= now {
+        e.status = "expired";
+        e.error = Some(format!(
+            "expired at {}: it no longer decrypts, and its consumers cannot get it; seal a new \
+             value with `credloader rotate {}`",
+            format_utc(at),
+            e.name
+        ));
+    } else if at - now <= EXPIRY_WARNING_SECS {
+        e.status = "expiring";
+    }
 }
 
 fn store_path(root: &crate::root::Root, config: &crate::config::Config) -> String {

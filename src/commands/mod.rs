@@ -30,6 +30,12 @@ pub struct Output {
     pub code: u8,
     pub human: String,
     json: Json,
+    /// The lines of `human` that say what went wrong, when `code` is not
+    /// 0: all that `-q` shows (see [`Output::quiet_text`]).
+    errors: Vec<String>,
+    /// The output is the artifact asked for (a completion script, the man
+    /// page), not a report: `-q` does not silence it.
+    artifact: bool,
 }
 
 #[derive(Debug)]
@@ -45,7 +51,38 @@ impl Output {
             code,
             human,
             json: Json::Value(serde_json::to_value(json).expect("output serializes")),
+            errors: Vec::new(),
+            artifact: false,
         }
+    }
+
+    /// The lines that say what went wrong (for `-q`).
+    pub fn with_errors(mut self, errors: Vec<String>) -> Output {
+        self.errors = errors;
+        self
+    }
+
+    /// What was asked for itself, printed even with `-q`.
+    fn artifact(text: String, json: impl Serialize) -> Output {
+        let mut out = Output::new(exit::OK, text, json);
+        out.artifact = true;
+        out
+    }
+
+    /// What `-q` prints, on stderr: nothing when all went well; else only
+    /// what went wrong (the whole report when the command did not single
+    /// out its error lines: an error is never silenced).
+    pub fn quiet_text(&self) -> Option<String> {
+        if self.artifact {
+            return None;
+        }
+        if self.code == exit::OK {
+            return Some(String::new());
+        }
+        if self.errors.is_empty() {
+            return Some(self.human.clone());
+        }
+        Some(self.errors.iter().map(|e| format!("{e}\n")).collect())
     }
 
     /// An output whose JSON form was rendered by [`Output::json_text`]
@@ -55,6 +92,8 @@ impl Output {
             code,
             human,
             json: Json::Text(json_text),
+            errors: Vec::new(),
+            artifact: false,
         }
     }
 
@@ -217,16 +256,11 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
         Command::Check => check::run(&ctx),
         Command::Import(args) => import::run(&ctx, args),
         Command::Completions(args) => {
-            let mut buf = Vec::new();
-            clap_complete::generate(
-                args.shell,
-                &mut crate::cli::Cli::command(),
-                "credloader",
-                &mut buf,
-            );
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            Ok(Output::new(
-                exit::OK,
+            let shell = args.shell.to_string();
+            let script = crate::complete::registration(&shell)
+                .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
+            let text = String::from_utf8_lossy(&script).into_owned();
+            Ok(Output::artifact(
                 text.clone(),
                 serde_json::json!({ "script": text }),
             ))
@@ -241,14 +275,20 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
                 serde_json::Value::Null,
             ))
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(crate::cli::Cli::command())
-                .render(&mut buf)
-                .map_err(|e| CommandError::Environment(e.to_string()))?;
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            Ok(Output::new(
-                exit::OK,
+        Command::Man(args) => {
+            let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
+            if let Some(dir) = args.out_dir {
+                let written = crate::manpage::write_all(&dir).map_err(env)?;
+                let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+                return Ok(Output::new(
+                    exit::OK,
+                    names.iter().map(|n| format!("{n}\n")).collect(),
+                    serde_json::json!({ "written": names }),
+                ));
+            }
+            let text =
+                String::from_utf8_lossy(&crate::manpage::main_page().map_err(env)?).into_owned();
+            Ok(Output::artifact(
                 text.clone(),
                 serde_json::json!({ "man": text }),
             ))

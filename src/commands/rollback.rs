@@ -150,5 +150,9 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
             "verification failed after the rollback: look at the consumers (nothing was undone)\n",
         );
     }
-    Ok(Output::new(code, human, doc))
+    let mut errors = crate::rotation::Check::failures(&v.checks);
+    errors.push(format!(
+        "credential {name}: generation {number} is installed but a consumer did not verify with it"
+    ));
+    Ok(Output::new(code, human, doc).with_errors(errors))
 }

@@ -13,7 +13,7 @@ use crate::cli::RotateArgs;
 use crate::config::Config;
 use crate::escape::ShowPath;
 use crate::lock::Lock;
-use crate::rotation::{self, NewValue, Served, Verified};
+use crate::rotation::{self, Check, NewValue, Served, Verified};
 use crate::systemd::Manager;
 use crate::{exit, names};
 
@@ -97,7 +97,16 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     }
     doc["rollback"] = json!(r.rollback);
     doc["rejected_generation"] = json!(rejected);
-    Ok(Output::new(exit::ROLLED_BACK, human, doc))
+    let mut errors = Check::failures(&r.verification);
+    errors.push(format!(
+        "credential {name}: the new value failed verification and was rolled back{}",
+        rejected
+            .map(|n| format!(
+                "; it is kept as generation {n} (`credloader rollback {name} --to {n}` retries it)"
+            ))
+            .unwrap_or_default()
+    ));
+    Ok(Output::new(exit::ROLLED_BACK, human, doc).with_errors(errors))
 }
 
 /// [`rotation::apply_and_verify`] for the commands (`rollback`).

@@ -217,6 +217,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     // 3. One rotation for everything that changed.
     let mut code = exit::OK;
     let mut rotation_human = String::new();
+    let mut failures = Vec::new();
     if let (false, Some(held)) = (batch.is_empty(), &held) {
         let r = rotation::rotate(&ctx.root, &config, ctx.manager(), batch, false, held)?;
         if r.rolled_back {
@@ -227,6 +228,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
                 }
             }
         }
+        failures = rotation::Check::failures(&r.verification);
         rotation_human = r.human.clone();
         if r.consumers.is_empty() {
             let hidden = seal::say_note(&served, &[], &mut rotation_human, &mut doc);
@@ -299,7 +301,16 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         }
     );
     doc["credentials"] = json!(items);
-    Ok(Output::new(code, human, doc))
+    let errors = items
+        .iter()
+        .filter(|i| matches!(i.status, Status::Failed | Status::RolledBack))
+        .map(|i| match &i.error {
+            Some(e) => format!("{}: FAILED: {e} ({})", i.name, i.from),
+            None => format!("{}: changed, ROLLED BACK ({})", i.name, i.from),
+        })
+        .chain(failures)
+        .collect();
+    Ok(Output::new(code, human, doc).with_errors(errors))
 }
 
 /// What `seal` refuses, as a per-credential refusal.

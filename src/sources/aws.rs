@@ -19,10 +19,11 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::Client;
 
+use super::aws_explain::{explain, Request};
 use super::{Source, SourceError};
 use crate::config::{self, Environment};
 use crate::secret::Secret;
@@ -32,6 +33,7 @@ pub struct AwsSource {
     environment: Environment,
     runtime: tokio::runtime::Runtime,
     client: Client,
+    timeout: Duration,
 }
 
 impl AwsSource {
@@ -65,6 +67,7 @@ impl AwsSource {
             environment,
             runtime,
             client,
+            timeout,
         })
     }
 }
@@ -98,7 +101,13 @@ impl Source for AwsSource {
             .secret_id(&l.secret_id)
             .set_version_stage(l.version_stage.clone())
             .send();
-        let mut out = self.runtime.block_on(call).map_err(classify)?;
+        let at = Request {
+            secret_id: &l.secret_id,
+            region: &self.config.region,
+            endpoint: self.config.endpoint_url.as_deref(),
+            timeout: self.timeout,
+        };
+        let mut out = self.runtime.block_on(call).map_err(|e| classify(&e, &at))?;
         // Move the SDK's buffers into zeroizing ones; nothing is copied.
         let value = if let Some(s) = out.secret_string.take() {
             Secret::new(s.into_bytes())
@@ -124,34 +133,27 @@ impl Source for AwsSource {
 }
 
 /// Sorts an SDK error into transient (try again), auth (stop) and
-/// permanent (this secret only).
-fn classify(e: SdkError<GetSecretValueError>) -> SourceError {
-    let text = DisplayErrorContext(&e).to_string();
-    let service = match &e {
+/// permanent (this secret only), said as a sentence with the fix.
+fn classify(e: &SdkError<GetSecretValueError>, at: &Request) -> SourceError {
+    let text = explain(e, at);
+    let service = match e {
         SdkError::ServiceError(s) => s,
-        // Timeouts, refused connections, DNS, a garbled answer: try again.
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            return SourceError::Transient(text)
-        }
-        // The request could not even be built: most often no credentials
-        // anywhere in the chain.
+        // The request could not even be built, or there were no
+        // credentials to sign it with: an access problem.
         SdkError::ConstructionFailure(_) => return SourceError::Auth(text),
+        _ if text.starts_with("found no AWS credentials") => return SourceError::Auth(text),
+        // Timeouts, refused connections, DNS, a garbled answer: try again.
         _ => return SourceError::Transient(text),
     };
     let status = service.raw().status().as_u16();
     let err = service.err();
     let code = err.code().unwrap_or_default();
     match err {
-        GetSecretValueError::ResourceNotFoundException(_) => {
-            return SourceError::Permanent(format!("not found ({code})"))
-        }
+        GetSecretValueError::ResourceNotFoundException(_)
         // Deleted (scheduled for deletion) or otherwise unusable secrets.
-        GetSecretValueError::InvalidRequestException(_)
+        | GetSecretValueError::InvalidRequestException(_)
         | GetSecretValueError::InvalidParameterException(_) => {
-            return SourceError::Permanent(format!(
-                "{code}: {}",
-                err.message().unwrap_or("invalid request")
-            ))
+            return SourceError::Permanent(text)
         }
         // KMS would not decrypt it for us: an access problem.
         GetSecretValueError::DecryptionFailure(_) => return SourceError::Auth(text),

@@ -21,6 +21,8 @@ use crate::secret::Secret;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+mod aws_explain;
 pub mod file;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]

@@ -79,6 +79,12 @@ impl Tree {
         self.root.path()
     }
 
+    /// `credloader ARGS` as a message suggests it for this image: with
+    /// `--root` (see src/hint.rs).
+    pub fn cmd(&self, args: &str) -> String {
+        format!("credloader --root {} {args}", self.root().display())
+    }
+
     /// Host path of the system path `p`.
     pub fn path(&self, p: &str) -> PathBuf {
         self.root.path().join(p.trim_start_matches('/'))

@@ -17,7 +17,13 @@ TESTBED="$HERE/testbed.sh"
 WORK=$(mktemp -d /tmp/credloader-testbed.demo.XXXXXX)
 STATE="$WORK/bed"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Bold headings for a person at a terminal only: never escape codes in a
+# log, a pipe or CI (nor with NO_COLOR set).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n==> %s\n' "$*"; }
+fi
 say() { printf '    %s\n' "$*"; }
 inside() { "$TESTBED" exec "$STATE" "$@"; }
 cleanup() {
@@ -34,7 +40,8 @@ show_env() {
   inside cat "/proc/$pid/environ" | tr '\0' '\n' |
     grep -E '^(BINANCE|KRAKEN|EXCHANGE|EXIT_BRAIN)' |
     awk -F= '{ v = substr($0, length($1) + 2);
-               m = (length(v) >= 16) ? substr(v, 1, 3) "...***" : "***";
+               r = int(length(v) / 8); if (r > 3) r = 3;   # as credloader masks
+               m = substr(v, 1, r) "...***";
                if ($1 ~ /^EXIT_BRAIN/) m = v;
                printf "      %-24s %-12s (%d bytes)\n", $1, m, length(v) }'
 }
@@ -83,9 +90,11 @@ inside systemctl daemon-reload
 say "config: /etc/quantum/credloader.d/{position-monitor,order-router}.toml"
 
 step "Sealing demo keys with credloader seal into /etc/quantum/creds (root, 0600)"
-seal BINANCE_API_KEY "demo-binance-key-0123456789abcdef"
-seal BINANCE_API_SECRET "demo-binance-secret-fedcba9876543210"
-seal KRAKEN_API_KEY "demo-kraken-key-00112233445566778899"
+# Masked values show their first three characters: the old and the new key
+# differ there, so the rotation is visible without showing a key.
+seal BINANCE_API_KEY "OLDbinancekey0123456789abcdef"
+seal BINANCE_API_SECRET "SECbinancesecretfedcba9876543210"
+seal KRAKEN_API_KEY "KRAkrakenkey00112233445566778899"
 inside ls -l /etc/quantum/creds | sed 's/^/    /'
 
 step "credloader apply: env files, drop-ins, one daemon-reload"
@@ -103,12 +112,14 @@ show_env quantum-order-router.service
 step "Rotating BINANCE_API_KEY with credloader rotate: keeps the old generation, restarts and verifies its consumer"
 before_pm=$(inside systemctl show -p MainPID --value quantum-position-monitor.service)
 before_or=$(inside systemctl show -p MainPID --value quantum-order-router.service)
-printf '%s' "demo-binance-key-ROTATED-99887766" | inside credloader rotate BINANCE_API_KEY --key host | sed 's/^/    /'
+printf '%s' "NEWbinancekey9876543210fedcba" | inside credloader rotate BINANCE_API_KEY --key host | sed 's/^/    /'
 now_pm=$(inside systemctl show -p MainPID --value quantum-position-monitor.service)
 now_or=$(inside systemctl show -p MainPID --value quantum-order-router.service)
 say "quantum-position-monitor.service: MainPID $before_pm -> $now_pm (restarted: it uses the key)"
 say "quantum-order-router.service:     MainPID $before_or -> $now_or ($([ "$now_or" = "$before_or" ] && echo 'untouched' || echo 'RESTARTED?!'))"
 show_env quantum-position-monitor.service
+say "credloader generations BINANCE_API_KEY (the old value kept, the new one current):"
+inside credloader generations BINANCE_API_KEY | sed 's/^/      /'
 say "credloader status:"
 inside credloader status | sed 's/^/      /'
 
