@@ -8,7 +8,6 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::apply::sealed_names;
 use crate::config::{Config, Delivery, Service};
 use crate::creds::Store;
 use crate::escape::ShowPath;
@@ -333,7 +332,7 @@ pub fn audit(config: &Config, root: &Root, manager: Manager) -> Vec<Finding> {
     // References: missing credentials and ones nobody uses (not when the
     // creds dir cannot be read: that is reported above, and every
     // credential would look missing).
-    let on_disk = sealed_names(&store);
+    let on_disk = store.sealed_names();
     let readable = store.dir().is_ok();
     let referenced: BTreeSet<&str> = served.all_credentials();
     for name in referenced.iter().filter(|_| readable) {

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{CommandError, Context, Output};
-use crate::apply::sealed_names;
 use crate::audit::EXPIRY_WARNING_SECS;
 use crate::creds::{CredError, Store};
 use crate::escape::{self, text};
@@ -39,7 +38,7 @@ pub struct Entry {
 pub fn run(ctx: &Context) -> Result<Output, CommandError> {
     let config = super::seal::load_config_or_default(ctx)?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
-    let on_disk = sealed_names(&store);
+    let on_disk = store.sealed_names();
     // As apply serves them: a service whose file is broken still uses its
     // credentials (its last good definition does).
     let state = State::inspect(&ctx.root, &config.loader.state_dir);
