@@ -99,6 +99,9 @@ pub(super) struct Plan<'a> {
     /// ([`State::wrote_env_file`]). Any other file there is not replaced:
     /// it is not credloader's to hand to the service user.
     pub(super) env_file_ours: bool,
+    /// The env file lies beneath `env_dir`, credloader's own directory,
+    /// where only root can put a file (see [`Plan::written_for_it`]).
+    pub(super) in_env_dir: bool,
     /// Values of unchanged credentials, taken back from the env file this
     /// service was last given (see [`Plan::reusable_values`]).
     pub(super) reused: BTreeMap<String, Reused>,
@@ -136,6 +139,7 @@ impl<'a> Plan<'a> {
             config_error: None,
             dropin_id_now: None,
             env_file_ours: state.wrote_env_file(&service.env_file),
+            in_env_dir: service.env_file.starts_with(&loader.env_dir),
             reused: BTreeMap::new(),
             newline_unknown: BTreeSet::new(),
             up_to_date: false,

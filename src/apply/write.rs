@@ -18,6 +18,7 @@ use crate::safefs::{self, Dir, DirCache, DirPolicy, Existing, FsError, Owner};
 use crate::secret::Secret;
 use crate::state::{self, FileId, ServiceState, Unservable};
 use crate::users::Account;
+use nix::sys::stat::SFlag;
 
 impl Run<'_> {
     /// Render and write, service by service. Each written env file stays
@@ -304,7 +305,7 @@ impl Plan<'_> {
             return Ok(EnvWrite::would(true)); // dry run, directory not there yet
         };
         if let Some(st) = dir.entry(name).map_err(|e| e.to_string())? {
-            if !self.env_file_ours {
+            if !self.env_file_ours && !self.written_for_it(&st) {
                 return Err(self.not_ours(dir.path(), name, &st));
             }
         }
@@ -419,9 +420,31 @@ impl Plan<'_> {
             return Ok(());
         };
         match dir.entry(name).map_err(|e| e.to_string())? {
-            Some(st) => Err(self.not_ours(dir.path(), name, &st)),
-            None => Ok(()),
+            Some(st) if !self.written_for_it(&st) => Err(self.not_ours(dir.path(), name, &st)),
+            _ => Ok(()),
         }
+    }
+
+    /// A file the state does not record, but that is exactly what credloader
+    /// writes for this service, where only root can have put it: beneath
+    /// `env_dir` (root's, writable by nobody else: checked when opened), a
+    /// regular file with one link, owned by the service's account, mode
+    /// 0600. Such a file is credloader's from a state that was lost (say,
+    /// `/var/lib/credloader` wiped while `/run/credloader` lives on), and
+    /// replacing it hands the service user nothing it does not own already.
+    fn written_for_it(&self, st: &nix::sys::stat::FileStat) -> bool {
+        let Some(account) = self.account else {
+            return false;
+        };
+        let owner = Owner {
+            uid: account.uid,
+            gid: account.gid,
+            mode: 0o600,
+        };
+        self.in_env_dir
+            && st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
+            && st.st_nlink == 1
+            && owner.matches(st)
     }
 
     /// Why what was found at the env file's path (in `dir`, host path) is
