@@ -18,20 +18,23 @@ use super::raw::{Parsed, RawAws, RawAwsCredential, RawFileSource, RawSources};
 /// and those of files that may have held it).
 pub(super) fn resolve(parsed: &[Parsed], problems: &mut Vec<Problem>) -> Option<Sources> {
     let mut sources: Option<Sources> = None;
+    // The first definition, whether or not it resolved: a second one is a
+    // mistake even while the first has mistakes of its own.
+    let mut first: Option<Origin> = None;
     for file in parsed {
         let Some(raw) = &file.raw.sources else {
             continue;
         };
-        if let Some(first) = &sources {
+        if let Some(first) = &first {
             problems.push(Problem {
                 origin: file.origin(raw),
                 message: format!(
-                    "[sources] is already defined at {}; define it in one file only",
-                    first.origin
+                    "[sources] is already defined at {first}; define it in one file only"
                 ),
             });
             continue;
         }
+        first = Some(file.origin(raw));
         sources = resolve_sources(file, raw, problems);
     }
     if !problems.is_empty() {

@@ -475,5 +475,13 @@ fn sources_mistakes_are_reported() {
     assert!(
         e.contains("/d/1.toml:1") && e.contains("already defined at /m.toml:1"),
         "{e}"
+    ); // A second [sources] is a mistake even while the first has mistakes
+       // of its own: both are said at once, not one after the other's fix.
+    let bad = "[sources]\nenvironment = \"dev\"\n";
+    let e = sources_err(&[("/m.toml", bad), ("/d/1.toml", a)]);
+    assert!(e.contains("no source"), "{e}");
+    assert!(
+        e.contains("/d/1.toml:1") && e.contains("already defined at /m.toml:1"),
+        "{e}"
     );
 }
