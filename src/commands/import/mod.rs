@@ -18,7 +18,7 @@ use crate::apply::{self, Options};
 use crate::cli::ImportArgs;
 use crate::config::dropin_dir_for;
 use crate::exit;
-use crate::import::shred_and_remove;
+use crate::import::{shred_and_remove, DropinChange};
 use crate::lock::Lock;
 use crate::rotation::Served;
 use crate::safefs::{self, Dir, DirPolicy, FsError, Owner};
@@ -154,20 +154,21 @@ fn describe_dropins(
     human: &mut String,
 ) -> Vec<serde_json::Value> {
     let mut doc = Vec::new();
-    for (p, _, new) in &prep.legacy.dropins {
+    for d in &prep.legacy.dropins {
+        let rewrite = matches!(d.change, DropinChange::Rewrite(_));
         let _ = writeln!(
             human,
             "  legacy drop-in {}: {}",
-            p.display(),
-            match (new.is_some(), dry) {
+            d.path.display(),
+            match (rewrite, dry) {
                 (true, false) => "its EnvironmentFile= line removed",
                 (true, true) => "would lose its EnvironmentFile= line",
                 (false, false) => "removed",
                 (false, true) => "would be removed",
             }
         );
-        let action = if new.is_some() { "rewrite" } else { "remove" };
-        doc.push(json!({ "path": p, "action": action }));
+        let action = if rewrite { "rewrite" } else { "remove" };
+        doc.push(json!({ "path": d.path, "action": action }));
     }
     if prep.legacy.dropins.is_empty() {
         let _ = writeln!(
@@ -181,14 +182,16 @@ fn describe_dropins(
 
 /// Writes the config file and the legacy drop-ins (or puts them back).
 fn change_dropins(ctx: &Context, prep: &Prepared, restore: bool) -> Result<(), CommandError> {
-    for (p, old, new) in &prep.legacy.dropins {
-        let (d, name) = safefs::split(p);
-        let dir = Dir::open(&ctx.root, d, DirPolicy::EXISTING)
+    for d in &prep.legacy.dropins {
+        let (dir, name) = safefs::split(&d.path);
+        let dir = Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
             .map_err(|e| CommandError::Environment(e.to_string()))?;
-        let r = match (restore, new) {
-            (true, _) => dir.write_atomic(name, old.as_bytes(), Owner::ROOT_0644),
-            (false, Some(t)) => dir.write_atomic(name, t.as_bytes(), Owner::ROOT_0644),
-            (false, None) => dir.remove(name),
+        let r = match (restore, &d.change) {
+            (true, _) => dir.write_atomic(name, d.text.as_bytes(), Owner::ROOT_0644),
+            (false, DropinChange::Rewrite(t)) => {
+                dir.write_atomic(name, t.as_bytes(), Owner::ROOT_0644)
+            }
+            (false, DropinChange::Remove) => dir.remove(name),
         };
         r.map_err(|e| CommandError::Environment(e.to_string()))?;
     }

@@ -124,8 +124,8 @@ fn places(ctx: &Context, p: &Prepared) -> Result<(), CommandError> {
         }) => {}
         Err(e) => return Err(CommandError::Environment(e.to_string())),
     }
-    for (path, _, _) in &p.legacy.dropins {
-        let (dir, _) = safefs::split(path);
+    for d in &p.legacy.dropins {
+        let (dir, _) = safefs::split(&d.path);
         Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
             .map_err(|e| CommandError::Environment(e.to_string()))?;
     }
