@@ -40,6 +40,39 @@ fn usage(m: String) -> CommandError {
 
 /// Runs every check; changes nothing.
 pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandError> {
+    let (service, existing) = free_service_name(ctx, args)?;
+    let legacy = legacy(ctx, args)?;
+    unit_exists(ctx, args, &legacy)?;
+    let user = user(args, &legacy)?;
+    every_key_named(args, &legacy)?;
+    let statics = statics(args, &legacy)?;
+    let conf_path = conf_path(ctx, &service)?;
+    let conf_text = config_text(
+        &service,
+        &args.unit,
+        &user,
+        &args.secrets,
+        &statics,
+        &args.env_file,
+    );
+    let config = with_service(&existing, &service, &conf_path, &conf_text)?;
+    let prepared = Prepared {
+        service,
+        user,
+        legacy,
+        statics,
+        conf_path,
+        conf_text,
+        config,
+    };
+    owner_check(ctx, &prepared)?;
+    places(ctx, &prepared)?;
+    Ok(prepared)
+}
+
+/// The service's name (`--service`, else the unit's), valid and not yet
+/// defined, and the configuration as it is.
+fn free_service_name(ctx: &Context, args: &ImportArgs) -> Result<(String, Config), CommandError> {
     names::unit(&args.unit).map_err(usage)?;
     let service = args
         .service
@@ -62,6 +95,11 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
             crate::state::describe(problems)
         )));
     }
+    Ok((service, existing))
+}
+
+/// The legacy layout, which systemd must have read whole.
+fn legacy(ctx: &Context, args: &ImportArgs) -> Result<Legacy, CommandError> {
     let legacy = import::inspect(
         &ctx.root,
         &args.env_file,
@@ -76,10 +114,11 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
             legacy.issues.join("; ")
         )));
     }
-    unit_exists(ctx, args, &legacy)?;
-    let user = user(args, &legacy)?;
-    classify(args, &legacy)?;
-    let statics = statics(args, &legacy)?;
+    Ok(legacy)
+}
+
+/// The service's config file, which must not exist yet.
+fn conf_path(ctx: &Context, service: &str) -> Result<PathBuf, CommandError> {
     let (main, _) = ctx.config_path();
     let conf_path = dropin_dir_for(&main).join(format!("{service}.toml"));
     if conf_path.exists() {
@@ -88,27 +127,7 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
             conf_path.display()
         )));
     }
-    let conf_text = config_text(
-        &service,
-        &args.unit,
-        &user,
-        &args.secrets,
-        &statics,
-        &args.env_file,
-    );
-    let config = with_service(&existing, &service, &conf_path, &conf_text)?;
-    let prepared = Prepared {
-        service,
-        user,
-        legacy,
-        statics,
-        conf_path,
-        conf_text,
-        config,
-    };
-    owner_check(ctx, &prepared)?;
-    places(ctx, &prepared)?;
-    Ok(prepared)
+    Ok(conf_path)
 }
 
 /// The directories the real run writes to can be opened as it opens them:
@@ -162,7 +181,7 @@ fn user(args: &ImportArgs, legacy: &Legacy) -> Result<String, CommandError> {
 }
 
 /// Every key of the env file is named by `--secret` or `--static`, once.
-fn classify(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
+fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
     let has = |key: &str| legacy.vars.iter().any(|(k, _)| k == key);
     for key in &args.secrets {
         names::credential(key).map_err(|m| usage(format!("--secret {key}: {m}")))?;
