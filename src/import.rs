@@ -28,6 +28,7 @@ pub struct Legacy {
     pub vars: Vec<(String, Secret)>,
     /// Lines systemd would have ignored.
     pub issues: Vec<String>,
+    /// The unit's file PID 1 would load, if there is one.
     pub unit_file: Option<PathBuf>,
     /// `User=` of the unit (last assignment in the unit and its drop-ins).
     pub unit_user: Option<String>,
@@ -44,6 +45,7 @@ pub struct LegacyDropin {
     pub path: PathBuf,
     /// Its text as found (what is put back if apply fails).
     pub text: String,
+    /// What becomes of it.
     pub change: DropinChange,
 }
 
@@ -68,17 +70,22 @@ impl LegacyDropin {
 /// Why the legacy layout cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LegacyError {
+    /// `--env-file` is a relative path.
     #[error("--env-file {} must be an absolute path", .0.display())]
     NotAbsolute(PathBuf),
+    /// The env file (or its directory) cannot be read safely.
     #[error(transparent)]
     Read(#[from] FsError),
+    /// The env file does not exist.
     #[error("{} does not exist", .0.display())]
     Missing(PathBuf),
+    /// `--dropin` cannot be read.
     #[error("--dropin {}: {source}", .path.display())]
     Dropin {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `--dropin` does not load the env file.
     #[error("--dropin {} has no EnvironmentFile= line naming {}", .dropin.display(), .env_file.display())]
     DropinNamesNot { dropin: PathBuf, env_file: PathBuf },
 }

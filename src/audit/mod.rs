@@ -3,10 +3,10 @@
 //! to fix it. Nothing is decrypted and nothing is changed.
 //!
 //! [`audit`] is a list of checks, one function per kind of finding, each
-//! reading what it needs from one [`Audit`]: the configuration
-//! ([`configuration`]), the directories credloader writes to ([`paths`]),
-//! the creds dir and each sealed credential ([`creds`]), and each served
-//! service ([`services`]). [`units`] reads a consumer's unit files.
+//! reading what it needs from one `Audit` context: the configuration
+//! (`configuration.rs`), the directories credloader writes to (`paths.rs`),
+//! the creds dir and each sealed credential (`creds.rs`), and each served
+//! service (`services.rs`). `units.rs` reads a consumer's unit files.
 
 mod configuration;
 mod creds;
@@ -32,22 +32,30 @@ pub use units::{assignments, dropins, unit_file};
 /// Expiry closer than this is a warning.
 pub const EXPIRY_WARNING_SECS: u64 = 14 * 86400;
 
+/// How bad a finding is (errors sort first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// `check` fails (exit 1): something is or will be wrong for a service.
     Error,
+    /// Worth fixing; `check` still passes.
     Warning,
 }
 
+/// One problem `check` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// How bad it is.
     pub severity: Severity,
     /// What it is about: a path, `credential NAME`, `service NAME`.
     pub subject: String,
+    /// What is wrong.
     pub problem: String,
+    /// How to fix it.
     pub fix: String,
 }
 
+/// The findings so far, in the order they were made.
 struct Findings(Vec<Finding>);
 
 impl Findings {

@@ -9,7 +9,7 @@
 //! 2. [`plan`] turns that into a list of steps: seal, reseal, reuse or keep
 //!    both values of each secret, write the config file, rewrite or remove
 //!    the legacy drop-ins, apply, remove the plaintext;
-//! 3. [`describe`] tells that plan: a dry run stops there;
+//! 3. [`mod@describe`] tells that plan: a dry run stops there;
 //! 4. [`execute`] does it under the apply lock, with an undo list for a
 //!    failed apply, and the plan is told again in the past tense.
 
