@@ -1,5 +1,5 @@
 //! The real run: the plan's steps in order, under the apply lock, with an
-//! undo list. An error stops the run where it is; a failed apply puts back
+//! undo list. An error, or a failed apply, puts back
 //! what the run changed (the sealed credentials stay, each value it
 //! replaced kept as a generation) and the plaintext stays.
 
@@ -38,8 +38,8 @@ pub struct Done {
 enum Undo<'p> {
     /// The config file was written: remove it (best-effort).
     RemoveConfig { dir: Dir, name: &'p OsStr },
-    /// The legacy drop-ins were rewritten or removed: put them back.
-    RestoreDropins(&'p [LegacyDropin]),
+    /// A legacy drop-in was rewritten or removed: put it back.
+    RestoreDropin(&'p LegacyDropin),
 }
 
 /// A real run under way.
@@ -72,8 +72,12 @@ pub fn execute<'p>(
         done: Done::default(),
     };
     for step in &plan.steps {
-        if !run.step(step)? {
-            break;
+        match run.step(step) {
+            Ok(true) => {}
+            Ok(false) => break,
+            // Whatever stopped the run, the unit must keep the way it got
+            // its keys before: put back what was changed.
+            Err(e) => return Err(run.undo_after(e)),
         }
     }
     Ok(run.done)
@@ -98,8 +102,10 @@ impl<'p> Run<'p> {
             Step::Static(_) => {} // written with the config file
             Step::WriteConfig { path, text } => self.write_config(path, text)?,
             Step::LegacyDropins(dropins) => {
-                change_dropins(self.ctx, dropins, false)?;
-                self.undo.push(Undo::RestoreDropins(dropins));
+                for d in dropins {
+                    change_dropin(self.ctx, d, false)?;
+                    self.undo.push(Undo::RestoreDropin(d));
+                }
             }
             Step::Apply => return self.apply(),
             Step::Shred { path } => {
@@ -191,40 +197,49 @@ impl<'p> Run<'p> {
         Ok(ok)
     }
 
+    /// Undoes what was done after `e` stopped the run; `e` is what the
+    /// operator is told, with a failed undo added to it.
+    fn undo_after(&mut self, e: CommandError) -> CommandError {
+        match self.undo() {
+            Ok(()) => e,
+            Err(u) => CommandError::Environment(format!(
+                "{e}; putting back what the import changed failed too: {u}"
+            )),
+        }
+    }
+
     /// Undoes what was done, newest first, and has PID 1 reload.
+    /// Every step is undone even when one cannot be: the first failure is
+    /// returned once all were tried.
     fn undo(&mut self) -> Result<(), CommandError> {
+        let mut failed = Ok(());
         while let Some(undo) = self.undo.pop() {
-            match undo {
-                Undo::RestoreDropins(dropins) => change_dropins(self.ctx, dropins, true)?,
+            let r = match undo {
+                Undo::RestoreDropin(d) => change_dropin(self.ctx, d, true),
                 Undo::RemoveConfig { dir, name } => {
                     let _ = dir.remove(name);
+                    Ok(())
                 }
+            };
+            if failed.is_ok() {
+                failed = r;
             }
         }
         if self.ctx.manager() == Manager::Live {
             let _ = self.ctx.manager().daemon_reload();
         }
-        Ok(())
+        failed
     }
 }
 
-/// Rewrites or removes each legacy drop-in (`restore`: puts each back).
-fn change_dropins(
-    ctx: &Context,
-    dropins: &[LegacyDropin],
-    restore: bool,
-) -> Result<(), CommandError> {
-    for d in dropins {
-        let (dir, name) = safefs::split(&d.path);
-        let dir = Dir::open(&ctx.root, dir, DirPolicy::EXISTING).map_err(environment)?;
-        let r = match (restore, &d.change) {
-            (true, _) => dir.write_atomic(name, d.text.as_bytes(), Owner::ROOT_0644),
-            (false, DropinChange::Rewrite(t)) => {
-                dir.write_atomic(name, t.as_bytes(), Owner::ROOT_0644)
-            }
-            (false, DropinChange::Remove) => dir.remove(name),
-        };
-        r.map_err(environment)?;
-    }
-    Ok(())
+/// Rewrites or removes a legacy drop-in (`restore`: puts it back).
+fn change_dropin(ctx: &Context, d: &LegacyDropin, restore: bool) -> Result<(), CommandError> {
+    let (dir, name) = safefs::split(&d.path);
+    let dir = Dir::open(&ctx.root, dir, DirPolicy::EXISTING).map_err(environment)?;
+    let r = match (restore, &d.change) {
+        (true, _) => dir.write_atomic(name, d.text.as_bytes(), Owner::ROOT_0644),
+        (false, DropinChange::Rewrite(t)) => dir.write_atomic(name, t.as_bytes(), Owner::ROOT_0644),
+        (false, DropinChange::Remove) => dir.remove(name),
+    };
+    r.map_err(environment)
 }
