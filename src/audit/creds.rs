@@ -179,7 +179,9 @@ pub(super) fn unused(a: &Audit, f: &mut Findings) {
                 format!("credential {name}"),
                 "no configured service uses it",
                 format!(
-                    "add it to a service's `credentials`, or remove {} if it is no longer needed",
+                    "add it to a service's `credentials`; if the key is retired, revoke it where \
+                     it was issued. {} may stay (an unused credential is never decrypted); it may \
+                     be the only copy of that key, so do not delete it before the key is revoked",
                     a.sealed_path(name)
                 ),
             );
