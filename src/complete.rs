@@ -45,7 +45,7 @@ fn credential_names(current: &OsStr) -> Vec<CompletionCandidate> {
         .as_ref()
         .map(|c| c.loader.clone())
         .unwrap_or_default();
-    let mut names = crate::apply::sealed_names(&Store::open(&Root::live(), &loader.creds_dir));
+    let mut names = Store::open(&Root::live(), &loader.creds_dir).sealed_names();
     if let Some(c) = &config {
         names.extend(c.all_credentials().into_iter().map(String::from));
     }

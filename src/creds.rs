@@ -5,7 +5,7 @@
 //! when PID 1 already decrypted them for this unit, and otherwise from the
 //! real `systemd-creds decrypt`, several at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,6 +85,23 @@ impl Store {
 
     pub fn file_name(name: &str) -> OsString {
         OsString::from(format!("{name}.cred"))
+    }
+
+    /// The names of every credential file in the creds dir (for `list` and
+    /// `check`): none when it cannot be read.
+    pub fn sealed_names(&self) -> BTreeSet<String> {
+        self.dir()
+            .ok()
+            .and_then(|d| d.list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| {
+                n.to_str()
+                    .and_then(|s| s.strip_suffix(".cred"))
+                    .map(str::to_string)
+            })
+            .filter(|n| !n.starts_with('.'))
+            .collect()
     }
 
     /// Reads (once per run) the sealed file of `name`.
@@ -759,5 +776,28 @@ mod tests {
         assert!(got(sealed("MOVED", 9)).is_none(), "another file now");
         assert!(got(sealed("GONE", 3)).is_none(), "PID 1's default");
         assert!(got(sealed("UNLISTED", 1)).is_none());
+    }
+
+    #[test]
+    fn the_sealed_names_are_the_cred_files_and_none_when_the_dir_cannot_be_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::at(tmp.path());
+        let creds = tmp.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        for f in [
+            "DB_PASSWORD.cred",
+            "API_KEY.cred",
+            ".DB_PASSWORD.cred.tmp",
+            ".hidden.cred",
+        ] {
+            std::fs::write(creds.join(f), b"sealed").unwrap();
+        }
+        std::fs::write(creds.join("notes.txt"), b"").unwrap();
+        let names = Store::open(&root, Path::new("/creds")).sealed_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(names, ["API_KEY", "DB_PASSWORD"]);
+        assert!(Store::open(&root, Path::new("/absent"))
+            .sealed_names()
+            .is_empty());
     }
 }

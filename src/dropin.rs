@@ -1,8 +1,18 @@
 //! The drop-in that connects a consumer unit to what credloader delivers.
 
+use std::path::PathBuf;
+
 use crate::config::{Delivery, Loader, Service};
 
 pub const FILE_NAME: &str = "50-credloader.conf";
+
+/// The drop-in `service`'s unit gets.
+pub fn path(service: &Service, loader: &Loader) -> PathBuf {
+    loader
+        .dropin_dir
+        .join(format!("{}.d", service.unit))
+        .join(FILE_NAME)
+}
 
 /// The drop-in text for `service`. Paths are the running system's.
 pub fn render(service: &Service, loader: &Loader) -> String {

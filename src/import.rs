@@ -28,14 +28,66 @@ pub struct Legacy {
     pub vars: Vec<(String, Secret)>,
     /// Lines systemd would have ignored.
     pub issues: Vec<String>,
+    /// The unit's file PID 1 would load, if there is one.
     pub unit_file: Option<PathBuf>,
     /// `User=` of the unit (last assignment in the unit and its drop-ins).
     pub unit_user: Option<String>,
-    /// Drop-ins to replace: (system path, current text, new text or None to remove).
-    pub dropins: Vec<(PathBuf, String, Option<String>)>,
+    /// The drop-ins that name the env file, each to rewrite or remove.
+    pub dropins: Vec<LegacyDropin>,
     /// A drop-in loads the file optionally (`EnvironmentFile=-PATH`): the
     /// unit started even without it.
     pub optional: bool,
+}
+
+/// A drop-in that names the env file, and what becomes of it.
+pub struct LegacyDropin {
+    /// Its system path.
+    pub path: PathBuf,
+    /// Its text as found (what is put back if apply fails).
+    pub text: String,
+    /// What becomes of it.
+    pub change: DropinChange,
+}
+
+/// What becomes of a legacy drop-in.
+pub enum DropinChange {
+    /// It loses its `EnvironmentFile=` line naming the env file: this text.
+    Rewrite(String),
+    /// It held nothing else (but comments and section headers): removed.
+    Remove,
+}
+
+impl LegacyDropin {
+    fn new(path: PathBuf, text: String, env_file: &str) -> LegacyDropin {
+        let change = match without_env_file(&text, env_file) {
+            Some(t) => DropinChange::Rewrite(t),
+            None => DropinChange::Remove,
+        };
+        LegacyDropin { path, text, change }
+    }
+}
+
+/// Why the legacy layout cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    /// `--env-file` is a relative path.
+    #[error("--env-file {} must be an absolute path", .0.display())]
+    NotAbsolute(PathBuf),
+    /// The env file (or its directory) cannot be read safely.
+    #[error(transparent)]
+    Read(#[from] FsError),
+    /// The env file does not exist.
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// `--dropin` cannot be read.
+    #[error("--dropin {}: {source}", .path.display())]
+    Dropin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `--dropin` does not load the env file.
+    #[error("--dropin {} has no EnvironmentFile= line naming {}", .dropin.display(), .env_file.display())]
+    DropinNamesNot { dropin: PathBuf, env_file: PathBuf },
 }
 
 /// Opens the directory of an operator-owned file: no symlinks followed,
@@ -57,19 +109,48 @@ pub fn inspect(
     env_file: &Path,
     unit: &str,
     dropin: Option<&Path>,
-) -> Result<Legacy, String> {
+) -> Result<Legacy, LegacyError> {
+    let (vars, issues) = read_env_file(root, env_file)?;
+    let unit_file = audit::unit_file(root, unit);
+    // `User=` of [Service], as PID 1 reads the unit and its drop-ins.
+    let unit_user = crate::unitfile::load(root.base(), unit)
+        .service
+        .user
+        .map(|u| u.value);
+    let wanted = env_file.to_string_lossy().to_string();
+    let dropins = match dropin {
+        Some(p) => vec![named_dropin(root, p, env_file, &wanted)?],
+        None => dropins_naming(root, unit, &wanted),
+    };
+    let optional = dropins.iter().any(|d| {
+        audit::assignments(&d.text)
+            .any(|(k, v)| k == "EnvironmentFile" && v.starts_with('-') && v[1..] == wanted)
+    });
+    Ok(Legacy {
+        optional,
+        env_file: env_file.to_path_buf(),
+        vars,
+        issues,
+        unit_file: unit_file.map(|(p, _)| p),
+        unit_user,
+        dropins,
+    })
+}
+
+/// An env file's assignments, the last one of each key.
+type Vars = Vec<(String, Secret)>;
+
+/// The env file's assignments (the last one of each key, in the file order
+/// of first use) and the lines systemd would ignore.
+fn read_env_file(root: &Root, env_file: &Path) -> Result<(Vars, Vec<String>), LegacyError> {
     if !env_file.is_absolute() {
-        return Err(format!(
-            "--env-file {} must be an absolute path",
-            env_file.display()
-        ));
+        return Err(LegacyError::NotAbsolute(env_file.to_path_buf()));
     }
     let (dir, name) = safefs::split(env_file);
-    let dir = loose_dir(root, dir).map_err(|e| e.to_string())?;
+    let dir = loose_dir(root, dir)?;
     let (text, _) = dir
-        .read_secret(name, envfile::MAX_ASSIGNMENT * 64)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} does not exist", env_file.display()))?;
+        .read_secret(name, envfile::MAX_ASSIGNMENT * 64)?
+        .ok_or_else(|| LegacyError::Missing(env_file.to_path_buf()))?;
     let (assignments, issues) = envfile::parse(text.expose());
     drop(text);
     let mut vars: Vec<(String, Secret)> = Vec::new();
@@ -79,58 +160,43 @@ pub fn inspect(
             None => vars.push((a.key, a.value)),
         }
     }
-    let unit_file = audit::unit_file(root, unit);
-    let drops = audit::dropins(root, unit);
-    // `User=` of [Service], as PID 1 reads the unit and its drop-ins.
-    let unit_user = crate::unitfile::load(root.base(), unit)
-        .service
-        .user
-        .map(|u| u.value);
-    let wanted = env_file.to_string_lossy().to_string();
-    let names_it = |text: &str| {
-        audit::assignments(text)
-            .any(|(k, v)| k == "EnvironmentFile" && v.trim_start_matches('-') == wanted)
-    };
-    let mut dropins = Vec::new();
-    match dropin {
-        Some(p) => {
-            let text = std::fs::read_to_string(root.host(p))
-                .map_err(|e| format!("--dropin {}: {e}", p.display()))?;
-            if !names_it(&text) {
-                return Err(format!(
-                    "--dropin {} has no EnvironmentFile= line naming {}",
-                    p.display(),
-                    env_file.display()
-                ));
-            }
-            let new = without_env_file(&text, &wanted);
-            dropins.push((p.to_path_buf(), text, new));
-        }
-        None => {
-            for (p, text) in drops {
-                if p.file_name() == Some(OsStr::new(crate::dropin::FILE_NAME)) {
-                    continue;
-                }
-                if names_it(&text) {
-                    let new = without_env_file(&text, &wanted);
-                    dropins.push((p, text, new));
-                }
-            }
-        }
+    Ok((vars, issues.iter().map(|i| i.to_string()).collect()))
+}
+
+/// Whether a unit file text has an `EnvironmentFile=` line naming `env_file`.
+fn names_env_file(text: &str, env_file: &str) -> bool {
+    audit::assignments(text)
+        .any(|(k, v)| k == "EnvironmentFile" && v.trim_start_matches('-') == env_file)
+}
+
+/// `--dropin PATH`: it must name the env file.
+fn named_dropin(
+    root: &Root,
+    path: &Path,
+    env_file: &Path,
+    wanted: &str,
+) -> Result<LegacyDropin, LegacyError> {
+    let text = std::fs::read_to_string(root.host(path)).map_err(|e| LegacyError::Dropin {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if !names_env_file(&text, wanted) {
+        return Err(LegacyError::DropinNamesNot {
+            dropin: path.to_path_buf(),
+            env_file: env_file.to_path_buf(),
+        });
     }
-    let optional = dropins.iter().any(|(_, text, _)| {
-        audit::assignments(text)
-            .any(|(k, v)| k == "EnvironmentFile" && v.starts_with('-') && v[1..] == wanted)
-    });
-    Ok(Legacy {
-        optional,
-        env_file: env_file.to_path_buf(),
-        vars,
-        issues: issues.iter().map(|i| i.to_string()).collect(),
-        unit_file: unit_file.map(|(p, _)| p),
-        unit_user,
-        dropins,
-    })
+    Ok(LegacyDropin::new(path.to_path_buf(), text, wanted))
+}
+
+/// Every drop-in of `unit` but credloader's own that names the env file.
+fn dropins_naming(root: &Root, unit: &str, wanted: &str) -> Vec<LegacyDropin> {
+    audit::dropins(root, unit)
+        .into_iter()
+        .filter(|(p, _)| p.file_name() != Some(OsStr::new(crate::dropin::FILE_NAME)))
+        .filter(|(_, text)| names_env_file(text, wanted))
+        .map(|(p, text)| LegacyDropin::new(p, text, wanted))
+        .collect()
 }
 
 /// `text` without its `EnvironmentFile=` lines naming `env_file`; `None`

@@ -198,7 +198,7 @@ pub fn find(
                 return Vec::new();
             }
             let unit = lookup.unit(&s.unit);
-            let mut found = from_files(root, s, &s.dropin_path(loader), &unit);
+            let mut found = from_files(root, s, &crate::dropin::path(s, loader), &unit);
             if let Some(list) = loaded.next().flatten() {
                 for o in from_loaded(root, s, &list) {
                     if !found.iter().any(|f| same(f, &o)) {

@@ -23,7 +23,6 @@ use nix::sys::stat::SFlag;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::apply::Report;
 use crate::config::{Config, Delivery};
 use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy, Owner};
@@ -191,7 +190,7 @@ impl Snapshot {
             if s.delivery == Delivery::Env {
                 self.add(host(&s.env_file));
             }
-            let dropin = host(&s.dropin_path(loader));
+            let dropin = host(&crate::dropin::path(s, loader));
             // Its directory too: a drop-in added beside credloader's (one
             // that may override its env file) must make the next run a full
             // one, which warns about it.
@@ -339,18 +338,11 @@ pub fn check(key: &Key) -> Option<Said> {
     inputs.holds(&key.base).then_some(stamp.said)
 }
 
-/// Records what this run said about `report` (its human and JSON texts)
-/// for the next run, if this run was a no-op that left
-/// everything in order. Called with the apply lock still held (see
-/// [`void`]).
-pub fn record(
-    key: &Key,
-    inputs: Snapshot,
-    config: &Config,
-    report: &Report,
-    said: impl FnOnce() -> Said,
-) {
-    let no_op = report.is_no_op() && config.is_clean();
+/// Records what this run said (its human and JSON texts) for the next
+/// run, if this run was a `no_op`: it wrote, reloaded, removed, decrypted
+/// and restarted nothing, and found nothing wrong. Called with the apply
+/// lock still held (see [`void`]).
+pub fn record(key: &Key, inputs: Snapshot, no_op: bool, said: impl FnOnce() -> Said) {
     // Nothing unknown, nothing changed so recently that a same-size rewrite
     // could hide in the same tick (the next run re-reads it and stamps).
     let settled = inputs.files.iter().all(|(_, id)| match id {

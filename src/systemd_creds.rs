@@ -25,7 +25,7 @@ pub enum CredsError {
     Expired(String),
     #[error("systemd-creds could not decrypt it ({0}); it is damaged, tampered with, or sealed for another host or TPM")]
     Failed(String),
-    #[error("this host's credential key is missing or unreadable ({0}); it lives in /var/lib/systemd/credential.secret (and the TPM): restore it from backup, or reseal every credential on this host")]
+    #[error("this host's credential key is missing or unreadable ({0}); it lives in /var/lib/systemd/credential.secret (and the TPM) and is bound to /etc/machine-id: systemd-creds deletes a key made under another machine id (a cloned VM, a reset machine id), so restore both from backup, or reseal every credential on this host")]
     HostKey(String),
     #[error("cannot run systemd-creds: {0}; install systemd (>= 250)")]
     Spawn(String),

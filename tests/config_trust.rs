@@ -481,6 +481,39 @@ fn an_existing_file_credloader_did_not_write_is_not_taken_over() {
     }
 }
 
+/// A lost state (`/var/lib/credloader` wiped while `/run/credloader` lives
+/// on) does not lock a service out of its own env file: a file beneath the
+/// env dir, where only root can put one, that is exactly what credloader
+/// writes for the service (its user's, 0600, one link) is taken back. The
+/// same file anywhere else, or one that differs, is still refused.
+#[test]
+fn a_lost_state_does_not_lock_a_service_out_of_its_env_file() {
+    let t = Tree::new();
+    t.config("pm.toml", &service("pm", "qt", &["PM_KEY"]));
+    t.seal("PM_KEY", b"pm-1");
+    t.credloader(&["apply"]).ok();
+    let env = "/run/credloader/pm.env";
+    assert_eq!(t.owner_mode(env), (common::QT_UID, common::QT_UID, 0o600));
+
+    std::fs::remove_file(t.path("/var/lib/credloader/state.json")).unwrap();
+    t.seal("PM_KEY", b"pm-2");
+    t.credloader(&["apply"]).ok();
+    assert!(has(&t, env, "PM_KEY", "pm-2"));
+
+    // The same loss, but the file is no longer what credloader writes.
+    std::fs::remove_file(t.path("/var/lib/credloader/state.json")).unwrap();
+    std::fs::set_permissions(t.path(env), std::fs::Permissions::from_mode(0o640)).unwrap();
+    t.seal("PM_KEY", b"pm-3");
+    let run = t.credloader(&["apply"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    says(
+        "changed mode",
+        &run,
+        &[env, "did not write", "move it away"],
+    );
+    assert!(has(&t, env, "PM_KEY", "pm-2"));
+}
+
 /// An env file credloader wrote is its own even when a run died before the
 /// state recorded it: apply moving `pm`'s env file is killed at random
 /// instants, and the next run always finishes the job.

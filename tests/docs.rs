@@ -44,11 +44,11 @@ fn cli_reference_is_generated_from_the_current_cli() {
     }
 }
 
-/// The field names of `struct NAME { ... }` in src/config.rs, with serde renames.
+/// The field names of `struct NAME { ... }` in src/config/raw.rs, with serde renames.
 fn raw_keys(config: &str, name: &str) -> Vec<String> {
     let start = config
         .find(&format!("struct {name} {{"))
-        .unwrap_or_else(|| panic!("struct {name} in src/config.rs"));
+        .unwrap_or_else(|| panic!("struct {name} in src/config/raw.rs"));
     let body = &config[start..];
     let body = &body[..body.find("\n}").expect("end of struct")];
     let mut keys = Vec::new();
@@ -60,7 +60,7 @@ fn raw_keys(config: &str, name: &str) -> Vec<String> {
             .and_then(|r| r.split('"').next())
         {
             rename = Some(r.to_string());
-        } else if let Some((field, _)) = line.split_once(':') {
+        } else if let Some((field, _)) = line.trim_start_matches("pub(super) ").split_once(':') {
             if field.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !field.is_empty() {
                 keys.push(rename.take().unwrap_or_else(|| field.to_string()));
             }
@@ -71,7 +71,7 @@ fn raw_keys(config: &str, name: &str) -> Vec<String> {
 
 #[test]
 fn configuration_reference_names_every_key() {
-    let config = read("src/config.rs");
+    let config = read("src/config/raw.rs");
     let doc = read("docs/configuration.md");
     let loader = raw_keys(&config, "RawLoader");
     let service = raw_keys(&config, "RawService");

@@ -461,3 +461,34 @@ fn two_different_values_are_both_kept_one_live_as_prefer_chooses() {
         "{env}"
     );
 }
+
+/// A step that fails part-way (here the second legacy drop-in cannot be
+/// rewritten: a second hard link makes credloader refuse to replace root's
+/// file) puts back what the import already changed: the first drop-in and
+/// the config file. The plaintext stays, and so does the unit's old way of
+/// getting its keys.
+#[test]
+fn an_import_that_fails_part_way_puts_back_what_it_changed() {
+    let t = Tree::new();
+    legacy(&t);
+    let second = "/etc/systemd/system/quantum-position-monitor.service.d/zz-more.conf";
+    let second_text =
+        b"[Service]\nEnvironmentFile=/etc/quantum/position-monitor-secrets/binance.env\nNice=5\n";
+    t.write(second, second_text, 0o644);
+    std::fs::hard_link(t.path(second), t.path("/etc/quantum/zz-more.conf.link")).unwrap();
+    let first_before = t.read(LEGACY_DROPIN);
+
+    let run = t.credloader(&args(&[]));
+    assert_ne!(run.code, 0, "{run:#?}");
+    no_values(&run);
+    assert!(run.all().contains("zz-more.conf"), "{run:#?}");
+    assert!(!run.all().contains("failed too"), "{run:#?}");
+    assert_eq!(
+        t.read(LEGACY_DROPIN),
+        first_before,
+        "the first drop-in is back"
+    );
+    assert_eq!(t.read(second), second_text.to_vec());
+    assert!(!t.path(CONF).exists(), "the config file is removed again");
+    assert!(t.path(PLAIN).exists(), "the plaintext stays");
+}

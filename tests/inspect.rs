@@ -635,3 +635,25 @@ fn a_service_whose_file_breaks_is_still_counted_as_served_from_its_last_good_def
     );
     assert!(!run.all().contains("beta-value"));
 }
+
+/// An unused credential may be the only copy of a key: nothing advises
+/// deleting it, and `check` says to revoke a retired key first.
+#[test]
+fn nothing_advises_deleting_an_unused_credential() {
+    let t = Tree::new();
+    setup(&t);
+    let check = t.credloader(&["check", "--json"]);
+    let fs = findings(&check);
+    let f = fs
+        .iter()
+        .find(|f| f["subject"] == "credential ORPHAN_KEY")
+        .unwrap_or_else(|| panic!("{check:?}"));
+    let fix = f["fix"].as_str().unwrap();
+    assert!(fix.contains("revoke") && fix.contains("only copy"), "{fix}");
+    for run in [check, t.credloader(&["check"]), t.credloader(&["list"])] {
+        let all = run.all().to_lowercase();
+        for advice in ["remove /", "remove it", "rm ", "delete it if"] {
+            assert!(!all.contains(advice), "`{advice}` in {run:?}");
+        }
+    }
+}

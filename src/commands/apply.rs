@@ -49,7 +49,8 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<Output, CommandError> {
             human: out.human.clone(),
             json: out.json_text(),
         };
-        stamp::record(key, inputs, &config, &report, said);
+        let no_op = report.is_no_op() && config.is_clean();
+        stamp::record(key, inputs, no_op, said);
     }
     Ok(out)
 }

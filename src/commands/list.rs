@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{CommandError, Context, Output};
-use crate::apply::sealed_names;
 use crate::audit::EXPIRY_WARNING_SECS;
 use crate::config::Config;
 use crate::creds::{CredError, Sealed, Store};
@@ -40,7 +39,7 @@ pub struct Entry {
 pub fn run(ctx: &Context) -> Result<Output, CommandError> {
     let config = ctx.load_config_or_default()?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
-    let on_disk = sealed_names(&store);
+    let on_disk = store.sealed_names();
     // As apply serves them: a service whose file is broken still uses its
     // credentials (its last good definition does).
     let state = State::inspect(&ctx.root, &config.loader.state_dir);

@@ -173,7 +173,7 @@ impl Look<'_> {
             ),
             _ => None,
         };
-        let dropin = service.dropin_path(self.loader);
+        let dropin = crate::dropin::path(service, self.loader);
         let expected = crate::dropin::render(service, self.loader);
         let dropin_present = read(self.ctx, &dropin).as_deref() == Some(expected.as_bytes());
         ServiceStatus {

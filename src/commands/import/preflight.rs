@@ -39,54 +39,13 @@ fn usage(m: String) -> CommandError {
 
 /// Runs every check; changes nothing.
 pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandError> {
-    names::unit(&args.unit).map_err(usage)?;
-    let service = args
-        .service
-        .clone()
-        .unwrap_or_else(|| args.unit.trim_end_matches(".service").to_string());
-    names::service(&service).map_err(usage)?;
-    let existing = ctx.load_config_or_default()?;
-    if let Some(s) = existing.services.get(&service) {
-        return Err(usage(format!(
-            "service {service} is already configured ({}); pick another name with --service",
-            s.origin
-        )));
-    }
-    // A broken or refused file may define it: a second definition would
-    // only break both.
-    if let Some(problems) = existing.broken.get(&service) {
-        return Err(usage(format!(
-            "service {service} is defined in a file that cannot be used: {}; fix that file, \
-             or pick another name with --service",
-            crate::state::describe(problems)
-        )));
-    }
-    let legacy = import::inspect(
-        &ctx.root,
-        &args.env_file,
-        &args.unit,
-        args.dropin.as_deref(),
-    )
-    .map_err(|e| usage(format!("import of {}: {e}", args.unit)))?;
-    if !legacy.issues.is_empty() {
-        return Err(usage(format!(
-            "{}: systemd would ignore parts of it ({}); fix the file first",
-            args.env_file.display(),
-            legacy.issues.join("; ")
-        )));
-    }
+    let (service, existing) = free_service_name(ctx, args)?;
+    let legacy = legacy(ctx, args)?;
     unit_exists(ctx, args, &legacy)?;
     let user = user(args, &legacy)?;
-    classify(args, &legacy)?;
+    every_key_named(args, &legacy)?;
     let statics = statics(args, &legacy)?;
-    let (main, _) = ctx.config_path();
-    let conf_path = dropin_dir_for(&main).join(format!("{service}.toml"));
-    if conf_path.exists() {
-        return Err(usage(format!(
-            "{} already exists; pick another name with --service",
-            conf_path.display()
-        )));
-    }
+    let conf_path = conf_path(ctx, &service)?;
     let conf_text = config_text(
         &service,
         &args.unit,
@@ -110,6 +69,66 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
     Ok(prepared)
 }
 
+/// The service's name (`--service`, else the unit's), valid and not yet
+/// defined, and the configuration as it is.
+fn free_service_name(ctx: &Context, args: &ImportArgs) -> Result<(String, Config), CommandError> {
+    names::unit(&args.unit).map_err(usage)?;
+    let service = args
+        .service
+        .clone()
+        .unwrap_or_else(|| args.unit.trim_end_matches(".service").to_string());
+    names::service(&service).map_err(usage)?;
+    let existing = ctx.load_config_or_default()?;
+    if let Some(s) = existing.services.get(&service) {
+        return Err(usage(format!(
+            "service {service} is already configured ({}); pick another name with --service",
+            s.origin
+        )));
+    }
+    // A broken or refused file may define it: a second definition would
+    // only break both.
+    if let Some(problems) = existing.broken.get(&service) {
+        return Err(usage(format!(
+            "service {service} is defined in a file that cannot be used: {}; fix that file, \
+             or pick another name with --service",
+            crate::state::describe(problems)
+        )));
+    }
+    Ok((service, existing))
+}
+
+/// The legacy layout, which systemd must have read whole.
+fn legacy(ctx: &Context, args: &ImportArgs) -> Result<Legacy, CommandError> {
+    let legacy = import::inspect(
+        &ctx.root,
+        &args.env_file,
+        &args.unit,
+        args.dropin.as_deref(),
+    )
+    .map_err(|e| usage(format!("import of {}: {e}", args.unit)))?;
+    if !legacy.issues.is_empty() {
+        return Err(usage(format!(
+            "{}: systemd would ignore parts of it ({}); fix the file first",
+            args.env_file.display(),
+            legacy.issues.join("; ")
+        )));
+    }
+    Ok(legacy)
+}
+
+/// The service's config file, which must not exist yet.
+fn conf_path(ctx: &Context, service: &str) -> Result<PathBuf, CommandError> {
+    let (main, _) = ctx.config_path();
+    let conf_path = dropin_dir_for(&main).join(format!("{service}.toml"));
+    if conf_path.exists() {
+        return Err(usage(format!(
+            "{} already exists; pick another name with --service",
+            conf_path.display()
+        )));
+    }
+    Ok(conf_path)
+}
+
 /// The directories the real run writes to can be opened as it opens them:
 /// the config drop-in dir (or it does not exist yet, and is created) and
 /// each legacy drop-in's.
@@ -123,8 +142,8 @@ fn places(ctx: &Context, p: &Prepared) -> Result<(), CommandError> {
         }) => {}
         Err(e) => return Err(CommandError::Environment(e.to_string())),
     }
-    for (path, _, _) in &p.legacy.dropins {
-        let (dir, _) = safefs::split(path);
+    for d in &p.legacy.dropins {
+        let (dir, _) = safefs::split(&d.path);
         Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
             .map_err(|e| CommandError::Environment(e.to_string()))?;
     }
@@ -161,7 +180,7 @@ fn user(args: &ImportArgs, legacy: &Legacy) -> Result<String, CommandError> {
 }
 
 /// Every key of the env file is named by `--secret` or `--static`, once.
-fn classify(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
+fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
     let has = |key: &str| legacy.vars.iter().any(|(k, _)| k == key);
     for key in &args.secrets {
         names::credential(key).map_err(|m| usage(format!("--secret {key}: {m}")))?;
