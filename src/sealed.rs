@@ -20,10 +20,20 @@ use crate::systemd_creds;
 /// print it twice.)
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The creds dir could not be opened or created.
     #[error("creds dir: {error}")]
-    Dir { error: FsError },
+    Dir {
+        /// Why.
+        error: FsError,
+    },
+    /// A credential's sealed file could not be read, written or removed.
     #[error("credential {name}: {error}")]
-    File { name: String, error: FsError },
+    File {
+        /// The credential.
+        name: String,
+        /// Why.
+        error: FsError,
+    },
 }
 
 impl StoreError {

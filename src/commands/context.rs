@@ -10,11 +10,14 @@ use crate::root::Root;
 
 /// What every command knows: where the system is and where its config is.
 pub struct Context {
+    /// The options every command takes.
     pub global: Global,
+    /// The system worked on: this one, or an image (`--root`).
     pub root: Root,
 }
 
 impl Context {
+    /// The context of `global`'s options.
     pub fn new(global: Global) -> Context {
         let root = global.root.clone().map(Root::at).unwrap_or_else(Root::live);
         Context { global, root }
@@ -32,6 +35,7 @@ impl Context {
         }
     }
 
+    /// The configuration, loaded and validated.
     pub fn load_config(&self) -> Result<Config, CommandError> {
         let (path, explicit) = self.config_path();
         Ok(config::load(&path, explicit)?)
@@ -58,6 +62,7 @@ impl Context {
         }
     }
 
+    /// The running systemd, if there is one to ask (never under `--root`).
     pub fn manager(&self) -> crate::systemd::Manager {
         crate::systemd::Manager::detect(self.root.is_offline())
     }

@@ -16,6 +16,7 @@ use crate::state::State;
 /// A new value is validated for, applied to and verified on all of them:
 /// apply delivers it to each anyway.
 pub struct Served {
+    /// The services served, by name.
     pub services: BTreeMap<String, Service>,
     /// Of those, the ones served from their last good definition: what is
     /// wrong with their file, and the file to fix.

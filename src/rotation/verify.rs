@@ -21,7 +21,9 @@ use crate::systemd::Manager;
 
 /// What apply-then-verify found.
 pub struct Verified {
+    /// The apply's report.
     pub report: Report,
+    /// Each consumer's verification, in the report's order.
     pub checks: Vec<Check>,
 }
 
@@ -44,6 +46,7 @@ impl Verified {
             && self.checks.iter().all(|c| c.ok)
     }
 
+    /// The human account, each line of the apply prefixed with `what`.
     pub fn human(&self, what: &str) -> String {
         let mut out = String::new();
         for s in &self.report.services {
@@ -118,15 +121,21 @@ impl Check {
 /// One consumer's verification.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// The consumer.
     pub service: String,
+    /// Its unit.
     pub unit: String,
     /// What was seen of the unit ("active, restarted", "not checked: ...").
     pub unit_state: String,
+    /// The unit is as it should be.
     pub unit_ok: bool,
+    /// How its health check went (`None`: none configured, or not run
+    /// because the apply failed for it).
     pub health: Option<health::Outcome>,
     /// What in its unit wins over credloader's env file (it then does not
     /// get the new value, so it does not verify).
     pub overridden: Vec<String>,
+    /// It verified: unit, health check and nothing overriding.
     pub ok: bool,
 }
 
