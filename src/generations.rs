@@ -353,6 +353,16 @@ impl History {
     }
 }
 
+/// Records `info` as what the creds dir now holds for `name` (best effort:
+/// it only feeds `list`/`check`'s not-after column and the generation
+/// numbers; a failure is a warning).
+pub fn record_current(root: &Root, state_dir: &Path, name: &str, info: Info) {
+    let recorded = History::open(root, state_dir, name, true).and_then(|mut h| h.set_current(info));
+    if let Err(e) = recorded {
+        tracing::warn!("credential {name}: could not record its metadata: {e}");
+    }
+}
+
 /// Parses `--not-after`: `+N` with a unit (`s`, `min`/`m`, `h`, `d`, `w`),
 /// `@EPOCH`, `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 /// Returns seconds since the epoch; it must be in the future.

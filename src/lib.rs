@@ -36,6 +36,7 @@ pub mod root;
 pub mod rotation;
 pub mod runas;
 pub mod safefs;
+pub mod sealed;
 pub mod secret;
 pub mod sources;
 pub mod stamp;

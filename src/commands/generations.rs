@@ -43,9 +43,8 @@ struct Row {
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
     names::credential(&name).map_err(CommandError::Usage)?;
-    let config = super::seal::load_config_or_default(ctx)?;
-    let history = History::open(&ctx.root, &config.loader.state_dir, &name, false)
-        .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
+    let config = ctx.load_config_or_default()?;
+    let history = super::common::history(ctx, &config, &name, false)?;
     let rows = rows(
         ctx,
         &name,

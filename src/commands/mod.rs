@@ -1,28 +1,32 @@
 //! One module per command. Each turns parsed arguments into an [`Output`]
 //! (a human text, a JSON document and an exit code); `main` prints it.
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::cli::{Command, Global};
-use crate::config::{self, Config, ConfigError};
+use crate::config::ConfigError;
 use crate::exit;
-use crate::root::Root;
+use crate::rotation::RotationError;
 use crate::systemd_creds::Key;
 
 mod apply;
 mod check;
+mod common;
+mod context;
 mod generations;
 mod import;
 mod list;
+mod prompt;
 mod rollback;
 mod rotate;
 mod seal;
 mod show;
 mod status;
 mod sync;
+mod value;
+
+pub use context::Context;
 
 /// What a command produced.
 #[derive(Debug)]
@@ -143,16 +147,23 @@ pub enum CommandError {
     /// `sync`: the remote source was unavailable or refused us (exit 5).
     #[error("{0}")]
     Source(String),
+    /// The sealed store could not be read or written (exit 3).
+    #[error(transparent)]
+    Store(#[from] crate::sealed::StoreError),
+    /// A rotation failed once new values were installed
+    /// ([`RotationError::Undone`]: what failed, and how putting the previous
+    /// values back went) (exit 3).
+    #[error(transparent)]
+    Rotation(RotationError),
 }
 
-impl From<crate::rotation::RotationError> for CommandError {
-    fn from(e: crate::rotation::RotationError) -> Self {
+impl From<RotationError> for CommandError {
+    fn from(e: RotationError) -> Self {
         match e {
-            crate::rotation::RotationError::Environment(m) => CommandError::Environment(m),
-            crate::rotation::RotationError::Apply(a) => CommandError::Apply(a),
-            undone @ crate::rotation::RotationError::Undone { .. } => {
-                CommandError::Environment(undone.to_string())
-            }
+            RotationError::Environment(m) => CommandError::Environment(m),
+            RotationError::Apply(a) => CommandError::Apply(a),
+            RotationError::Store(s) => CommandError::Store(s),
+            undone @ RotationError::Undone { .. } => CommandError::Rotation(undone),
         }
     }
 }
@@ -163,44 +174,13 @@ impl CommandError {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
-            CommandError::Apply(_) | CommandError::Environment(_) => exit::ENVIRONMENT,
+            CommandError::Apply(_)
+            | CommandError::Environment(_)
+            | CommandError::Store(_)
+            | CommandError::Rotation(_) => exit::ENVIRONMENT,
             CommandError::Failed(_) => exit::FAILED,
             CommandError::Source(_) => exit::SOURCE,
         }
-    }
-}
-
-/// What every command knows: where the system is and where its config is.
-pub struct Context {
-    pub global: Global,
-    pub root: Root,
-}
-
-impl Context {
-    pub fn new(global: Global) -> Context {
-        let root = global.root.clone().map(Root::at).unwrap_or_else(Root::live);
-        Context { global, root }
-    }
-
-    /// The main config file as a host path: `--config` as given, else the
-    /// default beneath the root.
-    pub fn config_path(&self) -> (PathBuf, bool) {
-        match &self.global.config {
-            Some(p) => (p.clone(), true),
-            None => (
-                self.root.host(std::path::Path::new(config::DEFAULT_CONFIG)),
-                false,
-            ),
-        }
-    }
-
-    pub fn load_config(&self) -> Result<Config, CommandError> {
-        let (path, explicit) = self.config_path();
-        Ok(config::load(&path, explicit)?)
-    }
-
-    pub fn manager(&self) -> crate::systemd::Manager {
-        crate::systemd::Manager::detect(self.root.is_offline())
     }
 }
 
@@ -209,39 +189,8 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
     let ctx = Context::new(global);
     let mut command = command;
     if ctx.root.is_offline() {
-        // This machine's TPM is not the image's either: an image's
-        // credentials are sealed with the key file named above only.
-        let key = match &mut command {
-            Command::Seal(a) => Some(&mut a.input.key),
-            Command::Rotate(a) => Some(&mut a.input.key),
-            Command::Import(a) => Some(&mut a.key),
-            _ => None,
-        };
-        if let Some(key) = key {
-            match key {
-                Key::Auto | Key::Host => *key = Key::Host,
-                Key::Tpm2 | Key::HostTpm2 => {
-                    return Err(CommandError::Usage(
-                        "--root: an image's credentials are sealed with --key host (the key \
-                         file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
-                            .into(),
-                    ))
-                }
-            }
-        }
-    }
-    if ctx.root.is_offline()
-        && uses_credential_key(&command)
-        && std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_none_or(|v| v.is_empty())
-    {
-        // systemd-creds has no --root: it would use this host's key, and
-        // create one if there is none.
-        return Err(CommandError::Usage(
-            "--root: this host's credential key is never used for an image, and this command \
-             seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
-             this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
-                .to_string(),
-        ));
+        image_key(&mut command)?;
+        require_key_file(&command)?;
     }
     match command {
         Command::Apply(args) => apply::run(&ctx, args),
@@ -255,43 +204,116 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
         Command::Status(args) => status::run(&ctx, args),
         Command::Check => check::run(&ctx),
         Command::Import(args) => import::run(&ctx, args),
-        Command::Completions(args) => {
-            let shell = args.shell.to_string();
-            let script = crate::complete::registration(&shell)
-                .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
-            let text = String::from_utf8_lossy(&script).into_owned();
-            Ok(Output::artifact(
-                text.clone(),
-                serde_json::json!({ "script": text }),
+        Command::Completions(args) => completions(&args.shell.to_string()),
+        Command::DumpCredentials { names } => dump_credentials(&names),
+        Command::Man(args) => man(args.out_dir.as_deref()),
+    }
+}
+
+/// `--root`: this machine's TPM is not the image's either: an image's
+/// credentials are sealed with the key file `SYSTEMD_CREDENTIAL_SECRET`
+/// names only (`--key auto` becomes `host`; a TPM is refused).
+fn image_key(command: &mut Command) -> Result<(), CommandError> {
+    let key = match command {
+        Command::Seal(a) => &mut a.input.key,
+        Command::Rotate(a) => &mut a.input.key,
+        Command::Import(a) => &mut a.key,
+        _ => return Ok(()),
+    };
+    match key {
+        Key::Auto | Key::Host => *key = Key::Host,
+        Key::Tpm2 | Key::HostTpm2 => {
+            return Err(CommandError::Usage(
+                "--root: an image's credentials are sealed with --key host (the key \
+                 file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
+                    .into(),
             ))
         }
-        Command::DumpCredentials { names } => {
-            let mut out = std::io::stdout().lock();
-            crate::creds::dump_handed(&names, &mut out)
-                .map_err(|e| CommandError::Environment(e.to_string()))?;
-            Ok(Output::new(
-                exit::OK,
-                String::new(),
-                serde_json::Value::Null,
-            ))
-        }
-        Command::Man(args) => {
-            let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
-            if let Some(dir) = args.out_dir {
-                let written = crate::manpage::write_all(&dir).map_err(env)?;
-                let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-                return Ok(Output::new(
-                    exit::OK,
-                    names.iter().map(|n| format!("{n}\n")).collect(),
-                    serde_json::json!({ "written": names }),
-                ));
-            }
-            let text =
-                String::from_utf8_lossy(&crate::manpage::main_page().map_err(env)?).into_owned();
-            Ok(Output::artifact(
-                text.clone(),
-                serde_json::json!({ "man": text }),
-            ))
-        }
+    }
+    Ok(())
+}
+
+/// `--root`: a command that seals or decrypts needs the image's key file.
+/// systemd-creds has no --root: it would use this host's key, and create
+/// one if there is none.
+fn require_key_file(command: &Command) -> Result<(), CommandError> {
+    if !uses_credential_key(command)
+        || std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_some_and(|v| !v.is_empty())
+    {
+        return Ok(());
+    }
+    Err(CommandError::Usage(
+        "--root: this host's credential key is never used for an image, and this command \
+         seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
+         this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
+            .to_string(),
+    ))
+}
+
+/// `credloader completions SHELL`: the script that registers completion.
+fn completions(shell: &str) -> Result<Output, CommandError> {
+    let script = crate::complete::registration(shell)
+        .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
+    let text = String::from_utf8_lossy(&script).into_owned();
+    Ok(Output::artifact(
+        text.clone(),
+        serde_json::json!({ "script": text }),
+    ))
+}
+
+/// The boot path's helper: writes the credentials PID 1 handed over.
+fn dump_credentials(names: &[String]) -> Result<Output, CommandError> {
+    let mut out = std::io::stdout().lock();
+    crate::creds::dump_handed(names, &mut out)
+        .map_err(|e| CommandError::Environment(e.to_string()))?;
+    Ok(Output::new(
+        exit::OK,
+        String::new(),
+        serde_json::Value::Null,
+    ))
+}
+
+/// `credloader man`: the man page on stdout, or every page into a directory.
+fn man(out_dir: Option<&std::path::Path>) -> Result<Output, CommandError> {
+    let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
+    if let Some(dir) = out_dir {
+        let written = crate::manpage::write_all(dir).map_err(env)?;
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        return Ok(Output::new(
+            exit::OK,
+            names.iter().map(|n| format!("{n}\n")).collect(),
+            serde_json::json!({ "written": names }),
+        ));
+    }
+    let text = String::from_utf8_lossy(&crate::manpage::main_page().map_err(env)?).into_owned();
+    Ok(Output::artifact(
+        text.clone(),
+        serde_json::json!({ "man": text }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undone_rotation_stays_typed_with_its_text_and_exit_code() {
+        let undone = RotationError::Undone {
+            error: Box::new(RotationError::Environment("apply failed".into())),
+            undo: "the rotation was undone for K".into(),
+        };
+        let text = undone.to_string();
+        let e = CommandError::from(undone);
+        assert_eq!(e.to_string(), text);
+        assert_eq!(format!("{:#}", anyhow::Error::new(e)), text);
+        let e = CommandError::from(RotationError::Undone {
+            error: Box::new(RotationError::Environment("x".into())),
+            undo: "y".into(),
+        });
+        assert_eq!(e.exit_code(), exit::ENVIRONMENT);
+        let CommandError::Rotation(RotationError::Undone { error, undo }) = e else {
+            panic!("flattened: {e:?}");
+        };
+        assert_eq!((error.to_string(), undo.as_str()), ("x".into(), "y"));
     }
 }

@@ -6,153 +6,214 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::rotate::apply_and_verify;
-use super::seal::{self, creds_dir, install};
+use super::common::{generations_error, history, say_note, Locked};
 use super::{CommandError, Context, Output};
-use crate::apply;
 use crate::cli::RollbackArgs;
 use crate::creds::hex_digest;
-use crate::generations::{History, Info};
-use crate::rotation::Served;
-use crate::{exit, names};
+use crate::generations::{format_utc, Generation, History, Info};
+use crate::rotation::{self, Check, Masked, Served, Verified};
+use crate::safefs::Dir;
+use crate::sealed::{self, install};
+use crate::{exit, systemd_creds};
+
+/// A generation put back, for the report.
+struct Restored {
+    name: String,
+    number: u32,
+    /// When a rotation had installed it and rolled it back.
+    rejected_at: Option<u64>,
+    /// The generation the value it replaced is kept as.
+    replaced: Option<u32>,
+    value: Masked,
+    consumers: Vec<String>,
+}
 
 pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
-    let config = ctx.load_config()?;
-    let (_dir, held) = apply::lock(&config, &ctx.root)?;
-    let creds = creds_dir(&ctx.root, &config.loader)?;
-    let served = Served::load(&ctx.root, &config)?;
-    let mut history = History::open(&ctx.root, &config.loader.state_dir, &name, false)
-        .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
-    let kept = history
-        .list()
-        .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
-    let numbers: Vec<String> = kept.iter().map(|g| g.number.to_string()).collect();
-    let target = match args.to {
-        Some(n) => kept.iter().find(|g| g.number == n).ok_or_else(|| {
-            CommandError::Usage(format!(
-                "credential {name} has no generation {n}; kept: {} (see `credloader generations {name}`)",
-                if numbers.is_empty() { "none".into() } else { numbers.join(", ") }
-            ))
-        })?,
-        // The newest one a rotation did not reject: a rejected value comes
-        // back only when asked for by number.
-        None => kept
-            .iter()
-            .rev()
-            .find(|g| g.rejected_at.is_none())
-            .ok_or_else(|| {
-                CommandError::Usage(if kept.is_empty() {
-                    format!(
-                        "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
-                    )
-                } else {
-                    format!(
-                        "credential {name} has only rejected generations ({}): a rotation installed them and \
-                         they failed verification; restore one on purpose with `credloader rollback {name} --to N`",
-                        numbers.join(", ")
-                    )
-                })
-            })?,
+    let locked = Locked::take(ctx, &name, Context::load_config)?;
+    let mut history = history(ctx, &locked.config, &name, false)?;
+    let target = choose(&history, &name, args.to)?;
+    let (number, rejected_at) = (target.number, target.rejected_at);
+    let bytes = read_generation(&history, &name, number)?;
+    let value = check_restorable(&name, number, &bytes)?;
+    let info = history.info_for(&hex_digest(&bytes)).cloned();
+    let replaced = keep_current(&mut history, &locked, &name)?;
+    put_back(&locked.creds, &mut history, &name, &bytes, info)?;
+    let restored = Restored {
+        consumers: locked.served.consumer_names(&name),
+        name,
+        number,
+        rejected_at,
+        replaced,
+        value,
     };
-    let rejected_at = target.rejected_at;
-    let number = target.number;
-    let bytes = history
+    if restored.consumers.is_empty() {
+        return Ok(output(&restored, &locked.served, None));
+    }
+    let what = (restored.consumers.as_slice(), &[restored.name.as_str()][..]);
+    let (config, served) = (&locked.config, &locked.served);
+    let v =
+        rotation::apply_and_verify(&ctx.root, config, served, ctx.manager(), what, &locked.held)?;
+    if v.ok() && rejected_at.is_some() {
+        clear_rejected(&mut history, &restored);
+    }
+    Ok(output(&restored, &locked.served, Some(&v)))
+}
+
+/// The generation to put back: number `to`, else the newest one a rotation
+/// did not reject (a rejected value comes back only when asked for by
+/// number).
+fn choose(history: &History, name: &str, to: Option<u32>) -> Result<Generation, CommandError> {
+    let kept = history.list().map_err(|e| generations_error(name, e))?;
+    let numbers: Vec<String> = kept.iter().map(|g| g.number.to_string()).collect();
+    let found = match to {
+        Some(n) => kept.into_iter().find(|g| g.number == n),
+        None => kept.into_iter().rev().find(|g| g.rejected_at.is_none()),
+    };
+    found.ok_or_else(|| CommandError::Usage(match to {
+        Some(n) => format!(
+            "credential {name} has no generation {n}; kept: {} (see `credloader generations {name}`)",
+            if numbers.is_empty() { "none".into() } else { numbers.join(", ") }
+        ),
+        None if numbers.is_empty() => format!(
+            "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
+        ),
+        None => format!(
+            "credential {name} has only rejected generations ({}): a rotation installed them and \
+             they failed verification; restore one on purpose with `credloader rollback {name} --to N`",
+            numbers.join(", ")
+        ),
+    }))
+}
+
+/// The sealed bytes of generation `number`.
+fn read_generation(history: &History, name: &str, number: u32) -> Result<Vec<u8>, CommandError> {
+    history
         .read(number)
         .map_err(|e| {
             CommandError::Environment(format!("credential {name}: generation {number}: {e}"))
         })?
         .ok_or_else(|| {
             CommandError::Environment(format!("credential {name}: generation {number} vanished"))
-        })?;
-    // It must still decrypt (not expired, right name) before it goes back.
-    let (secret, _) = crate::systemd_creds::decrypt(&name, &bytes).map_err(|e| {
+        })
+}
+
+/// It must still decrypt (not expired, right name) before it goes back.
+fn check_restorable(name: &str, number: u32, bytes: &[u8]) -> Result<Masked, CommandError> {
+    let (secret, _) = systemd_creds::decrypt(name, bytes).map_err(|e| {
         CommandError::Usage(format!(
             "credential {name}: generation {number} cannot be restored: {e}"
         ))
     })?;
-    let masked = secret.masked();
-    let length = secret.len();
-    drop(secret);
-    let info = history.info_for(&hex_digest(&bytes)).cloned();
+    Ok(Masked {
+        masked: secret.masked(),
+        length: secret.len(),
+    })
+}
 
-    let mut human = String::new();
-    let replaced = match seal::current_sealed(&creds, &name)? {
-        Some(current) => {
-            let cur_info = history.info_for(&hex_digest(&current)).cloned();
-            let n = history
-                .push(&current, cur_info, config.loader.keep_generations)
-                .map_err(|e| {
-                    CommandError::Environment(format!(
-                        "credential {name}: keeping the current value: {e}"
-                    ))
-                })?;
-            let _ = writeln!(
-                human,
-                "credential {name}: the current value is kept as generation {n}"
-            );
-            Some(n)
-        }
-        None => None,
+/// Keeps the current value, if any, as a new generation; its number.
+fn keep_current(
+    history: &mut History,
+    locked: &Locked,
+    name: &str,
+) -> Result<Option<u32>, CommandError> {
+    let Some(current) = sealed::current(&locked.creds, name)? else {
+        return Ok(None);
     };
-    install(&creds, &name, &bytes)?;
-    let digest = hex_digest(&bytes);
+    let info = history.info_for(&hex_digest(&current)).cloned();
+    history
+        .push(&current, info, locked.config.loader.keep_generations)
+        .map(Some)
+        .map_err(|e| {
+            CommandError::Environment(format!("credential {name}: keeping the current value: {e}"))
+        })
+}
+
+/// Installs the generation's `bytes` as the current value, and records
+/// what is known of them (best effort).
+fn put_back(
+    creds: &Dir,
+    history: &mut History,
+    name: &str,
+    bytes: &[u8],
+    info: Option<Info>,
+) -> Result<(), CommandError> {
+    install(creds, name, bytes)?;
+    let digest = hex_digest(bytes);
     let _ = history.set_current(info.unwrap_or(Info {
         digest,
         ..Info::default()
     }));
+    Ok(())
+}
+
+/// It verified now (say, the exchange whitelisted the IP): no longer
+/// rejected.
+fn clear_rejected(history: &mut History, r: &Restored) {
+    let (name, number) = (&r.name, r.number);
+    if let Err(e) = history.clear_rejected(number) {
+        tracing::warn!("credential {name}: generation {number} stays marked rejected: {e}");
+    }
+}
+
+/// What `rollback` says: what was kept and restored, then how applying and
+/// verifying went (`None`: nothing to apply). Exit 1 when a consumer did
+/// not verify, or when a broken file may hide the consumers.
+fn output(r: &Restored, served: &Served, verified: Option<&Verified>) -> Output {
+    let name = &r.name;
+    let mut human = String::new();
+    if let Some(n) = r.replaced {
+        let _ = writeln!(
+            human,
+            "credential {name}: the current value is kept as generation {n}"
+        );
+    }
     let _ = writeln!(
         human,
-        "credential {name}: generation {number} restored ({masked}, {length} bytes){}",
-        rejected_at
+        "credential {name}: generation {} restored ({}, {} bytes){}",
+        r.number,
+        r.value.masked,
+        r.value.length,
+        r.rejected_at
             .map(|t| format!(
                 "; note: it failed verification when a rotation installed it at {}",
-                crate::generations::format_utc(t)
+                format_utc(t)
             ))
             .unwrap_or_default()
     );
-    let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
     let mut doc = json!({
         "name": name,
-        "restored_generation": number,
-        "restored_was_rejected": rejected_at.is_some(),
-        "replaced_kept_as": replaced,
-        "value": { "masked": masked, "length": length },
-        "consumers": consumers,
+        "restored_generation": r.number,
+        "restored_was_rejected": r.rejected_at.is_some(),
+        "replaced_kept_as": r.replaced,
+        "value": { "masked": r.value.masked, "length": r.value.length },
+        "consumers": r.consumers,
     });
-    if consumers.is_empty() {
-        if seal::say_note(&served, &consumers, &mut human, &mut doc) {
+    let Some(v) = verified else {
+        if say_note(served, &r.consumers, &mut human, &mut doc) {
             human.push_str("the restored value is installed, but no service got it\n");
-            return Ok(Output::new(exit::FAILED, human, doc));
+            return Output::new(exit::FAILED, human, doc);
         }
         human.push_str("no service uses it: nothing to apply\n");
-        return Ok(Output::new(exit::OK, human, doc));
-    }
+        return Output::new(exit::OK, human, doc);
+    };
     if !served.problems.is_empty() {
         doc["config_errors"] = json!(served.problems);
     }
-    let what = (consumers.as_slice(), &[name.as_str()][..]);
-    let v = apply_and_verify(ctx, &config, &served, ctx.manager(), what, &held)?;
     human.push_str(&v.human("apply"));
     doc["apply"] = serde_json::to_value(&v.report).expect("serializes");
     doc["verification"] = serde_json::to_value(&v.checks).expect("serializes");
     doc["verified"] = json!(v.ok());
-    if v.ok() && rejected_at.is_some() {
-        // It works now (say, the exchange whitelisted the IP).
-        if let Err(e) = history.clear_rejected(number) {
-            tracing::warn!("credential {name}: generation {number} stays marked rejected: {e}");
-        }
-    }
     let code = if v.ok() { exit::OK } else { exit::FAILED };
     if !v.ok() {
         human.push_str(
             "verification failed after the rollback: look at the consumers (nothing was undone)\n",
         );
     }
-    let mut errors = crate::rotation::Check::failures(&v.checks);
+    let mut errors = Check::failures(&v.checks);
     errors.push(format!(
-        "credential {name}: generation {number} is installed but a consumer did not verify with it"
+        "credential {name}: generation {} is installed but a consumer did not verify with it",
+        r.number
     ));
-    Ok(Output::new(code, human, doc).with_errors(errors))
+    Output::new(code, human, doc).with_errors(errors)
 }

@@ -6,81 +6,104 @@
 
 use serde_json::json;
 
-use super::seal::{self, creds_dir, read_value, validate};
+use super::common::{say_note, Locked};
+use super::value;
 use super::{CommandError, Context, Output};
-use crate::apply;
 use crate::cli::RotateArgs;
-use crate::config::Config;
 use crate::escape::ShowPath;
-use crate::lock::Lock;
-use crate::rotation::{self, Check, NewValue, Served, Verified};
-use crate::systemd::Manager;
-use crate::{exit, names};
+use crate::exit;
+use crate::rotation::{self, Check, NewValue, Rotation, Served};
+use crate::safefs::Dir;
+use crate::sealed;
 
 pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
-    let config = ctx.load_config()?;
-    let (_dir, held) = apply::lock(&config, &ctx.root)?;
-    let creds = creds_dir(&ctx.root, &config.loader)?;
-    let served = Served::load(&ctx.root, &config)?;
-    if seal::current_sealed(&creds, &name)?.is_none() {
-        return Err(CommandError::Usage(format!(
-            "credential {name} does not exist in {}; seal it first with `credloader seal {name}`",
-            creds.path().shown()
-        )));
+    let locked = Locked::take(ctx, &name, Context::load_config)?;
+    require_existing(&locked.creds, &name)?;
+    let (new, said) = new_value(&locked, &name, &args.input)?;
+    let r = rotation::rotate(
+        &ctx.root,
+        &locked.config,
+        ctx.manager(),
+        vec![new],
+        args.no_apply,
+        &locked.held,
+    )?;
+    Ok(output(&name, args.no_apply, &locked.served, said, &r))
+}
+
+/// Only a credential that exists is rotated (`seal` makes a new one).
+fn require_existing(creds: &Dir, name: &str) -> Result<(), CommandError> {
+    if sealed::current(creds, name)?.is_some() {
+        return Ok(());
     }
-    let entered = seal::enter(&config, &served, &name, read_value(&args.input, &name)?)?;
-    validate(&served, &name, &entered.value)?;
-    let not_after = seal::not_after(&args.input)?;
-    let (sealed, info) = seal::seal(&name, &entered.value, args.input.key, not_after)?;
-    let masked = entered.value.masked();
-    let length = entered.value.len();
-    let note = entered.note(&name).map(|n| n + "\n").unwrap_or_default();
-    let value_doc = seal::value_doc(&entered);
-    drop(entered);
+    Err(CommandError::Usage(format!(
+        "credential {name} does not exist in {}; seal it first with `credloader seal {name}`",
+        creds.path().shown()
+    )))
+}
 
-    let manager = ctx.manager();
-    let new = NewValue {
-        name: name.clone(),
-        sealed,
-        info,
-        masked: masked.clone(),
-        length,
+/// What `rotate` says of the value it entered (the value itself is gone
+/// before anything is applied).
+struct Said {
+    /// The newline policy's note, with its line break (or nothing).
+    note: String,
+    doc: serde_json::Value,
+}
+
+/// The new value, read and sealed, for the rotation core.
+fn new_value(
+    locked: &Locked,
+    name: &str,
+    input: &crate::cli::ValueInput,
+) -> Result<(NewValue, Said), CommandError> {
+    let v = value::take(&locked.config, &locked.served, name, input)?;
+    let said = Said {
+        note: v.entered.note(name).map(|n| n + "\n").unwrap_or_default(),
+        doc: value::value_doc(&v.entered),
     };
-    let r = rotation::rotate(&ctx.root, &config, manager, vec![new], args.no_apply, &held)?;
-    let consumers = &r.credentials[0].consumers;
-    let generation = r.credentials[0].previous_generation;
-    let rejected = r.credentials[0].rejected_generation;
+    let new = NewValue {
+        name: name.to_string(),
+        masked: v.entered.value.masked(),
+        length: v.entered.value.len(),
+        sealed: v.sealed,
+        info: v.info,
+    };
+    Ok((new, said))
+}
 
-    // The rotation's account, with the note after its first line.
-    let mut human = String::new();
+/// What `rotate` says: the rotation's account with the note after its
+/// first line. Exit 4 when it was rolled back; exit 1 when nothing got
+/// the new value and a broken file may hide a consumer.
+fn output(name: &str, no_apply: bool, served: &Served, said: Said, r: &Rotation) -> Output {
+    let installed = &r.credentials[0];
+    let consumers = &installed.consumers;
     let mut lines = r.human.split_inclusive('\n');
-    human.push_str(lines.next().unwrap_or_default());
-    human.push_str(&note);
+    let mut human = lines.next().unwrap_or_default().to_string();
+    human.push_str(&said.note);
     let mut doc = json!({
         "name": name,
-        "value": value_doc,
-        "previous_generation": generation,
+        "value": said.doc,
+        "previous_generation": installed.previous_generation,
         "consumers": consumers,
         "applied": r.applied,
         "rolled_back": r.rolled_back,
     });
-    if args.no_apply || consumers.is_empty() {
+    if no_apply || consumers.is_empty() {
         // Nothing is applied: why some consumers are served from their last
         // good definition, or that a broken file may hide one, is said here.
-        let hidden = seal::say_note(&served, consumers, &mut human, &mut doc);
-        human.push_str(match (args.no_apply, hidden) {
+        let hidden = say_note(served, consumers, &mut human, &mut doc);
+        human.push_str(match (no_apply, hidden) {
             (true, _) => "staged only (--no-apply): nothing applied or restarted; run `credloader apply` to deliver it\n",
             (false, true) => "the new value is installed, but no service got it\n",
             (false, false) => "no service uses it: nothing to apply\n",
         });
-        let code = if hidden && !args.no_apply {
+        let code = if hidden && !no_apply {
             exit::FAILED
         } else {
             exit::OK
         };
-        return Ok(Output::new(code, human, doc));
+        return Output::new(code, human, doc);
     }
     if !served.problems.is_empty() {
         doc["config_errors"] = json!(served.problems);
@@ -93,10 +116,16 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
     }
     doc["verified"] = json!(r.verified == Some(true));
     if !r.rolled_back {
-        return Ok(Output::new(exit::OK, human, doc));
+        return Output::new(exit::OK, human, doc);
     }
     doc["rollback"] = json!(r.rollback);
-    doc["rejected_generation"] = json!(rejected);
+    doc["rejected_generation"] = json!(installed.rejected_generation);
+    let errors = rolled_back_errors(name, installed.rejected_generation, r);
+    Output::new(exit::ROLLED_BACK, human, doc).with_errors(errors)
+}
+
+/// What `-q` shows of a rotation that was rolled back.
+fn rolled_back_errors(name: &str, rejected: Option<u32>, r: &Rotation) -> Vec<String> {
     let mut errors = Check::failures(&r.verification);
     errors.push(format!(
         "credential {name}: the new value failed verification and was rolled back{}",
@@ -106,19 +135,5 @@ pub fn run(ctx: &Context, args: RotateArgs) -> Result<Output, CommandError> {
             ))
             .unwrap_or_default()
     ));
-    Ok(Output::new(exit::ROLLED_BACK, human, doc).with_errors(errors))
-}
-
-/// [`rotation::apply_and_verify`] for the commands (`rollback`).
-pub(super) fn apply_and_verify(
-    ctx: &Context,
-    config: &Config,
-    served: &Served,
-    manager: Manager,
-    what: (&[String], &[&str]),
-    held: &Lock,
-) -> Result<Verified, CommandError> {
-    Ok(rotation::apply_and_verify(
-        &ctx.root, config, served, manager, what, held,
-    )?)
+    errors
 }

@@ -11,7 +11,7 @@ use crate::{exit, names, newline, systemd_creds};
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
     names::credential(&name).map_err(CommandError::Usage)?;
-    let config = super::seal::load_config_or_default(ctx)?;
+    let config = ctx.load_config_or_default()?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
     let sealed = store
         .sealed(&name)
@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let view = crate::state::Served::new(&config, &state);
     let served = crate::rotation::Served::of(&config, &view);
     let consumers: Vec<String> = served.consumers(&name).map(|s| s.name.clone()).collect();
-    let keep = super::seal::keeps_newline(&config, &served, &name);
+    let keep = super::value::keeps_newline(&config, &served, &name);
     let mut human = format!("{name}: {masked} ({length} bytes)\n");
     if ends_in_newline && !keep {
         human.push_str(&format!(
@@ -53,6 +53,6 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
         "consumers": consumers,
     });
     // Showing is not auditing: why, but no failure (`check` fails on it).
-    super::seal::say_note(&served, &consumers, &mut human, &mut doc);
+    super::common::say_note(&served, &consumers, &mut human, &mut doc);
     Ok(Output::new(exit::OK, human, doc))
 }

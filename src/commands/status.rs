@@ -1,13 +1,13 @@
 //! `credloader status`: per service, where things stand.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{CommandError, Context, Output};
 use crate::cli::StatusArgs;
-use crate::config::{Delivery, Service};
+use crate::config::{Delivery, Loader, Service};
 use crate::escape::{self, text};
 use crate::exit;
 use crate::generations::format_utc;
@@ -94,24 +94,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     let state = State::inspect(&ctx.root, &config.loader.state_dir);
     // As apply serves them: a service whose file is broken is still served.
     let served = Served::new(&config, &state);
-    for s in &args.services {
-        if !served.services.contains_key(s.as_str()) && !served.unservable.contains_key(s.as_str())
-        {
-            return Err(CommandError::Usage(format!(
-                "no service named `{}` in the configuration (known: {})",
-                text(s),
-                text(
-                    &served
-                        .services
-                        .keys()
-                        .chain(served.unservable.keys())
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            )));
-        }
-    }
+    check_known(&served, &args.services)?;
     let wanted = |name: &str| args.services.is_empty() || args.services.iter().any(|s| s == name);
     let manager = ctx.manager();
     let shown: Vec<&Service> = served
@@ -121,34 +104,79 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
         .filter(|s| wanted(&s.name))
         .collect();
     let overrides = crate::overrides::find(manager, &ctx.root, &config.loader, &shown);
-    let mut out = Vec::new();
-    for (service, found) in shown.iter().copied().zip(overrides) {
-        let rec = state.services.get(&service.name);
+    let look = Look {
+        ctx,
+        loader: &config.loader,
+        state: &state,
+        served: &served,
+        manager,
+    };
+    let out: Vec<ServiceStatus> = shown
+        .iter()
+        .copied()
+        .zip(overrides)
+        .map(|(service, found)| look.at(service, &found))
+        .collect();
+    let not_served: Vec<NotServed> = served
+        .unservable
+        .iter()
+        .filter(|(n, _)| wanted(n))
+        .map(|(n, p)| NotServed {
+            service: n.to_string(),
+            error: state::describe(p),
+        })
+        .collect();
+    Ok(output(&out, &not_served))
+}
+
+/// Every service asked for by name must be one the configuration has.
+fn check_known(served: &Served, asked: &[String]) -> Result<(), CommandError> {
+    let known = |s: &str| served.services.contains_key(s) || served.unservable.contains_key(s);
+    let Some(unknown) = asked.iter().find(|s| !known(s)) else {
+        return Ok(());
+    };
+    Err(CommandError::Usage(format!(
+        "no service named `{}` in the configuration (known: {})",
+        text(unknown),
+        text(
+            &served
+                .services
+                .keys()
+                .chain(served.unservable.keys())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    )))
+}
+
+/// What status looks at for each service.
+struct Look<'a> {
+    ctx: &'a Context,
+    loader: &'a Loader,
+    state: &'a State,
+    served: &'a Served<'a>,
+    manager: Manager,
+}
+
+impl Look<'_> {
+    /// Where `service` stands; `found` is what in its unit wins over its
+    /// env file.
+    fn at(&self, service: &Service, found: &[Override]) -> ServiceStatus {
+        let rec = self.state.services.get(&service.name);
         let env_file = (service.delivery == Delivery::Env).then(|| service.env_file.clone());
         let env_file_matches = match (&env_file, rec) {
             (Some(path), Some(rec)) => Some(
-                stat(ctx, path)
+                stat(self.ctx, path)
                     .map(|st| Some(FileId::from(&st)) == rec.env_file_id)
                     .unwrap_or(false),
             ),
             _ => None,
         };
-        let dropin = crate::dropin::path(service, &config.loader);
-        let expected = crate::dropin::render(service, &config.loader);
-        let dropin_present = read(ctx, &dropin).as_deref() == Some(expected.as_bytes());
-        let dropin_loaded = (manager == Manager::Live).then(|| {
-            manager
-                .property(&service.unit, "DropInPaths")
-                .is_some_and(|p| {
-                    p.split_whitespace()
-                        .any(|x| std::path::Path::new(x) == dropin)
-                })
-                && manager
-                    .property(&service.unit, "NeedDaemonReload")
-                    .as_deref()
-                    != Some("yes")
-        });
-        out.push(ServiceStatus {
+        let dropin = crate::dropin::path(service, self.loader);
+        let expected = crate::dropin::render(service, self.loader);
+        let dropin_present = read(self.ctx, &dropin).as_deref() == Some(expected.as_bytes());
+        ServiceStatus {
             service: service.name.clone(),
             unit: service.unit.clone(),
             user: service.user.clone(),
@@ -162,29 +190,59 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
             // 0: recorded before its first write, which has not completed.
             last_apply: rec.map(|r| r.applied_at).filter(|&t| t != 0),
             env_file_matches,
+            dropin_loaded: self.dropin_loaded(service, &dropin),
             dropin,
             dropin_present,
-            dropin_loaded,
-            active_state: manager.property(&service.unit, "ActiveState"),
-            definition_error: served
-                .stored
-                .get(service.name.as_str())
+            active_state: self.manager.property(&service.unit, "ActiveState"),
+            definition_error: (self.served.stored.get(service.name.as_str()))
                 .map(|p| state::describe(p)),
-            overridden: Overridden::all(&ctx.root, service, &found),
-        });
+            overridden: Overridden::all(&self.ctx.root, service, found),
+        }
     }
-    let not_served: Vec<NotServed> = served
-        .unservable
-        .iter()
-        .filter(|(n, _)| wanted(n))
-        .map(|(n, p)| NotServed {
-            service: n.to_string(),
-            error: state::describe(p),
+
+    /// Whether systemd has loaded the drop-in (`None` without a running
+    /// systemd).
+    fn dropin_loaded(&self, service: &Service, dropin: &Path) -> Option<bool> {
+        let manager = self.manager;
+        (manager == Manager::Live).then(|| {
+            manager
+                .property(&service.unit, "DropInPaths")
+                .is_some_and(|p| p.split_whitespace().any(|x| Path::new(x) == dropin))
+                && manager
+                    .property(&service.unit, "NeedDaemonReload")
+                    .as_deref()
+                    != Some("yes")
         })
-        .collect();
+    }
+}
+
+/// What `status` says (always exit 0: `check` is the command that fails).
+fn output(out: &[ServiceStatus], not_served: &[NotServed]) -> Output {
     let mut human = String::new();
-    for s in &out {
-        let yes = |b: bool| if b { "yes" } else { "NO" };
+    for s in out {
+        ServiceStatus::human(&mut human, s);
+    }
+    for n in not_served {
+        let _ = writeln!(
+            human,
+            "{}\n  definition:    BROKEN and never applied, so NOT served: {}",
+            text(&n.service),
+            text(&n.error)
+        );
+    }
+    if out.is_empty() && not_served.is_empty() {
+        human.push_str("no services configured\n");
+    }
+    Output::new(
+        exit::OK,
+        human,
+        serde_json::json!({ "services": out, "not_served": not_served }),
+    )
+}
+
+impl ServiceStatus {
+    /// The lines of one service.
+    fn human(human: &mut String, s: &ServiceStatus) {
         let _ = writeln!(human, "{} ({})", text(&s.service), text(&s.unit));
         if let Some(e) = &s.definition_error {
             let _ = writeln!(
@@ -229,44 +287,30 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
                 }
             );
         }
+        Self::human_systemd(human, s);
+    }
+
+    /// The lines of what systemd has of it: its drop-in, its unit, what in
+    /// its unit wins over credloader's env file.
+    fn human_systemd(human: &mut String, s: &ServiceStatus) {
+        let yes = |b: bool| if b { "yes" } else { "NO" };
         let _ = writeln!(
             human,
             "  drop-in:       {} ({})",
             yes(s.dropin_present),
             escape::Shown(&s.dropin)
         );
+        let unknown = || "unknown (no running systemd)".to_string();
+        let loaded = s.dropin_loaded.map(|b| yes(b).to_string());
         let _ = writeln!(
             human,
             "  drop-in loaded: {}",
-            s.dropin_loaded
-                .map(|b| yes(b).to_string())
-                .unwrap_or_else(|| "unknown (no running systemd)".into())
+            loaded.unwrap_or_else(unknown)
         );
-        let _ = writeln!(
-            human,
-            "  unit:          {}",
-            s.active_state
-                .clone()
-                .unwrap_or_else(|| "unknown (no running systemd)".into())
-        );
-        Overridden::human(&mut human, s);
+        let unit = s.active_state.clone().unwrap_or_else(unknown);
+        let _ = writeln!(human, "  unit:          {unit}");
+        Overridden::human(human, s);
     }
-    for n in &not_served {
-        let _ = writeln!(
-            human,
-            "{}\n  definition:    BROKEN and never applied, so NOT served: {}",
-            text(&n.service),
-            text(&n.error)
-        );
-    }
-    if out.is_empty() && not_served.is_empty() {
-        human.push_str("no services configured\n");
-    }
-    Ok(Output::new(
-        exit::OK,
-        human,
-        serde_json::json!({ "services": out, "not_served": not_served }),
-    ))
 }
 
 fn stat(ctx: &Context, path: &std::path::Path) -> Option<nix::sys::stat::FileStat> {

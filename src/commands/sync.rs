@@ -17,17 +17,19 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::json;
 
-use super::seal::{self, validate};
+use super::common::say_note;
+use super::value::{self, validate};
 use super::{CommandError, Context, Output};
 use crate::apply;
 use crate::cli::SyncArgs;
-use crate::config::Manage;
-use crate::rotation::{self, NewValue};
+use crate::config::{Config, Manage, Sources};
+use crate::newline::Entered;
+use crate::rotation::{self, Check, NewValue, Rotation};
 use crate::safefs::{Dir, DirPolicy};
 use crate::secret::Secret;
-use crate::sources::{self, OpenError, Retry, SourceError};
+use crate::sources::{self, Fetched, OpenError, Retry, Source, SourceError};
 use crate::systemd_creds::{self, Key};
-use crate::{exit, names};
+use crate::{exit, names, sealed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -59,7 +61,80 @@ struct Item {
 
 pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
     let config = ctx.load_config()?;
-    // Other commands only warn about a bad `[sources]`; sync runs on it.
+    let sources = sources_of(&config)?;
+    // As apply serves them: a service whose file is broken or refused still
+    // uses its credentials (its last good definition does).
+    let served = rotation::Served::load(&ctx.root, &config)?;
+    let wanted = wanted(&config, sources, &served, &args.names)?;
+    let source = open_source(ctx, &config)?;
+    let run = Run {
+        source: &*source,
+        environment: sources.environment.as_str(),
+        dry_run: args.dry_run,
+    };
+    if wanted.is_empty() {
+        return Ok(nothing_to_sync(&run, &served));
+    }
+    // 1. Fetch everything, with no lock held and nothing touched.
+    let fetched = fetch(&run, &wanted, sources.attempts)?;
+    // 2. Under the lock: compare, validate, seal what changed.
+    let held = match args.dry_run {
+        true => None,
+        false => Some(apply::lock(&config, &ctx.root)?.1),
+    };
+    let creds = match args.dry_run {
+        true => Dir::open(&ctx.root, &config.loader.creds_dir, DirPolicy::EXISTING).ok(),
+        false => Some(sealed::creds_dir(&ctx.root, &config.loader)?),
+    };
+    let served = rotation::Served::load(&ctx.root, &config)?;
+    let compare = Compare {
+        ctx,
+        config: &config,
+        served: &served,
+        creds: creds.as_ref(),
+        dry_run: args.dry_run,
+    };
+    let (mut items, batch) = compare.all(&run, fetched)?;
+    // 3. One rotation for everything that changed.
+    let rotation = match (batch.is_empty(), &held) {
+        (false, Some(held)) => Some(rotation::rotate(
+            &ctx.root,
+            &config,
+            ctx.manager(),
+            batch,
+            false,
+            held,
+        )?),
+        _ => None,
+    };
+    if rotation.as_ref().is_some_and(|r| r.rolled_back) {
+        mark_rolled_back(&mut items);
+    }
+    Ok(output(&run, &served, &items, rotation.as_ref()))
+}
+
+/// What the whole run is about: where from, for which environment, and
+/// whether anything may change.
+struct Run<'a> {
+    source: &'a dyn Source,
+    environment: &'a str,
+    dry_run: bool,
+}
+
+impl Run<'_> {
+    /// The JSON every outcome starts from.
+    fn doc(&self) -> serde_json::Value {
+        json!({
+            "source": self.source.kind(),
+            "environment": self.environment,
+            "dry_run": self.dry_run,
+        })
+    }
+}
+
+/// The `[sources]` to sync from; other commands only warn about a bad one,
+/// sync runs on it.
+fn sources_of(config: &Config) -> Result<&Sources, CommandError> {
     if let Some(e) = config.sources_error() {
         return Err(e.into());
     }
@@ -81,14 +156,22 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             }
         )));
     };
-    // As apply serves them: a service whose file is broken or refused still
-    // uses its credentials (its last good definition does).
-    let served = rotation::Served::load(&ctx.root, &config)?;
+    Ok(sources)
+}
+
+/// The credentials to sync, sorted: `names` (each one sync manages), or
+/// every one it manages.
+fn wanted(
+    config: &Config,
+    sources: &Sources,
+    served: &rotation::Served,
+    names: &[String],
+) -> Result<Vec<String>, CommandError> {
     let mut managed = config.synced_credentials();
     if sources.manage == Manage::Used {
         managed.extend(served.services.values().flat_map(|s| s.credentials()));
     }
-    for n in &args.names {
+    for n in names {
         names::credential(n).map_err(CommandError::Usage)?;
         if !managed.contains(n.as_str()) {
             return Err(CommandError::Usage(format!(
@@ -97,160 +180,223 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             )));
         }
     }
-    let wanted: Vec<String> = if args.names.is_empty() {
-        managed.iter().map(|s| s.to_string()).collect()
-    } else {
-        let mut v = args.names.clone();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let source = sources::open(&config, &ctx.root).map_err(|e| match e {
+    if names.is_empty() {
+        return Ok(managed.iter().map(|s| s.to_string()).collect());
+    }
+    let mut v = names.to_vec();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+fn open_source(ctx: &Context, config: &Config) -> Result<Box<dyn Source>, CommandError> {
+    sources::open(config, &ctx.root).map_err(|e| match e {
         OpenError::Usage(m) => CommandError::Usage(m),
         OpenError::Source(e) => {
             CommandError::Source(format!("{e}; every local credential was kept"))
         }
-    })?;
-    let environment = sources.environment.as_str();
-    let mut doc = json!({
-        "source": source.kind(),
-        "environment": environment,
-        "dry_run": args.dry_run,
-    });
-    if wanted.is_empty() {
-        doc["credentials"] = json!([]);
-        let mut human = String::new();
-        let hidden = seal::say_note(&served, &[], &mut human, &mut doc);
-        human.push_str("no credential to sync: no service uses one and [sources] lists none\n");
-        let code = if hidden { exit::FAILED } else { exit::OK };
-        return Ok(Output::new(code, human, doc));
-    }
+    })
+}
 
-    // 1. Fetch everything, with no lock held and nothing touched.
-    let fetched =
-        sources::fetch_all(&*source, &wanted, Retry::new(sources.attempts)).map_err(|u| {
-            let kind = match u.error {
-                SourceError::Auth(_) => "refused us",
-                _ => "is unavailable",
-            };
-            CommandError::Source(format!(
-                "the {} source {kind}: {u}; nothing was changed, every local credential was kept",
-                source.kind()
-            ))
-        })?;
+/// Nothing is managed: said, and a failure when a broken file may hide a
+/// consumer.
+fn nothing_to_sync(run: &Run, served: &rotation::Served) -> Output {
+    let mut doc = run.doc();
+    doc["credentials"] = json!([]);
+    let mut human = String::new();
+    let hidden = say_note(served, &[], &mut human, &mut doc);
+    human.push_str("no credential to sync: no service uses one and [sources] lists none\n");
+    let code = if hidden { exit::FAILED } else { exit::OK };
+    Output::new(code, human, doc)
+}
 
-    // 2. Under the lock: compare, validate, seal what changed.
-    let held = if args.dry_run {
-        None
-    } else {
-        Some(apply::lock(&config, &ctx.root)?.1)
-    };
-    let creds = if args.dry_run {
-        Dir::open(&ctx.root, &config.loader.creds_dir, DirPolicy::EXISTING).ok()
-    } else {
-        Some(seal::creds_dir(&ctx.root, &config.loader)?)
-    };
-    let served = rotation::Served::load(&ctx.root, &config)?;
-    let mut items = Vec::new();
-    let mut batch = Vec::new();
-    for (name, result) in fetched {
-        let from = source.locate(&name);
-        let mut item = Item {
-            name: name.clone(),
-            from,
-            status: Status::Failed,
-            error: None,
-            newline_removed: false,
-            note: None,
+/// Every value of `wanted`, or the error that stops the whole run.
+fn fetch(run: &Run, wanted: &[String], attempts: u32) -> Result<Fetched, CommandError> {
+    sources::fetch_all(run.source, wanted, Retry::new(attempts)).map_err(|u| {
+        let kind = match u.error {
+            SourceError::Auth(_) => "refused us",
+            _ => "is unavailable",
         };
-        match result
-            .map_err(|e| format!("{e}; the local copy was kept"))
-            .and_then(|value| {
-                let entered = seal::enter(&config, &served, &name, value).map_err(refusal)?;
-                validate(&served, &name, &entered.value).map_err(refusal)?;
-                let current = match &creds {
-                    Some(dir) => seal::current_sealed(dir, &name).map_err(|e| e.to_string())?,
-                    None => None,
-                };
-                Ok((entered, current))
-            }) {
-            Err(e) => item.error = Some(e),
-            Ok((entered, current)) => {
-                item.newline_removed = entered.removed > 0;
-                item.note = entered.note(&name);
-                let value = entered.value;
-                let exists = current.is_some();
-                if current.is_some_and(|c| same(&name, &c, &value)) {
-                    item.status = Status::Unchanged;
-                } else if args.dry_run {
-                    item.status = if exists {
-                        Status::WouldUpdate
-                    } else {
-                        Status::WouldCreate
-                    };
-                } else {
-                    // An image is sealed with its key file only (see `commands::run`).
-                    let key = if ctx.root.is_offline() {
-                        Key::Host
-                    } else {
-                        Key::Auto
-                    };
-                    let (sealed, info) = seal::seal(&name, &value, key, None)?;
-                    item.status = if exists {
-                        Status::Updated
-                    } else {
-                        Status::Created
-                    };
-                    batch.push(NewValue {
-                        name: name.clone(),
-                        sealed,
-                        info,
-                        masked: value.masked(),
-                        length: value.len(),
-                    });
-                }
+        CommandError::Source(format!(
+            "the {} source {kind}: {u}; nothing was changed, every local credential was kept",
+            run.source.kind()
+        ))
+    })
+}
+
+/// Comparing fetched values with the local ones, under the lock.
+struct Compare<'a> {
+    ctx: &'a Context,
+    config: &'a Config,
+    served: &'a rotation::Served,
+    /// The creds dir (`None` in a dry run without one).
+    creds: Option<&'a Dir>,
+    dry_run: bool,
+}
+
+impl Compare<'_> {
+    /// An item for every fetched credential, and the changed ones sealed.
+    fn all(&self, run: &Run, fetched: Fetched) -> Result<(Vec<Item>, Vec<NewValue>), CommandError> {
+        let mut items = Vec::new();
+        let mut batch = Vec::new();
+        for (name, result) in fetched {
+            let mut item = Item {
+                from: run.source.locate(&name),
+                name,
+                status: Status::Failed,
+                error: None,
+                newline_removed: false,
+                note: None,
+            };
+            match result
+                .map_err(|e| format!("{e}; the local copy was kept"))
+                .and_then(|value| self.enter(&item.name, value))
+            {
+                Err(e) => item.error = Some(e),
+                Ok((entered, current)) => batch.extend(self.one(&mut item, entered, current)?),
             }
+            items.push(item);
         }
-        items.push(item);
+        Ok((items, batch))
     }
 
-    // 3. One rotation for everything that changed.
+    /// The fetched value after the newline policy and the checks, and the
+    /// local sealed copy; why not, per credential.
+    fn enter(&self, name: &str, value: Secret) -> Result<(Entered, Option<Vec<u8>>), String> {
+        let entered = value::enter(self.config, self.served, name, value).map_err(refusal)?;
+        validate(self.served, name, &entered.value).map_err(refusal)?;
+        let current = match self.creds {
+            Some(dir) => sealed::current(dir, name).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        Ok((entered, current))
+    }
+
+    /// Decides `item`'s status; a changed value is sealed for the batch
+    /// (not in a dry run).
+    fn one(
+        &self,
+        item: &mut Item,
+        entered: Entered,
+        current: Option<Vec<u8>>,
+    ) -> Result<Option<NewValue>, CommandError> {
+        let name = &item.name;
+        item.newline_removed = entered.removed > 0;
+        item.note = entered.note(name);
+        let value = entered.value;
+        let exists = current.is_some();
+        if current.is_some_and(|c| same(name, &c, &value)) {
+            item.status = Status::Unchanged;
+            return Ok(None);
+        }
+        if self.dry_run {
+            item.status = if exists {
+                Status::WouldUpdate
+            } else {
+                Status::WouldCreate
+            };
+            return Ok(None);
+        }
+        // An image is sealed with its key file only (see `commands::run`).
+        let key = if self.ctx.root.is_offline() {
+            Key::Host
+        } else {
+            Key::Auto
+        };
+        let (sealed, info) = value::seal(name, &value, key, None)?;
+        item.status = if exists {
+            Status::Updated
+        } else {
+            Status::Created
+        };
+        Ok(Some(NewValue {
+            name: name.clone(),
+            sealed,
+            info,
+            masked: value.masked(),
+            length: value.len(),
+        }))
+    }
+}
+
+/// The batch was rolled back: what it changed is no longer changed.
+fn mark_rolled_back(items: &mut [Item]) {
+    for i in items {
+        if matches!(i.status, Status::Updated | Status::Created) {
+            i.status = Status::RolledBack;
+        }
+    }
+}
+
+/// What `sync` says: a line per credential, the rotation's account, a
+/// summary. Exit 4 when the batch was rolled back, else 1 when a credential
+/// failed or a broken file may hide the consumers of the new values.
+fn output(
+    run: &Run,
+    served: &rotation::Served,
+    items: &[Item],
+    rotation: Option<&Rotation>,
+) -> Output {
+    let mut doc = run.doc();
     let mut code = exit::OK;
-    let mut rotation_human = String::new();
     let mut failures = Vec::new();
-    if let (false, Some(held)) = (batch.is_empty(), &held) {
-        let r = rotation::rotate(&ctx.root, &config, ctx.manager(), batch, false, held)?;
-        if r.rolled_back {
-            code = exit::ROLLED_BACK;
-            for i in &mut items {
-                if matches!(i.status, Status::Updated | Status::Created) {
-                    i.status = Status::RolledBack;
-                }
-            }
-        }
-        failures = rotation::Check::failures(&r.verification);
-        rotation_human = r.human.clone();
-        if r.consumers.is_empty() {
-            let hidden = seal::say_note(&served, &[], &mut rotation_human, &mut doc);
-            rotation_human.push_str(match hidden {
-                true => "the new values are installed, but no service got them\n",
-                false => "no service uses them: nothing to apply\n",
-            });
-            if hidden && code == exit::OK {
-                code = exit::FAILED;
-            }
-        } else if !served.problems.is_empty() {
-            doc["config_errors"] = json!(served.problems);
-        }
-        doc["rotation"] = json!(r);
+    let mut rotation_human = String::new();
+    if let Some(r) = rotation {
+        let hidden;
+        (rotation_human, hidden) = rotation_account(served, r, &mut doc);
+        failures = Check::failures(&r.verification);
+        code = match (r.rolled_back, hidden) {
+            (true, _) => exit::ROLLED_BACK,
+            (false, true) => exit::FAILED,
+            (false, false) => exit::OK,
+        };
     }
     let failed = items.iter().filter(|i| i.status == Status::Failed).count();
     if failed > 0 && code == exit::OK {
         code = exit::FAILED;
     }
+    let mut human = items_human(items);
+    human.push_str(&rotation_human);
+    human.push_str(&summary(run, items, failed, code));
+    doc["credentials"] = json!(items);
+    let errors = items
+        .iter()
+        .filter(|i| matches!(i.status, Status::Failed | Status::RolledBack))
+        .map(|i| match &i.error {
+            Some(e) => format!("{}: FAILED: {e} ({})", i.name, i.from),
+            None => format!("{}: changed, ROLLED BACK ({})", i.name, i.from),
+        })
+        .chain(failures)
+        .collect();
+    Output::new(code, human, doc).with_errors(errors)
+}
 
+/// The rotation's account, and what is said when nobody consumes the new
+/// values (true: a broken file may hide one). Puts the rotation in `doc`.
+fn rotation_account(
+    served: &rotation::Served,
+    r: &Rotation,
+    doc: &mut serde_json::Value,
+) -> (String, bool) {
+    let mut human = r.human.clone();
+    let mut hidden = false;
+    if r.consumers.is_empty() {
+        hidden = say_note(served, &[], &mut human, doc);
+        human.push_str(match hidden {
+            true => "the new values are installed, but no service got them\n",
+            false => "no service uses them: nothing to apply\n",
+        });
+    } else if !served.problems.is_empty() {
+        doc["config_errors"] = json!(served.problems);
+    }
+    doc["rotation"] = json!(r);
+    (human, hidden)
+}
+
+/// A line per credential, with the newline policy's note.
+fn items_human(items: &[Item]) -> String {
     let mut human = String::new();
-    for i in &items {
+    for i in items {
         let _ = writeln!(
             human,
             "{}: {}{} ({})",
@@ -274,7 +420,11 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             let _ = writeln!(human, "  {note}");
         }
     }
-    human.push_str(&rotation_human);
+    human
+}
+
+/// The last line: how many credentials, changed and failed.
+fn summary(run: &Run, items: &[Item], failed: usize, code: u8) -> String {
     let changed = items
         .iter()
         .filter(|i| {
@@ -284,12 +434,12 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
             )
         })
         .count();
-    let _ = writeln!(
-        human,
-        "sync from {} ({environment}): {} credential(s), {changed} {}, {failed} failed{}",
-        source.kind(),
+    format!(
+        "sync from {} ({}): {} credential(s), {changed} {}, {failed} failed{}\n",
+        run.source.kind(),
+        run.environment,
         items.len(),
-        if args.dry_run {
+        if run.dry_run {
             "would change"
         } else {
             "changed"
@@ -299,18 +449,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         } else {
             ""
         }
-    );
-    doc["credentials"] = json!(items);
-    let errors = items
-        .iter()
-        .filter(|i| matches!(i.status, Status::Failed | Status::RolledBack))
-        .map(|i| match &i.error {
-            Some(e) => format!("{}: FAILED: {e} ({})", i.name, i.from),
-            None => format!("{}: changed, ROLLED BACK ({})", i.name, i.from),
-        })
-        .chain(failures)
-        .collect();
-    Ok(Output::new(code, human, doc).with_errors(errors))
+    )
 }
 
 /// What `seal` refuses, as a per-credential refusal.

@@ -6,12 +6,13 @@
 //! while the env file (written with `$(cat ...)`) holds the key alone.
 //! That is the same key, which only needs a clean reseal.
 
-use super::super::seal::{current_sealed, keeps_newline};
+use super::super::value::keeps_newline;
 use super::super::CommandError;
 use crate::config::Config;
 use crate::newline;
 use crate::rotation::Served;
 use crate::safefs::Dir;
+use crate::sealed::current as current_sealed;
 use crate::secret::Secret;
 use crate::systemd_creds::{self, CredsError};
 

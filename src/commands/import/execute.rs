@@ -6,18 +6,20 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use super::super::seal::{current_sealed, install, record_current, seal};
+use super::super::value::seal;
 use super::super::{CommandError, Context};
 use super::plan::{Plan, SecretPlan, Step};
 use super::preflight::Prepared;
 use crate::apply::{self, Options, Report};
 use crate::config::dropin_dir_for;
 use crate::creds::hex_digest;
+use crate::generations::record_current;
 use crate::generations::History;
 use crate::import::{shred_and_remove, DropinChange, LegacyDropin};
 use crate::lock::Lock;
 use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy, FsError, Owner};
+use crate::sealed::{current as current_sealed, install};
 use crate::secret::Secret;
 use crate::systemd::Manager;
 use crate::systemd_creds::Key;
@@ -152,7 +154,7 @@ impl<'p> Run<'p> {
             );
         }
         install(self.creds, name, &sealed)?;
-        record_current(&self.ctx.root, loader, name, info);
+        record_current(&self.ctx.root, &loader.state_dir, name, info);
         Ok(generation)
     }
 

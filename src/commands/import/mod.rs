@@ -19,13 +19,13 @@ mod execute;
 mod plan;
 mod preflight;
 
-use super::seal::creds_dir;
 use super::{CommandError, Context, Output};
 use crate::apply;
 use crate::cli::ImportArgs;
 use crate::config::Loader;
 use crate::rotation::Served;
 use crate::safefs::{Dir, DirPolicy, FsError};
+use crate::sealed::creds_dir;
 use describe::{describe, Tense};
 use plan::Plan;
 

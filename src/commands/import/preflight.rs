@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use super::super::seal::load_config_or_default;
 use super::super::{CommandError, Context};
 use crate::cli::ImportArgs;
 use crate::config::{self, dropin_dir_for, Config, Service};
@@ -79,7 +78,7 @@ fn free_service_name(ctx: &Context, args: &ImportArgs) -> Result<(String, Config
         .clone()
         .unwrap_or_else(|| args.unit.trim_end_matches(".service").to_string());
     names::service(&service).map_err(usage)?;
-    let existing = load_config_or_default(ctx)?;
+    let existing = ctx.load_config_or_default()?;
     if let Some(s) = existing.services.get(&service) {
         return Err(usage(format!(
             "service {service} is already configured ({}); pick another name with --service",
