@@ -51,6 +51,20 @@ pub fn creds_dir(root: &Root, loader: &Loader) -> Result<Dir, StoreError> {
         .map_err(|error| StoreError::Dir { error })
 }
 
+/// The creds dir as it is, for a look that changes nothing: `None` when it
+/// does not exist yet, an error when it exists but cannot be used (a dry run
+/// must not report "would create" over a directory it cannot read).
+pub fn existing_creds_dir(root: &Root, loader: &Loader) -> Result<Option<Dir>, StoreError> {
+    match Dir::open(root, &loader.creds_dir, DirPolicy::EXISTING) {
+        Ok(d) => Ok(Some(d)),
+        Err(FsError::Os {
+            errno: nix::errno::Errno::ENOENT,
+            ..
+        }) => Ok(None),
+        Err(error) => Err(StoreError::Dir { error }),
+    }
+}
+
 /// Writes `NAME.cred` atomically, root:root 0600.
 pub fn install(creds: &Dir, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
     let file = Store::file_name(name);

@@ -484,6 +484,32 @@ fn the_dev_file_source_syncs_like_aws() {
     assert!(run.stderr.contains("no [sources]"), "{run:?}");
 }
 
+/// A dry run over a creds dir that exists but cannot be used (here others
+/// may write to it) says so, as the real run would, instead of calling every
+/// credential new.
+#[test]
+fn a_dry_run_over_an_unusable_creds_dir_fails_like_the_real_run() {
+    let t = Tree::new();
+    services(&t, None);
+    t.write(
+        "/etc/quantum/dev-secrets.json",
+        br#"{"A_KEY": "file-a-1", "B_KEY": "file-b-1", "C_KEY": "file-c-1"}"#,
+        0o600,
+    );
+    t.config(
+        "00-sources.toml",
+        "[sources]\nenvironment = \"dev\"\n[sources.file]\npath = \"/etc/quantum/dev-secrets.json\"\n",
+    );
+    let creds = t.path("/etc/quantum/creds");
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let dry = credloader(&t, &["sync", "--dry-run"]);
+    let real = credloader(&t, &["sync"]);
+    assert_eq!(real.code, 3, "{real:?}");
+    assert_eq!(dry.code, real.code, "{dry:?}");
+    assert!(dry.stderr.contains("chmod go-w"), "{dry:?}");
+    assert!(!dry.stdout.contains("would be sealed"), "{dry:?}");
+}
+
 #[test]
 fn a_fetched_value_loses_the_newline_echo_put_into_the_store() {
     let t = Tree::new();

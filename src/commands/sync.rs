@@ -25,7 +25,7 @@ use crate::cli::SyncArgs;
 use crate::config::{Config, Manage, Sources};
 use crate::newline::Entered;
 use crate::rotation::{self, Check, NewValue, Rotation};
-use crate::safefs::{Dir, DirPolicy};
+use crate::safefs::Dir;
 use crate::secret::Secret;
 use crate::sources::{self, Fetched, OpenError, Retry, Source, SourceError};
 use crate::systemd_creds::{self, Key};
@@ -83,7 +83,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> Result<Output, CommandError> {
         false => Some(apply::lock(&config, &ctx.root)?.1),
     };
     let creds = match args.dry_run {
-        true => Dir::open(&ctx.root, &config.loader.creds_dir, DirPolicy::EXISTING).ok(),
+        true => sealed::existing_creds_dir(&ctx.root, &config.loader)?,
         false => Some(sealed::creds_dir(&ctx.root, &config.loader)?),
     };
     let served = rotation::Served::load(&ctx.root, &config)?;
