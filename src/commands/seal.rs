@@ -31,7 +31,12 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
 /// A credential that exists already is rotated, not sealed again.
 fn refuse_existing(creds: &Dir, name: &str) -> Result<(), CommandError> {
     let file = Store::file_name(name);
-    if creds.entry(&file).ok().flatten().is_none() {
+    // Only a file known to be absent may be sealed anew: one that cannot be
+    // looked at may be the only copy of a key.
+    let exists = creds
+        .entry(&file)
+        .map_err(|e| CommandError::Environment(e.to_string()))?;
+    if exists.is_none() {
         return Ok(());
     }
     Err(CommandError::Usage(format!(
