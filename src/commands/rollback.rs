@@ -140,10 +140,14 @@ fn put_back(
 ) -> Result<(), CommandError> {
     install(creds, name, bytes)?;
     let digest = hex_digest(bytes);
-    let _ = history.set_current(info.unwrap_or(Info {
+    // As rotate does: the value is live either way; without its metadata
+    // `list` and `check` cannot tell its expiry or key.
+    if let Err(e) = history.set_current(info.unwrap_or(Info {
         digest,
         ..Info::default()
-    }));
+    })) {
+        tracing::warn!("credential {name}: could not record its metadata: {e}");
+    }
     Ok(())
 }
 
