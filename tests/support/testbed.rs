@@ -417,8 +417,10 @@ impl TestBed {
         self.exec_with_stdin(argv, &[])
     }
 
-    /// Like [`exec`](Self::exec), feeding `stdin` to the command.
-    pub fn exec_with_stdin<S: AsRef<OsStr>>(&self, argv: &[S], stdin: &[u8]) -> Output {
+    /// The command that runs `argv` inside the bed, as [`exec`](Self::exec)
+    /// does, for a caller that drives the child itself (types at a prompt
+    /// once it shows, say).
+    pub fn command<S: AsRef<OsStr>>(&self, argv: &[S]) -> Command {
         assert!(!argv.is_empty(), "testbed: exec needs a command");
         self.assert_alive();
         let mut cmd = Command::new("nsenter");
@@ -432,6 +434,12 @@ impl TestBed {
             cmd.arg(format!("{k}={v}"));
         }
         cmd.args(argv);
+        cmd
+    }
+
+    /// Like [`exec`](Self::exec), feeding `stdin` to the command.
+    pub fn exec_with_stdin<S: AsRef<OsStr>>(&self, argv: &[S], stdin: &[u8]) -> Output {
+        let mut cmd = self.command(argv);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
