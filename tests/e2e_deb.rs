@@ -4,55 +4,21 @@
 //! `dpkg -r` / `dpkg -P` clean up what credloader wrote while
 //! every sealed credential stays exactly as it was. Also: lintian is clean.
 //!
-//! The package is built by packaging/build-deb.sh, the script `make deb`
-//! runs (it installs cargo-deb and lintian first when they are missing), so
-//! these tests never skip and never test a stale package.
+//! The package is built as `make deb` builds it (tests/support/deb.rs).
 
+#[path = "support/deb.rs"]
+mod deb;
 #[path = "support/testbed.rs"]
 mod testbed;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use deb::{deb, sealed_fingerprint};
 use testbed::TestBed;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The freshly built .deb (built once per test binary).
-fn deb() -> &'static Path {
-    static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        // The same features as this test build (`make test` passes the
-        // Makefile's FEATURES), so the release binary is not rebuilt back and
-        // forth between `make test`, `make release` and `make deb`.
-        let mut args = vec![Path::new(ROOT).join("packaging/build-deb.sh")];
-        if cfg!(feature = "aws") {
-            args.extend(["--".into(), "--features".into(), "aws".into()]);
-        }
-        let out = Command::new("bash")
-            .args(&args)
-            .env(
-                "CARGO",
-                std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
-            )
-            .output()
-            .expect("run packaging/build-deb.sh");
-        assert!(
-            out.status.success(),
-            "packaging/build-deb.sh failed:\n{}",
-            testbed::lossy(&out.stderr)
-        );
-        let stdout = testbed::lossy(&out.stdout);
-        let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-        assert!(
-            path.extension().is_some_and(|e| e == "deb") && path.is_file(),
-            "build-deb.sh reported no .deb: {stdout:?}"
-        );
-        path
-    })
-}
 
 #[test]
 fn lintian_reports_no_errors_or_warnings() {
@@ -175,20 +141,6 @@ fn upgrade_keeps_every_delivery(bed: &TestBed, sealed: &str) {
     );
 }
 
-/// A bed that decrypts with a throwaway host secret (never the host's own).
-fn boot() -> (TestBed, tempfile::TempDir) {
-    let secret_dir = testbed::tempdir();
-    let secret = secret_dir.path().join("credential.secret");
-    let out = Command::new("systemd-creds")
-        .arg("setup")
-        .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-        .output()
-        .expect("systemd-creds setup");
-    assert!(out.status.success(), "{out:?}");
-    let bed = TestBed::builder().credential_secret(&secret).boot();
-    (bed, secret_dir)
-}
-
 fn ok(what: &str, out: std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -206,23 +158,10 @@ fn exists(bed: &TestBed, path: &str) -> bool {
         .success()
 }
 
-/// Contents, modes, owners and inodes of every sealed file credloader must
-/// never touch: the creds dir and the kept generations.
-fn sealed_fingerprint(bed: &TestBed) -> String {
-    bed.sh_ok(
-        "cd / && find etc/quantum/creds var/lib/credloader/generations -type f -name '*.cred' | sort | \
-         while read -r f; do echo \"$(sha256sum < \"$f\") $(stat -c '%n %U:%G %a %i %Y' \"$f\")\"; done; \
-         stat -c '%n %U:%G %a' etc/quantum/creds",
-    )
-}
-
 #[test]
 fn dpkg_install_reboot_upgrade_remove_and_purge_keep_every_sealed_credential() {
     let deb = deb();
-    let (bed, _secret) = boot();
-    // A real host has no policy-rc.d; this machine's container one (exit 101)
-    // would keep deb-systemd-invoke from starting anything inside the bed.
-    bed.sh_ok("rm -f /usr/sbin/policy-rc.d");
+    let (bed, _secret) = deb::boot(&[]);
     bed.copy_in(deb, "/root/credloader.deb", 0o644);
 
     // --- install ---
