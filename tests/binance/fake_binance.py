@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A Binance REST API on loopback for health-checks/binance-key-check's tests.
 
-    fake_binance.py KEYS.json [PORT]
+    fake_binance.py KEYS.json [PORT [TLS.pem]]
 
 Serves GET /sapi/v1/account/apiRestrictions and /api/v3/account the way
 Binance's signed USER_DATA endpoints answer, in Binance's order of checks:
@@ -12,8 +12,10 @@ Binance's signed USER_DATA endpoints answer, in Binance's order of checks:
          secret is not the signature
   -1021  timestamp outside recvWindow
 and otherwise the key's restrictions (or an account). KEYS.json maps each
-key to {"secret": ..., "ip_allowed": bool, "restrictions": {...}}. Prints
-"listening PORT" once it serves; logs nothing else.
+key to {"secret": ..., "ip_allowed": bool, "restrictions": {...}}. With
+TLS.pem (a certificate chain, then its key), it serves HTTPS, as
+https://api.binance.com does. Prints "listening PORT" once it serves; logs
+nothing else.
 """
 
 import hashlib
@@ -21,6 +23,7 @@ import hmac
 import http.server
 import json
 import re
+import ssl
 import sys
 import time
 import urllib.parse
@@ -86,6 +89,10 @@ def main():
         KEYS.update(json.load(f))
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+    if len(sys.argv) > 3:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[3])
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     print("listening %d" % server.server_address[1], flush=True)
     server.serve_forever()
 
