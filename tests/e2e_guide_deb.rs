@@ -20,8 +20,9 @@ const KEY: &str = "FirstSetupKey6789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 const SECRET: &str = "FirstSetupSecretTSRQPONMLKJIHGFEDCBA9876543210zyxwvutsrqponmlkj";
 /// A rotation's new key, so that purge has a kept generation to keep.
 const ROTATED: &str = "RotatedKey3456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU";
-/// What the operator answers when apt asks before it removes a package.
-const YES: &[(&str, &str)] = &[("Do you want to continue? [Y/n]", "y")];
+/// What the operator answers when apt asks before it removes a package
+/// (apt 2.6 asks "Do you want to continue? [Y/n]", apt 3 "Continue? [Y/n]").
+const YES: &[(&str, &str)] = &[("[Y/n]", "y")];
 const DROPIN: &str = "/etc/systemd/system/quantum-position-monitor.service.d/50-credloader.conf";
 
 fn exists(bed: &TestBed, path: &str) -> bool {
