@@ -321,6 +321,14 @@ fn the_binance_check_runs_as_written() {
     );
     assert!(!said.contains(UNKNOWN_KEY), "{said}");
     assert_eq!(vars(&bed)["BINANCE_API_KEY"], GOOD_KEY.as_bytes());
+    // "The new value is kept as a generation marked REJECTED (the output
+    // names its number)"; the previous value is current again.
+    let out = bed.credloader(&["generations", "BINANCE_API_KEY"], None);
+    let table = text(&out);
+    assert!(out.status.success(), "{table}");
+    assert!(generation(&table, 1).contains("current"), "{table}");
+    assert!(generation(&table, 2).contains("REJECTED"), "{table}");
+    assert!(said.contains("generation 2"), "{said}");
 }
 
 /// Seconds since the epoch, now.
