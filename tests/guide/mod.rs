@@ -302,6 +302,10 @@ impl<'a> Walk<'a> {
     /// Runs every block left; the section is done.
     pub fn finish(mut self) {
         while let Some(block) = self.pending.pop_front() {
+            eprintln!(
+                "guide: `## {}`, line {}: a block no check names; run as written",
+                self.title, block.line
+            );
             self.run_unnamed(&block);
         }
         self.finished = true;
