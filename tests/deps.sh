@@ -64,6 +64,23 @@ if ! /usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends python3-fusepy
 fi
 
+# tests/e2e_guide_deb.rs runs the guide's `apt install ./credloader_*.deb`
+# in a bed made from this host's root, which has no network: the package's
+# Recommends (Cargo.toml, [package.metadata.deb]) must already be here, or apt
+# would try to fetch them and fail.
+recommends=()
+for p in dbus ca-certificates python3; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+    recommends+=("$p")
+done
+if [ ${#recommends[@]} -gt 0 ]; then
+  need_root
+  echo "deps.sh: installing ${recommends[*]} (the .deb's Recommends, for e2e_guide_deb)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${recommends[@]}"
+fi
+
 command -v cargo >/dev/null 2>&1 || {
   echo "deps.sh: cargo is missing; install a Rust toolchain (rustup) first" >&2
   exit 1
