@@ -32,7 +32,7 @@ impl Locked {
         name: &str,
         load: fn(&Context) -> Result<Config, CommandError>,
     ) -> Result<Locked, CommandError> {
-        names::credential(name).map_err(CommandError::Usage)?;
+        names::credential(name)?;
         let config = load(ctx)?;
         let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
         let creds = creds_dir(&ctx.root, &config.loader)?;

@@ -42,7 +42,7 @@ struct Row {
 
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
+    names::credential(&name)?;
     let config = ctx.load_config_or_default()?;
     let history = super::common::history(ctx, &config, &name, false)?;
     let rows = rows(

@@ -137,6 +137,9 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Usage(String),
+    /// A name given on the command line is not valid (exit 2).
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
     #[error("{0}")]
@@ -172,7 +175,7 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         use crate::apply::ApplyError as A;
         match self {
-            CommandError::Config(_) | CommandError::Usage(_) => exit::USAGE,
+            CommandError::Config(_) | CommandError::Usage(_) | CommandError::Name(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
             CommandError::Apply(_)
             | CommandError::Environment(_)

@@ -10,7 +10,7 @@ use crate::{exit, names, newline, systemd_creds};
 
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
+    names::credential(&name)?;
     let config = ctx.load_config_or_default()?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
     let sealed = store

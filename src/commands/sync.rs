@@ -172,7 +172,7 @@ fn wanted(
         managed.extend(served.services.values().flat_map(|s| s.credentials()));
     }
     for n in names {
-        names::credential(n).map_err(CommandError::Usage)?;
+        names::credential(n)?;
         if !managed.contains(n.as_str()) {
             return Err(CommandError::Usage(format!(
                 "credential {n} is not managed by sync: no service uses it and \

@@ -72,12 +72,12 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
 /// The service's name (`--service`, else the unit's), valid and not yet
 /// defined, and the configuration as it is.
 fn free_service_name(ctx: &Context, args: &ImportArgs) -> Result<(String, Config), CommandError> {
-    names::unit(&args.unit).map_err(usage)?;
+    names::unit(&args.unit)?;
     let service = args
         .service
         .clone()
         .unwrap_or_else(|| args.unit.trim_end_matches(".service").to_string());
-    names::service(&service).map_err(usage)?;
+    names::service(&service)?;
     let existing = ctx.load_config_or_default()?;
     if let Some(s) = existing.services.get(&service) {
         return Err(usage(format!(
