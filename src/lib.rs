@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod audit;
 pub mod boot;
+pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod complete;

@@ -79,7 +79,7 @@ pub(super) fn not_after(input: &ValueInput) -> Result<Option<u64>, CommandError>
         .as_deref()
         .map(|t| generations::parse_not_after(t, state::now()))
         .transpose()
-        .map_err(CommandError::Usage)
+        .map_err(|e| CommandError::Usage(e.to_string()))
 }
 
 /// Whether `name` keeps a trailing newline: `[credentials.NAME]
