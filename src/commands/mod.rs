@@ -140,6 +140,9 @@ pub enum CommandError {
     /// A name given on the command line is not valid (exit 2).
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
+    /// A new value could not be read, was refused, or not sealed.
+    #[error(transparent)]
+    Value(#[from] value::ValueError),
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
     #[error("{0}")]
@@ -183,6 +186,7 @@ impl CommandError {
             | CommandError::Rotation(_) => exit::ENVIRONMENT,
             CommandError::Failed(_) => exit::FAILED,
             CommandError::Source(_) => exit::SOURCE,
+            CommandError::Value(e) => e.exit_code(),
         }
     }
 }

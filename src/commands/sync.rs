@@ -18,9 +18,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::common::say_note;
-use super::value::{self, validate};
+use super::value::{self, validate, ValueError};
 use super::{CommandError, Context, Output};
 use crate::apply;
+use crate::chain::Chain;
 use crate::cli::SyncArgs;
 use crate::config::{Config, Manage, Sources};
 use crate::newline::Entered;
@@ -453,10 +454,11 @@ fn summary(run: &Run, items: &[Item], failed: usize, code: u8) -> String {
 }
 
 /// What `seal` refuses, as a per-credential refusal.
-fn refusal(e: CommandError) -> String {
-    let m = e.to_string();
-    let m = m.strip_suffix("; nothing was sealed").unwrap_or(&m);
-    format!("{m}; refused, the local copy was kept")
+fn refusal(e: ValueError) -> String {
+    match e {
+        ValueError::Refused(r) => format!("{r}; refused, the local copy was kept"),
+        e => format!("{}; refused, the local copy was kept", Chain(&e)),
+    }
 }
 
 /// Whether the sealed `current` holds `value` (decrypted in memory only).
