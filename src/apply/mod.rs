@@ -40,7 +40,7 @@ use crate::users::{Accounts, UserError};
 
 use cleanup::sweep_stale_temps;
 use plan::Plan;
-pub use report::{Outcome, Report, ServiceReport};
+pub use report::{Outcome, Report};
 
 /// Errors that stop the whole run (per-service failures are in the report).
 #[derive(Debug, Error)]
