@@ -31,7 +31,9 @@ pub use context::Context;
 /// What a command produced.
 #[derive(Debug)]
 pub struct Output {
+    /// The exit code (see [`crate::exit`]).
     pub code: u8,
+    /// What a person reads on stdout.
     pub human: String,
     json: Json,
     /// The lines of `human` that say what went wrong, when `code` is not
@@ -50,7 +52,7 @@ enum Json {
 }
 
 impl Output {
-    pub fn new(code: u8, human: String, json: impl Serialize) -> Output {
+    pub(crate) fn new(code: u8, human: String, json: impl Serialize) -> Output {
         Output {
             code,
             human,
@@ -133,8 +135,10 @@ fn uses_credential_key(command: &Command) -> bool {
 #[derive(Debug, Error)]
 pub enum CommandError {
     // transparent: `{:#}` would otherwise print the message twice.
+    /// The configuration could not be loaded (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The command line asks for what cannot be done (exit 2).
     #[error("{0}")]
     Usage(String),
     /// A name given on the command line is not valid (exit 2).
@@ -143,8 +147,12 @@ pub enum CommandError {
     /// A new value could not be read, was refused, or not sealed.
     #[error(transparent)]
     Value(#[from] value::ValueError),
+    /// The apply that a command runs could not run at all (exit 3, or 2
+    /// for a service that is not configured).
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// The system does not let the command run: a lock, a directory, a
+    /// tool (exit 3).
     #[error("{0}")]
     Environment(String),
     /// The command ran but could not do what was asked (exit 1).
@@ -175,6 +183,7 @@ impl From<RotationError> for CommandError {
 }
 
 impl CommandError {
+    /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> u8 {
         use crate::apply::ApplyError as A;
         match self {
