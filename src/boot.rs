@@ -301,19 +301,21 @@ mod tests {
         for f in files {
             let p = tmp.path().join(format!("{f}.cred"));
             std::fs::write(&p, b"sealed-bytes").unwrap();
-            let st = nix::sys::stat::lstat(&p).unwrap();
-            sealed.insert(
-                f.to_string(),
-                SealedRecord {
-                    digest: "d".into(),
-                    id: FileId::from(&st),
-                    verified: true,
-                    ends_in_newline: None,
-                },
-            );
+            sealed.insert(f.to_string(), verified(&p));
         }
         let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
         (tmp, dir, sealed)
+    }
+
+    /// A verified record of the file at `p`, as the state holds it.
+    fn verified(p: &std::path::Path) -> SealedRecord {
+        let st = nix::sys::stat::lstat(p).unwrap();
+        SealedRecord {
+            digest: "d".into(),
+            id: FileId::from(&st),
+            verified: true,
+            ends_in_newline: None,
+        }
     }
 
     #[test]
@@ -395,16 +397,7 @@ mod tests {
         for n in &refs {
             let p = tmp.path().join(format!("{n}.cred"));
             std::fs::write(&p, vec![b'A'; 64 * 1024]).unwrap();
-            let st = nix::sys::stat::lstat(&p).unwrap();
-            sealed.insert(
-                n.to_string(),
-                SealedRecord {
-                    digest: "d".into(),
-                    id: FileId::from(&st),
-                    verified: true,
-                    ends_in_newline: None,
-                },
-            );
+            sealed.insert(n.to_string(), verified(&p));
         }
         let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
         let sel = select(refs.iter().copied(), &sealed, &dir, |_, _| None, 0);
