@@ -161,6 +161,13 @@ pub enum CommandError {
     /// `sync`: the remote source was unavailable or refused us (exit 5).
     #[error("{0}")]
     Source(String),
+    /// A credential's generations could not be read or written (exit 3),
+    /// or it has none (exit 2).
+    #[error(transparent)]
+    Generations(#[from] common::GenerationsError),
+    /// The generation asked for cannot be put back (exit 2).
+    #[error(transparent)]
+    Rollback(#[from] rollback::RollbackError),
     /// The sealed store could not be read or written (exit 3).
     #[error(transparent)]
     Store(#[from] crate::sealed::StoreError),
@@ -196,6 +203,8 @@ impl CommandError {
             CommandError::Failed(_) => exit::FAILED,
             CommandError::Source(_) => exit::SOURCE,
             CommandError::Value(e) => e.exit_code(),
+            CommandError::Generations(e) => e.exit_code(),
+            CommandError::Rollback(_) => exit::USAGE,
         }
     }
 }
@@ -331,5 +340,80 @@ mod tests {
             panic!("flattened: {e:?}");
         };
         assert_eq!((error.to_string(), undo.as_str()), ("x".into(), "y"));
+    }
+
+    /// What main prints for `e`, and its exit code.
+    fn shown(e: impl Into<CommandError>) -> (String, u8) {
+        let e = e.into();
+        let code = e.exit_code();
+        (format!("{:#}", anyhow::Error::new(e)), code)
+    }
+
+    #[test]
+    fn generations_and_rollback_errors_read_as_they_did_when_they_were_strings() {
+        use crate::systemd_creds::CredsError;
+        use common::GenerationsError as G;
+        use rollback::RollbackError as R;
+        let fs = || crate::safefs::FsError::NotADirectory {
+            path: "/x/K".into(),
+        };
+        let name = || "K".to_string();
+        let cases: Vec<(CommandError, &str, u8)> = vec![
+            (
+                G::List { name: name(), error: fs() }.into(),
+                "credential K: generations: /x/K: is not a directory",
+                exit::ENVIRONMENT,
+            ),
+            (
+                G::Read { name: name(), number: 3, error: fs() }.into(),
+                "credential K: generation 3: /x/K: is not a directory",
+                exit::ENVIRONMENT,
+            ),
+            (
+                G::Vanished { name: name(), number: 3 }.into(),
+                "credential K: generation 3 vanished",
+                exit::ENVIRONMENT,
+            ),
+            (
+                G::Keep { name: name(), error: fs() }.into(),
+                "credential K: keeping the current value: /x/K: is not a directory",
+                exit::ENVIRONMENT,
+            ),
+            (
+                G::Unknown { name: name() }.into(),
+                "credential K does not exist and has no kept generations; seal it with `credloader seal K`",
+                exit::USAGE,
+            ),
+            (
+                R::NoSuchGeneration { name: name(), number: 9, kept: vec![] }.into(),
+                "credential K has no generation 9; kept: none (see `credloader generations K`)",
+                exit::USAGE,
+            ),
+            (
+                R::NoSuchGeneration { name: name(), number: 9, kept: vec![1, 2] }.into(),
+                "credential K has no generation 9; kept: 1, 2 (see `credloader generations K`)",
+                exit::USAGE,
+            ),
+            (
+                R::NoneKept { name: name() }.into(),
+                "credential K has no kept generations to roll back to; `credloader rotate K` keeps one each time",
+                exit::USAGE,
+            ),
+            (
+                R::OnlyRejected { name: name(), kept: vec![4, 5] }.into(),
+                "credential K has only rejected generations (4, 5): a rotation installed them and they \
+                 failed verification; restore one on purpose with `credloader rollback K --to N`",
+                exit::USAGE,
+            ),
+            (
+                R::NotRestorable { name: name(), number: 2, error: CredsError::TooLarge }.into(),
+                "credential K: generation 2 cannot be restored: the decrypted value is larger than \
+                 880640 bytes",
+                exit::USAGE,
+            ),
+        ];
+        for (e, text, code) in cases {
+            assert_eq!(shown(e), (text.to_string(), code));
+        }
     }
 }
