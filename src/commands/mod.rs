@@ -168,6 +168,17 @@ pub enum CommandError {
     /// The generation asked for cannot be put back (exit 2).
     #[error(transparent)]
     Rollback(#[from] rollback::RollbackError),
+    /// The command line asks for what cannot be done, refused before any
+    /// I/O (exit 2).
+    #[error(transparent)]
+    Refused(#[from] UsageError),
+    /// `man`: the man pages could not be written (exit 3).
+    #[error("man page")]
+    ManPage(#[source] std::io::Error),
+    /// `dump-credentials`: what PID 1 handed over could not be written
+    /// (exit 3).
+    #[error(transparent)]
+    Handed(std::io::Error),
     /// The sealed store could not be read or written (exit 3).
     #[error(transparent)]
     Store(#[from] crate::sealed::StoreError),
@@ -176,6 +187,28 @@ pub enum CommandError {
     /// values back went) (exit 3).
     #[error(transparent)]
     Rotation(RotationError),
+}
+
+/// What the command line asks for that cannot be done, refused before any
+/// I/O (exit 2).
+#[derive(Debug, Error)]
+pub enum UsageError {
+    /// `--root` with `--key tpm2` or `host+tpm2`.
+    #[error(
+        "--root: an image's credentials are sealed with --key host (the key \
+         file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
+    )]
+    ImageTpm,
+    /// `--root` with a command that seals or decrypts, and no key file.
+    #[error(
+        "--root: this host's credential key is never used for an image, and this command \
+         seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
+         this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
+    )]
+    ImageKeyFile,
+    /// `completions SHELL` for a shell there is no script for.
+    #[error("no completion script for {0}")]
+    NoCompletion(String),
 }
 
 impl From<RotationError> for CommandError {
@@ -204,7 +237,8 @@ impl CommandError {
             CommandError::Source(_) => exit::SOURCE,
             CommandError::Value(e) => e.exit_code(),
             CommandError::Generations(e) => e.exit_code(),
-            CommandError::Rollback(_) => exit::USAGE,
+            CommandError::Rollback(_) | CommandError::Refused(_) => exit::USAGE,
+            CommandError::ManPage(_) | CommandError::Handed(_) => exit::ENVIRONMENT,
         }
     }
 }
@@ -238,7 +272,7 @@ pub fn run(global: Global, command: Command) -> Result<Output, CommandError> {
 /// `--root`: this machine's TPM is not the image's either: an image's
 /// credentials are sealed with the key file `SYSTEMD_CREDENTIAL_SECRET`
 /// names only (`--key auto` becomes `host`; a TPM is refused).
-fn image_key(command: &mut Command) -> Result<(), CommandError> {
+fn image_key(command: &mut Command) -> Result<(), UsageError> {
     let key = match command {
         Command::Seal(a) => &mut a.input.key,
         Command::Rotate(a) => &mut a.input.key,
@@ -247,13 +281,7 @@ fn image_key(command: &mut Command) -> Result<(), CommandError> {
     };
     match key {
         Key::Auto | Key::Host => *key = Key::Host,
-        Key::Tpm2 | Key::HostTpm2 => {
-            return Err(CommandError::Usage(
-                "--root: an image's credentials are sealed with --key host (the key \
-                 file SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM"
-                    .into(),
-            ))
-        }
+        Key::Tpm2 | Key::HostTpm2 => return Err(UsageError::ImageTpm),
     }
     Ok(())
 }
@@ -261,24 +289,19 @@ fn image_key(command: &mut Command) -> Result<(), CommandError> {
 /// `--root`: a command that seals or decrypts needs the image's key file.
 /// systemd-creds has no --root: it would use this host's key, and create
 /// one if there is none.
-fn require_key_file(command: &Command) -> Result<(), CommandError> {
+fn require_key_file(command: &Command) -> Result<(), UsageError> {
     if !uses_credential_key(command)
         || std::env::var_os("SYSTEMD_CREDENTIAL_SECRET").is_some_and(|v| !v.is_empty())
     {
         return Ok(());
     }
-    Err(CommandError::Usage(
-        "--root: this host's credential key is never used for an image, and this command \
-         seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
-         this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)"
-            .to_string(),
-    ))
+    Err(UsageError::ImageKeyFile)
 }
 
 /// `credloader completions SHELL`: the script that registers completion.
 fn completions(shell: &str) -> Result<Output, CommandError> {
     let script = crate::complete::registration(shell)
-        .ok_or_else(|| CommandError::Usage(format!("no completion script for {shell}")))?;
+        .ok_or_else(|| UsageError::NoCompletion(shell.to_string()))?;
     let text = String::from_utf8_lossy(&script).into_owned();
     Ok(Output::artifact(
         text.clone(),
@@ -289,8 +312,7 @@ fn completions(shell: &str) -> Result<Output, CommandError> {
 /// The boot path's helper: writes the credentials PID 1 handed over.
 fn dump_credentials(names: &[String]) -> Result<Output, CommandError> {
     let mut out = std::io::stdout().lock();
-    crate::creds::dump_handed(names, &mut out)
-        .map_err(|e| CommandError::Environment(e.to_string()))?;
+    crate::creds::dump_handed(names, &mut out).map_err(CommandError::Handed)?;
     Ok(Output::new(
         exit::OK,
         String::new(),
@@ -300,7 +322,7 @@ fn dump_credentials(names: &[String]) -> Result<Output, CommandError> {
 
 /// `credloader man`: the man page on stdout, or every page into a directory.
 fn man(out_dir: Option<&std::path::Path>) -> Result<Output, CommandError> {
-    let env = |e: std::io::Error| CommandError::Environment(format!("man page: {e}"));
+    let env = CommandError::ManPage;
     if let Some(dir) = out_dir {
         let written = crate::manpage::write_all(dir).map_err(env)?;
         let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
@@ -410,6 +432,43 @@ mod tests {
                 "credential K: generation 2 cannot be restored: the decrypted value is larger than \
                  880640 bytes",
                 exit::USAGE,
+            ),
+        ];
+        for (e, text, code) in cases {
+            assert_eq!(shown(e), (text.to_string(), code));
+        }
+    }
+
+    #[test]
+    fn usage_and_io_errors_read_as_they_did_when_they_were_strings() {
+        let cases: Vec<(CommandError, &str, u8)> = vec![
+            (
+                UsageError::ImageTpm.into(),
+                "--root: an image's credentials are sealed with --key host (the key file \
+                 SYSTEMD_CREDENTIAL_SECRET names), never with this machine's TPM",
+                exit::USAGE,
+            ),
+            (
+                UsageError::ImageKeyFile.into(),
+                "--root: this host's credential key is never used for an image, and this command \
+                 seals or decrypts; set SYSTEMD_CREDENTIAL_SECRET to the key file to use (made on \
+                 this machine with `SYSTEMD_CREDENTIAL_SECRET=FILE systemd-creds setup`)",
+                exit::USAGE,
+            ),
+            (
+                UsageError::NoCompletion("tcsh".into()).into(),
+                "no completion script for tcsh",
+                exit::USAGE,
+            ),
+            (
+                CommandError::ManPage(std::io::Error::from_raw_os_error(28)),
+                "man page: No space left on device (os error 28)",
+                exit::ENVIRONMENT,
+            ),
+            (
+                CommandError::Handed(std::io::Error::other("no $CREDENTIALS_DIRECTORY")),
+                "no $CREDENTIALS_DIRECTORY",
+                exit::ENVIRONMENT,
             ),
         ];
         for (e, text, code) in cases {
