@@ -179,6 +179,15 @@ pub enum CommandError {
     /// (exit 3).
     #[error(transparent)]
     Handed(std::io::Error),
+    /// `seal`: the credential exists, or that cannot be told.
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
+    /// `rotate`: there is no such credential (exit 2).
+    #[error(transparent)]
+    Rotate(#[from] rotate::RotateError),
+    /// `show`: the value cannot be had (exit 1).
+    #[error(transparent)]
+    Show(#[from] show::ShowError),
     /// The sealed store could not be read or written (exit 3).
     #[error(transparent)]
     Store(#[from] crate::sealed::StoreError),
@@ -237,7 +246,11 @@ impl CommandError {
             CommandError::Source(_) => exit::SOURCE,
             CommandError::Value(e) => e.exit_code(),
             CommandError::Generations(e) => e.exit_code(),
-            CommandError::Rollback(_) | CommandError::Refused(_) => exit::USAGE,
+            CommandError::Rollback(_) | CommandError::Refused(_) | CommandError::Rotate(_) => {
+                exit::USAGE
+            }
+            CommandError::Seal(e) => e.exit_code(),
+            CommandError::Show(_) => exit::FAILED,
             CommandError::ManPage(_) | CommandError::Handed(_) => exit::ENVIRONMENT,
         }
     }
@@ -440,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn usage_and_io_errors_read_as_they_did_when_they_were_strings() {
+    fn command_errors_read_as_they_did_when_they_were_strings() {
         let cases: Vec<(CommandError, &str, u8)> = vec![
             (
                 UsageError::ImageTpm.into(),
@@ -469,6 +482,50 @@ mod tests {
                 CommandError::Handed(std::io::Error::other("no $CREDENTIALS_DIRECTORY")),
                 "no $CREDENTIALS_DIRECTORY",
                 exit::ENVIRONMENT,
+            ),
+            (
+                seal::SealError::Exists {
+                    name: "K".into(),
+                    path: "/c/K.cred".into(),
+                }
+                .into(),
+                "credential K already exists (/c/K.cred); replace its value with `credloader rotate K`",
+                exit::USAGE,
+            ),
+            (
+                seal::SealError::Unknowable(crate::safefs::FsError::NotADirectory {
+                    path: "/c".into(),
+                })
+                .into(),
+                "/c: is not a directory",
+                exit::ENVIRONMENT,
+            ),
+            (
+                rotate::RotateError::Missing {
+                    name: "K".into(),
+                    dir: "/c".into(),
+                }
+                .into(),
+                "credential K does not exist in /c; seal it first with `credloader seal K`",
+                exit::USAGE,
+            ),
+            (
+                show::ShowError::Sealed(crate::creds::CredError::Missing {
+                    name: "K".into(),
+                    path: "/c/K.cred".into(),
+                })
+                .into(),
+                "credential K is missing: no /c/K.cred; seal it with `credloader seal K`",
+                exit::FAILED,
+            ),
+            (
+                show::ShowError::Decrypt {
+                    name: "K".into(),
+                    error: crate::systemd_creds::CredsError::TooLarge,
+                }
+                .into(),
+                "credential K: the decrypted value is larger than 880640 bytes",
+                exit::FAILED,
             ),
         ];
         for (e, text, code) in cases {
