@@ -155,12 +155,6 @@ pub enum CommandError {
     /// tool (exit 3).
     #[error("{0}")]
     Environment(String),
-    /// The command ran but could not do what was asked (exit 1).
-    #[error("{0}")]
-    Failed(String),
-    /// `sync`: the remote source was unavailable or refused us (exit 5).
-    #[error("{0}")]
-    Source(String),
     /// A credential's generations could not be read or written (exit 3),
     /// or it has none (exit 2).
     #[error(transparent)]
@@ -185,6 +179,9 @@ pub enum CommandError {
     /// `rotate`: there is no such credential (exit 2).
     #[error(transparent)]
     Rotate(#[from] rotate::RotateError),
+    /// `sync`: nothing to sync from, or the source stopped it (exit 2 or 5).
+    #[error(transparent)]
+    Sync(#[from] sync::SyncError),
     /// `show`: the value cannot be had (exit 1).
     #[error(transparent)]
     Show(#[from] show::ShowError),
@@ -242,14 +239,13 @@ impl CommandError {
             | CommandError::Environment(_)
             | CommandError::Store(_)
             | CommandError::Rotation(_) => exit::ENVIRONMENT,
-            CommandError::Failed(_) => exit::FAILED,
-            CommandError::Source(_) => exit::SOURCE,
             CommandError::Value(e) => e.exit_code(),
             CommandError::Generations(e) => e.exit_code(),
             CommandError::Rollback(_) | CommandError::Refused(_) | CommandError::Rotate(_) => {
                 exit::USAGE
             }
             CommandError::Seal(e) => e.exit_code(),
+            CommandError::Sync(e) => e.exit_code(),
             CommandError::Show(_) => exit::FAILED,
             CommandError::ManPage(_) | CommandError::Handed(_) => exit::ENVIRONMENT,
         }
@@ -454,6 +450,7 @@ mod tests {
 
     #[test]
     fn command_errors_read_as_they_did_when_they_were_strings() {
+        use crate::sources::{OpenError, SourceError, Unavailable};
         let cases: Vec<(CommandError, &str, u8)> = vec![
             (
                 UsageError::ImageTpm.into(),
@@ -517,6 +514,75 @@ mod tests {
                 .into(),
                 "credential K is missing: no /c/K.cred; seal it with `credloader seal K`",
                 exit::FAILED,
+            ),
+            (
+                sync::SyncError::NoSources { unknown: vec![] }.into(),
+                "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md)",
+                exit::USAGE,
+            ),
+            (
+                sync::SyncError::NoSources {
+                    unknown: vec![
+                        crate::config::Problem {
+                            origin: crate::config::Origin {
+                                file: "/d/a.toml".into(),
+                                line: 1,
+                            },
+                            message: "a".into(),
+                        };
+                        2
+                    ],
+                }
+                .into(),
+                "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md); a \
+                 file that cannot be used may hold it: /d/a.toml:1: a; /d/a.toml:1: a",
+                exit::USAGE,
+            ),
+            (
+                sync::SyncError::NotManaged { name: "K".into() }.into(),
+                "credential K is not managed by sync: no service uses it and [sources] does not list it",
+                exit::USAGE,
+            ),
+            (
+                sync::SyncError::Open(OpenError::Usage("no aws".into())).into(),
+                "no aws",
+                exit::USAGE,
+            ),
+            (
+                sync::SyncError::Open(OpenError::Source(SourceError::Permanent("bad".into())))
+                    .into(),
+                "bad; every local credential was kept",
+                exit::SOURCE,
+            ),
+            (
+                sync::SyncError::Unavailable {
+                    kind: "aws",
+                    error: Unavailable {
+                        name: "K".into(),
+                        locator: "k".into(),
+                        error: SourceError::Auth("denied".into()),
+                        tries: 1,
+                    },
+                }
+                .into(),
+                "the aws source refused us: K (k): denied; nothing was changed, every local \
+                 credential was kept",
+                exit::SOURCE,
+            ),
+            (
+                sync::SyncError::Unavailable {
+                    kind: "aws",
+                    error: Unavailable {
+                        name: "K".into(),
+                        locator: "k".into(),
+                        error: SourceError::Transient("timeout".into()),
+                        tries: 3,
+                    },
+                }
+                .into(),
+                "the aws source is unavailable: K (k): timeout (after 3 tries); nothing was \
+                 changed, every local credential was kept",
+                exit::SOURCE,
             ),
             (
                 show::ShowError::Decrypt {
