@@ -182,6 +182,9 @@ pub enum CommandError {
     /// `sync`: nothing to sync from, or the source stopped it (exit 2 or 5).
     #[error(transparent)]
     Sync(#[from] sync::SyncError),
+    /// `status`: a service asked for is not configured (exit 2).
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
     /// `show`: the value cannot be had (exit 1).
     #[error(transparent)]
     Show(#[from] show::ShowError),
@@ -241,9 +244,10 @@ impl CommandError {
             | CommandError::Rotation(_) => exit::ENVIRONMENT,
             CommandError::Value(e) => e.exit_code(),
             CommandError::Generations(e) => e.exit_code(),
-            CommandError::Rollback(_) | CommandError::Refused(_) | CommandError::Rotate(_) => {
-                exit::USAGE
-            }
+            CommandError::Rollback(_)
+            | CommandError::Refused(_)
+            | CommandError::Rotate(_)
+            | CommandError::Status(_) => exit::USAGE,
             CommandError::Seal(e) => e.exit_code(),
             CommandError::Sync(e) => e.exit_code(),
             CommandError::Show(_) => exit::FAILED,
@@ -583,6 +587,15 @@ mod tests {
                 "the aws source is unavailable: K (k): timeout (after 3 tries); nothing was \
                  changed, every local credential was kept",
                 exit::SOURCE,
+            ),
+            (
+                status::StatusError::UnknownService {
+                    name: "x`y".into(),
+                    known: vec!["a".into(), "b".into()],
+                }
+                .into(),
+                "no service named `x`y` in the configuration (known: a, b)",
+                exit::USAGE,
             ),
             (
                 show::ShowError::Decrypt {
