@@ -11,6 +11,7 @@ use super::super::{CommandError, Context};
 use super::plan::{Plan, SecretPlan, Step};
 use super::preflight::Prepared;
 use crate::apply::{self, Options, Report};
+use crate::chain::Chain;
 use crate::config::dropin_dir_for;
 use crate::creds::hex_digest;
 use crate::generations::record_current;
@@ -204,8 +205,11 @@ impl<'p> Run<'p> {
     fn undo_after(&mut self, e: CommandError) -> CommandError {
         match self.undo() {
             Ok(()) => e,
+            // With their sources: typed errors keep them out of `{e}`.
             Err(u) => CommandError::Environment(format!(
-                "{e}; putting back what the import changed failed too: {u}"
+                "{}; putting back what the import changed failed too: {}",
+                Chain(&e),
+                Chain(&u)
             )),
         }
     }
