@@ -90,11 +90,14 @@ pub enum GenerationsError {
         /// The generation.
         number: u32,
     },
-    /// The current value could not be kept as a new generation.
-    #[error("credential {name}: keeping the current value")]
+    /// A value (`the current value`, `the sealed value`...) could not be
+    /// kept as a new generation.
+    #[error("credential {name}: keeping {value}")]
     Keep {
         /// The credential.
         name: String,
+        /// Which value.
+        value: &'static str,
         /// Why.
         #[source]
         error: FsError,

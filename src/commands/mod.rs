@@ -182,6 +182,9 @@ pub enum CommandError {
     /// `sync`: nothing to sync from, or the source stopped it (exit 2 or 5).
     #[error(transparent)]
     Sync(#[from] sync::SyncError),
+    /// `import` stopped (exit 2 or 3).
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
     /// `status`: a service asked for is not configured (exit 2).
     #[error(transparent)]
     Status(#[from] status::StatusError),
@@ -250,6 +253,7 @@ impl CommandError {
             | CommandError::Status(_) => exit::USAGE,
             CommandError::Seal(e) => e.exit_code(),
             CommandError::Sync(e) => e.exit_code(),
+            CommandError::Import(e) => e.exit_code(),
             CommandError::Show(_) => exit::FAILED,
             CommandError::ManPage(_) | CommandError::Handed(_) => exit::ENVIRONMENT,
         }
@@ -410,7 +414,12 @@ mod tests {
                 exit::ENVIRONMENT,
             ),
             (
-                G::Keep { name: name(), error: fs() }.into(),
+                G::Keep {
+                    name: name(),
+                    value: "the current value",
+                    error: fs(),
+                }
+                .into(),
                 "credential K: keeping the current value: /x/K: is not a directory",
                 exit::ENVIRONMENT,
             ),
@@ -445,6 +454,70 @@ mod tests {
                 "credential K: generation 2 cannot be restored: the decrypted value is larger than \
                  880640 bytes",
                 exit::USAGE,
+            ),
+        ];
+        for (e, text, code) in cases {
+            assert_eq!(shown(e), (text.to_string(), code));
+        }
+    }
+
+    #[test]
+    fn import_errors_read_as_they_did_when_they_were_strings() {
+        use common::GenerationsError as G;
+        use import::ImportError as I;
+        let fs = || crate::safefs::FsError::NotADirectory {
+            path: "/x/K".into(),
+        };
+        let undone = |error: CommandError| I::UndoFailed {
+            error: Box::new(error),
+            undo: Box::new(I::Files(fs()).into()),
+        };
+        let cases: Vec<(CommandError, &str, u8)> = vec![
+            (I::Files(fs()).into(), "/x/K: is not a directory", exit::ENVIRONMENT),
+            (
+                G::Keep {
+                    name: "K".into(),
+                    value: "the env file's value",
+                    error: fs(),
+                }
+                .into(),
+                "credential K: keeping the env file's value: /x/K: is not a directory",
+                exit::ENVIRONMENT,
+            ),
+            (
+                I::Conflicts {
+                    conflicts: vec!["a".into(), "b".into()],
+                }
+                .into(),
+                "a; b; keep both and choose which one is live: `--prefer env-file` seals the env \
+                 file's value and keeps the sealed one as a generation, `--prefer sealed` keeps \
+                 the sealed value and the env file's as a generation (until now the service read \
+                 the env file's); `credloader rollback NAME` later puts the other one back. \
+                 Nothing was changed",
+                exit::USAGE,
+            ),
+            (
+                undone(
+                    G::List {
+                        name: "K".into(),
+                        error: fs(),
+                    }
+                    .into(),
+                )
+                .into(),
+                "credential K: generations: /x/K: is not a directory; putting back what the import \
+                 changed failed too: /x/K: is not a directory",
+                exit::ENVIRONMENT,
+            ),
+            (
+                undone(I::Conflicts { conflicts: vec!["a".into()] }.into()).into(),
+                "a; keep both and choose which one is live: `--prefer env-file` seals the env \
+                 file's value and keeps the sealed one as a generation, `--prefer sealed` keeps \
+                 the sealed value and the env file's as a generation (until now the service read \
+                 the env file's); `credloader rollback NAME` later puts the other one back. \
+                 Nothing was changed; putting back what the import changed failed too: /x/K: is \
+                 not a directory",
+                exit::ENVIRONMENT,
             ),
         ];
         for (e, text, code) in cases {

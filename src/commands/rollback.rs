@@ -188,6 +188,7 @@ fn keep_current(
         .map_err(|error| {
             GenerationsError::Keep {
                 name: name.to_string(),
+                value: "the current value",
                 error,
             }
             .into()
