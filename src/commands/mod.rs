@@ -526,6 +526,80 @@ mod tests {
     }
 
     #[test]
+    fn import_refusals_read_as_they_did_when_they_were_strings() {
+        use import::preflight::PreflightError as P;
+        let origin = || crate::config::Origin {
+            file: "/e/c.toml".into(),
+            line: 3,
+        };
+        let env = || std::path::PathBuf::from("/e/app.env");
+        let cases: Vec<(P, &str)> = vec![
+            (
+                P::Configured { service: "app".into(), origin: origin() },
+                "service app is already configured (/e/c.toml:3); pick another name with --service",
+            ),
+            (
+                P::Ignored { env_file: env(), issues: vec!["line 1: x".into(), "line 2: y".into()] },
+                "/e/app.env: systemd would ignore parts of it (line 1: x; line 2: y); fix the file first",
+            ),
+            (
+                P::ConfigExists { path: "/e/d/app.toml".into() },
+                "/e/d/app.toml already exists; pick another name with --service",
+            ),
+            (
+                P::NoUnit { unit: "app.service".into() },
+                "unit app.service does not exist; install it first or fix --unit",
+            ),
+            (
+                P::NoUser { unit: "app.service".into() },
+                "unit app.service has no User=, so it runs as root and its env file must be root's: \
+                 pass --user root, or give app.service a User= first (then import takes it from there)",
+            ),
+            (
+                P::NoSecret { key: "K".into(), env_file: env(), has: vec!["A".into(), "B".into()] },
+                "--secret K: /e/app.env has no variable K (it has: A, B)",
+            ),
+            (P::Both { key: "K".into() }, "K is named by both --secret and --static; pick one"),
+            (
+                P::NoStatic { key: "K".into(), env_file: env() },
+                "--static K: /e/app.env has no variable K",
+            ),
+            (
+                P::Unclassified { env_file: env(), keys: vec!["A".into(), "B".into()] },
+                "/e/app.env also has A, B: say for each whether it is secret (--secret KEY, sealed) \
+                 or not (--static KEY, kept in plain text in the configuration)",
+            ),
+            (
+                P::NotCarriable {
+                    env_file: env(),
+                    key: "K".into(),
+                    error: crate::envfile::ValueError::Nul,
+                },
+                "/e/app.env: the value of K contains a NUL byte, which an environment variable \
+                 cannot hold; fix it before importing",
+            ),
+            (
+                P::Broken {
+                    problems: vec![
+                        crate::config::Problem { origin: origin(), message: "a".into() },
+                        crate::config::Problem { origin: origin(), message: "b".into() },
+                    ],
+                },
+                "the imported service would not be a valid configuration: /e/c.toml:3: a; \
+                 /e/c.toml:3: b",
+            ),
+            (
+                P::RunsAs { unit: "app.service".into(), user: "app".into(), why: "it runs as root".into() },
+                "import of app.service: refusing to hand its env file to app: it runs as root; pass \
+                 --user with the user app.service runs as, or set User=app in app.service",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(shown(e), (text.to_string(), exit::USAGE));
+        }
+    }
+
+    #[test]
     fn command_errors_read_as_they_did_when_they_were_strings() {
         use crate::sources::{OpenError, SourceError, Unavailable};
         let cases: Vec<(CommandError, &str, u8)> = vec![

@@ -17,7 +17,7 @@ mod classify;
 mod describe;
 mod execute;
 mod plan;
-mod preflight;
+pub(super) mod preflight;
 
 use thiserror::Error;
 
@@ -55,6 +55,9 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<Output, CommandError> {
 /// Why `import` stopped.
 #[derive(Debug, Error)]
 pub enum ImportError {
+    /// It refused before changing anything (exit 2).
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
     /// A file or directory it reads or writes (exit 3).
     #[error(transparent)]
     Files(FsError),
@@ -86,11 +89,17 @@ pub enum ImportError {
     },
 }
 
+impl From<preflight::PreflightError> for CommandError {
+    fn from(e: preflight::PreflightError) -> Self {
+        ImportError::Preflight(e).into()
+    }
+}
+
 impl ImportError {
     /// 2 for conflicting values, else 3.
     pub(super) fn exit_code(&self) -> u8 {
         match self {
-            ImportError::Conflicts { .. } => crate::exit::USAGE,
+            ImportError::Conflicts { .. } | ImportError::Preflight(_) => crate::exit::USAGE,
             _ => crate::exit::ENVIRONMENT,
         }
     }
