@@ -138,9 +138,6 @@ pub enum CommandError {
     /// The configuration could not be loaded (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The command line asks for what cannot be done (exit 2).
-    #[error("{0}")]
-    Usage(String),
     /// A name given on the command line is not valid (exit 2).
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
@@ -239,7 +236,7 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         use crate::apply::ApplyError as A;
         match self {
-            CommandError::Config(_) | CommandError::Usage(_) | CommandError::Name(_) => exit::USAGE,
+            CommandError::Config(_) | CommandError::Name(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
             CommandError::Apply(_)
             | CommandError::Environment(_)
