@@ -597,6 +597,31 @@ mod tests {
     }
 
     #[test]
+    fn an_error_in_its_own_text_is_not_printed_again_as_its_source() {
+        let read = ConfigError::Read {
+            path: "/etc/c.toml".into(),
+            error: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(
+            shown(read),
+            (
+                "cannot read /etc/c.toml: entity not found".to_string(),
+                exit::USAGE
+            )
+        );
+        let fs = crate::safefs::FsError::NotADirectory {
+            path: "/var/lib/credloader".into(),
+        };
+        assert_eq!(
+            shown(crate::apply::ApplyError::from(fs)),
+            (
+                "state directory: /var/lib/credloader: is not a directory".to_string(),
+                exit::ENVIRONMENT
+            )
+        );
+    }
+
+    #[test]
     fn command_errors_read_as_they_did_when_they_were_strings() {
         use crate::sources::{OpenError, SourceError, Unavailable};
         let cases: Vec<(CommandError, &str, u8)> = vec![

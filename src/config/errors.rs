@@ -41,12 +41,13 @@ impl fmt::Display for Problem {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// A configuration file could not be read.
-    #[error("cannot read {}: {source}", escape::Shown(path))]
+    #[error("cannot read {}: {error}", escape::Shown(path))]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why. In the text, so not also its source: an error's sources
+        /// are printed after it.
+        error: std::io::Error,
     },
     /// Neither the main file nor any drop-in exists.
     #[error(
