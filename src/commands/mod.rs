@@ -148,10 +148,6 @@ pub enum CommandError {
     /// for a service that is not configured).
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
-    /// The system does not let the command run: a lock, a directory, a
-    /// tool (exit 3).
-    #[error("{0}")]
-    Environment(String),
     /// A credential's generations could not be read or written (exit 3),
     /// or it has none (exit 2).
     #[error(transparent)]
@@ -191,9 +187,9 @@ pub enum CommandError {
     /// The sealed store could not be read or written (exit 3).
     #[error(transparent)]
     Store(#[from] crate::sealed::StoreError),
-    /// A rotation failed once new values were installed
-    /// ([`RotationError::Undone`]: what failed, and how putting the previous
-    /// values back went) (exit 3).
+    /// A rotation could not read or write what it keeps, or failed once
+    /// new values were installed ([`RotationError::Undone`]: what failed,
+    /// and how putting the previous values back went) (exit 3).
     #[error(transparent)]
     Rotation(RotationError),
 }
@@ -223,10 +219,11 @@ pub enum UsageError {
 impl From<RotationError> for CommandError {
     fn from(e: RotationError) -> Self {
         match e {
-            RotationError::Environment(m) => CommandError::Environment(m),
             RotationError::Apply(a) => CommandError::Apply(a),
             RotationError::Store(s) => CommandError::Store(s),
-            undone @ RotationError::Undone { .. } => CommandError::Rotation(undone),
+            e @ (RotationError::Environment(_) | RotationError::Undone { .. }) => {
+                CommandError::Rotation(e)
+            }
         }
     }
 }
@@ -238,10 +235,9 @@ impl CommandError {
         match self {
             CommandError::Config(_) | CommandError::Name(_) => exit::USAGE,
             CommandError::Apply(A::UnknownService(_)) => exit::USAGE,
-            CommandError::Apply(_)
-            | CommandError::Environment(_)
-            | CommandError::Store(_)
-            | CommandError::Rotation(_) => exit::ENVIRONMENT,
+            CommandError::Apply(_) | CommandError::Store(_) | CommandError::Rotation(_) => {
+                exit::ENVIRONMENT
+            }
             CommandError::Value(e) => e.exit_code(),
             CommandError::Generations(e) => e.exit_code(),
             CommandError::Rollback(_)
@@ -594,6 +590,18 @@ mod tests {
         for (e, text) in cases {
             assert_eq!(shown(e), (text.to_string(), exit::USAGE));
         }
+    }
+
+    #[test]
+    fn a_rotation_that_cannot_read_what_it_keeps_reads_as_it_did() {
+        let e = RotationError::Environment("credential K: generations: x".into());
+        assert_eq!(
+            shown(e),
+            (
+                "credential K: generations: x".to_string(),
+                exit::ENVIRONMENT
+            )
+        );
     }
 
     #[test]
