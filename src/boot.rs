@@ -30,13 +30,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::SFlag;
+use thiserror::Error;
 
-use crate::config::{self, Config, Delivery};
+use crate::config::{self, Config, ConfigError, Delivery};
 use crate::creds::{Store, PID1_BUDGET};
-use crate::escape::ShowPath;
+use crate::escape::Shown;
 use crate::manifest::{entry, format_manifest, manifest_name, MISSING_ESCAPED};
+use crate::names::NameError;
 use crate::root::Root;
-use crate::safefs::{Dir, DirPolicy};
+use crate::safefs::{Dir, DirPolicy, FsError};
 use crate::state::{FileId, SealedRecord, State};
 
 /// The name argv[0] carries when systemd runs us as a generator.
@@ -173,12 +175,42 @@ pub struct Generated {
     pub skipped: Vec<(String, &'static str)>,
 }
 
+/// What happens when the generator writes nothing.
+const FALLBACK: &str = "credloader.service decrypts everything itself";
+
+/// Why the generator wrote nothing (each says so: [`FALLBACK`]).
+#[derive(Debug, Error)]
+pub enum GenerateError {
+    /// The configuration does not load.
+    #[error("cannot load the configuration ({0}); {FALLBACK}")]
+    Config(ConfigError),
+    /// The creds dir cannot be named in a unit file.
+    #[error("{0}; {FALLBACK}")]
+    CredsDirName(NameError),
+    /// No state dir (yet).
+    #[error("no state ({0}: not applied yet, or /var not mounted yet); {FALLBACK}")]
+    NoStateDir(FsError),
+    /// The state cannot be read.
+    #[error("{0}; {FALLBACK}")]
+    State(FsError),
+    /// The state was read with a warning (it may not be credloader's).
+    #[error("{0}; {FALLBACK}")]
+    StateWarning(String),
+    /// The state records no sealed file yet.
+    #[error("no credential in {}/state.json yet; {FALLBACK}", Shown(.0))]
+    NoCredential(PathBuf),
+    /// The creds dir cannot be opened.
+    #[error("{0}; {FALLBACK}")]
+    CredsDir(FsError),
+    /// The drop-in cannot be written.
+    #[error("cannot write {UNIT}.d/{DROPIN}: {0}; {FALLBACK}")]
+    Write(std::io::Error),
+}
+
 /// Writes the drop-in for the configuration at `config_path` into
 /// `normal_dir`. `Err` says why nothing was written.
-pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, String> {
-    let fallback = "credloader.service decrypts everything itself";
-    let config = config::load(config_path, false)
-        .map_err(|e| format!("cannot load the configuration ({e}); {fallback}"))?;
+pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, GenerateError> {
+    let config = config::load(config_path, false).map_err(GenerateError::Config)?;
     let needed = needed(&config);
     if needed.is_empty() {
         return Ok(Generated {
@@ -188,24 +220,20 @@ pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, Stri
     }
     let loader = &config.loader;
     let creds_dir = loader.creds_dir.to_str().unwrap_or_default();
-    crate::names::managed_path(creds_dir).map_err(|e| format!("{e}; {fallback}"))?;
+    crate::names::managed_path(creds_dir).map_err(GenerateError::CredsDirName)?;
     let live = Root::live();
-    let state_dir = Dir::open(&live, &loader.state_dir, DirPolicy::EXISTING).map_err(|e| {
-        format!("no state ({e}: not applied yet, or /var not mounted yet); {fallback}")
-    })?;
+    let state_dir = Dir::open(&live, &loader.state_dir, DirPolicy::EXISTING)
+        .map_err(GenerateError::NoStateDir)?;
     let state = match State::load(&state_dir) {
-        Ok((_, Some(warning))) => return Err(format!("{warning}; {fallback}")),
-        Err(e) => return Err(format!("{e}; {fallback}")),
+        Ok((_, Some(warning))) => return Err(GenerateError::StateWarning(warning)),
+        Err(e) => return Err(GenerateError::State(e)),
         Ok((s, None)) if s.sealed.is_empty() => {
-            return Err(format!(
-                "no credential in {}/state.json yet; {fallback}",
-                state_dir.path().shown()
-            ))
+            return Err(GenerateError::NoCredential(state_dir.path().to_path_buf()))
         }
         Ok((s, None)) => s,
     };
     let creds = Dir::open(&live, &loader.creds_dir, DirPolicy::EXISTING)
-        .map_err(|e| format!("{e}; {fallback}"))?;
+        .map_err(GenerateError::CredsDir)?;
     // The not-after credloader recorded when it sealed these very bytes.
     let not_after = |name: &str, rec: &SealedRecord| {
         let history =
@@ -224,8 +252,7 @@ pub fn generate(normal_dir: &Path, config_path: &Path) -> Result<Generated, Stri
         crate::state::now(),
     );
     if let Some(text) = render(&sel, &loader.creds_dir) {
-        write(normal_dir, text.as_bytes())
-            .map_err(|e| format!("cannot write {UNIT}.d/{DROPIN}: {e}; {fallback}"))?;
+        write(normal_dir, text.as_bytes()).map_err(GenerateError::Write)?;
     }
     Ok(Generated {
         handed: sel.handed.len(),
@@ -285,7 +312,7 @@ pub fn generator_main(args: &[OsString]) -> u8 {
                 names.join("; ")
             ));
         }
-        Err(e) => say(&e),
+        Err(e) => say(&e.to_string()),
     }
     0
 }
@@ -294,6 +321,49 @@ pub fn generator_main(args: &[OsString]) -> u8 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn why_nothing_was_generated_reads_as_it_did_when_it_was_a_string() {
+        let fallback = "credloader.service decrypts everything itself";
+        let fs = || FsError::NotADirectory {
+            path: "/var/lib/credloader".into(),
+        };
+        let cases = [
+            (
+                GenerateError::NoStateDir(fs()),
+                format!(
+                    "no state (/var/lib/credloader: is not a directory: not applied yet, or /var \
+                     not mounted yet); {fallback}"
+                ),
+            ),
+            (
+                GenerateError::State(fs()),
+                format!("/var/lib/credloader: is not a directory; {fallback}"),
+            ),
+            (
+                GenerateError::StateWarning("w".into()),
+                format!("w; {fallback}"),
+            ),
+            (
+                GenerateError::NoCredential("/var/lib/credloader".into()),
+                format!("no credential in /var/lib/credloader/state.json yet; {fallback}"),
+            ),
+            (
+                GenerateError::CredsDir(fs()),
+                format!("/var/lib/credloader: is not a directory; {fallback}"),
+            ),
+            (
+                GenerateError::Write(std::io::Error::from_raw_os_error(28)),
+                format!(
+                    "cannot write credloader.service.d/50-credloader-boot.conf: No space left on \
+                     device (os error 28); {fallback}"
+                ),
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+    }
+
     /// A creds dir with `files`, and a state recording each one's identity.
     fn scene(files: &[&str]) -> (tempfile::TempDir, Dir, BTreeMap<String, SealedRecord>) {
         let tmp = tempfile::tempdir().unwrap();
@@ -301,19 +371,21 @@ mod tests {
         for f in files {
             let p = tmp.path().join(format!("{f}.cred"));
             std::fs::write(&p, b"sealed-bytes").unwrap();
-            let st = nix::sys::stat::lstat(&p).unwrap();
-            sealed.insert(
-                f.to_string(),
-                SealedRecord {
-                    digest: "d".into(),
-                    id: FileId::from(&st),
-                    verified: true,
-                    ends_in_newline: None,
-                },
-            );
+            sealed.insert(f.to_string(), verified(&p));
         }
         let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
         (tmp, dir, sealed)
+    }
+
+    /// A verified record of the file at `p`, as the state holds it.
+    fn verified(p: &std::path::Path) -> SealedRecord {
+        let st = nix::sys::stat::lstat(p).unwrap();
+        SealedRecord {
+            digest: "d".into(),
+            id: FileId::from(&st),
+            verified: true,
+            ends_in_newline: None,
+        }
     }
 
     #[test]
@@ -395,16 +467,7 @@ mod tests {
         for n in &refs {
             let p = tmp.path().join(format!("{n}.cred"));
             std::fs::write(&p, vec![b'A'; 64 * 1024]).unwrap();
-            let st = nix::sys::stat::lstat(&p).unwrap();
-            sealed.insert(
-                n.to_string(),
-                SealedRecord {
-                    digest: "d".into(),
-                    id: FileId::from(&st),
-                    verified: true,
-                    ends_in_newline: None,
-                },
-            );
+            sealed.insert(n.to_string(), verified(&p));
         }
         let dir = Dir::open(&Root::live(), tmp.path(), DirPolicy::EXISTING).unwrap();
         let sel = select(refs.iter().copied(), &sealed, &dir, |_, _| None, 0);

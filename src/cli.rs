@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::complete;
 use crate::systemd_creds::Key;
 
+/// The command line. Its doc comments are the help text: the text of
+/// `--help` itself is in `about` and `long_about` below.
 #[derive(Debug, Parser)]
 #[command(
     name = "credloader",
@@ -23,8 +25,10 @@ use crate::systemd_creds::Key;
                   back, 5 sync source unavailable."
 )]
 pub struct Cli {
+    /// The options every command takes.
     #[command(flatten)]
     pub global: Global,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -259,6 +263,8 @@ pub struct ManArgs {
 }
 
 impl Cli {
+    /// The clap definition, which the man page and the shell completions
+    /// are generated from.
     pub fn command() -> clap::Command {
         <Cli as clap::CommandFactory>::command()
     }

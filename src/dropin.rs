@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use crate::config::{Delivery, Loader, Service};
 
-pub const FILE_NAME: &str = "50-credloader.conf";
+pub(crate) const FILE_NAME: &str = "50-credloader.conf";
 
 /// The drop-in `service`'s unit gets.
-pub fn path(service: &Service, loader: &Loader) -> PathBuf {
+pub(crate) fn path(service: &Service, loader: &Loader) -> PathBuf {
     loader
         .dropin_dir
         .join(format!("{}.d", service.unit))

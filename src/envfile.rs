@@ -22,14 +22,21 @@ pub const MAX_ASSIGNMENT: usize = 128 * 1024;
 /// Why a value cannot be written. Never carries the value itself.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ValueError {
+    /// It holds a NUL byte.
     #[error("contains a NUL byte, which an environment variable cannot hold")]
     Nul,
+    /// It is not valid UTF-8.
     #[error("is not valid UTF-8 (systemd would ignore the whole env file)")]
     InvalidUtf8,
+    /// It holds a byte-order mark.
     #[error("contains U+FEFF (a byte-order mark), which systemd's env-file parser mangles")]
     Bom,
+    /// `NAME=value` would be too long for exec ([`MAX_ASSIGNMENT`]).
     #[error("is {len} bytes; `NAME=value` must stay under {MAX_ASSIGNMENT} bytes or exec fails with E2BIG")]
-    TooLong { len: usize },
+    TooLong {
+        /// The length of `NAME=value`, in bytes.
+        len: usize,
+    },
 }
 
 /// Is `name` a valid environment variable name (`[A-Za-z_][A-Za-z0-9_]*`)?
@@ -92,12 +99,15 @@ where
     out.into_secret()
 }
 
-/// One assignment found by [`parse`]. `value` is `None` for `KEY=` at end of
-/// input with nothing after it, as in systemd.
+/// One assignment found by [`parse`] (`KEY=` with nothing after it gives an
+/// empty value, as in systemd).
 #[derive(Debug)]
 pub struct Assignment {
+    /// The line it starts on (1-based).
     pub line: usize,
+    /// The variable name.
     pub key: String,
+    /// The value, unquoted and unescaped.
     pub value: Secret,
 }
 
@@ -105,7 +115,9 @@ pub struct Assignment {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("line {line}: {problem}")]
 pub struct ParseIssue {
+    /// The line (1-based).
     pub line: usize,
+    /// What systemd would log about it.
     pub problem: String,
 }
 

@@ -363,16 +363,23 @@ pub fn record_current(root: &Root, state_dir: &Path, name: &str, info: Info) {
     }
 }
 
+/// A `--not-after` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAfterError {
+    /// Not one of the forms [`parse_not_after`] takes.
+    #[error("--not-after `{0}` is not understood; use +90d, +12h, @EPOCH, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)")]
+    NotUnderstood(String),
+    /// A time that has passed already.
+    #[error("--not-after `{0}` is in the past; a credential must be valid when sealed")]
+    Past(String),
+}
+
 /// Parses `--not-after`: `+N` with a unit (`s`, `min`/`m`, `h`, `d`, `w`),
 /// `@EPOCH`, `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 /// Returns seconds since the epoch; it must be in the future.
-pub fn parse_not_after(text: &str, now: u64) -> Result<u64, String> {
+pub fn parse_not_after(text: &str, now: u64) -> Result<u64, NotAfterError> {
     let t = text.trim();
-    let bad = || {
-        format!(
-            "--not-after `{t}` is not understood; use +90d, +12h, @EPOCH, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"
-        )
-    };
+    let bad = || NotAfterError::NotUnderstood(t.to_string());
     let at = if let Some(rel) = t.strip_prefix('+') {
         let split = rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len());
         let (num, unit) = rel.split_at(split);
@@ -393,9 +400,7 @@ pub fn parse_not_after(text: &str, now: u64) -> Result<u64, String> {
         parse_utc(t).ok_or_else(bad)?
     };
     if at <= now {
-        return Err(format!(
-            "--not-after `{t}` is in the past; a credential must be valid when sealed"
-        ));
+        return Err(NotAfterError::Past(t.to_string()));
     }
     Ok(at)
 }
@@ -485,6 +490,7 @@ mod tests {
         );
         assert!(parse_not_after("2020-01-01", now)
             .unwrap_err()
+            .to_string()
             .contains("past"));
         assert!(parse_not_after("tomorrow", now).is_err());
         assert_eq!(format_utc(1_893_456_000 + 43200), "2030-01-01T12:00:00Z");

@@ -9,6 +9,8 @@ use std::path::Path;
 /// How suggested commands are written in messages.
 const FORMS: [&str; 2] = ["`credloader ", "| credloader "];
 
+/// Rewrites the commands that messages suggest (`` `credloader seal X` ``)
+/// so that they carry the `--root` and `--config` given on this command line.
 pub struct Hints {
     /// The options every suggested command needs (empty: none).
     options: String,

@@ -4,36 +4,35 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use credloader::cli::Cli;
-use credloader::{boot, commands, exit, harden, hint, logging};
+use credloader::{exit, Cli, Hints};
 
 fn main() -> ExitCode {
     // Run by systemd as /…/system-generators/credloader-generator.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let argv0 = args.first().map(std::path::Path::new);
-    if argv0.and_then(|p| p.file_name()) == Some(boot::GENERATOR_NAME.as_ref()) {
-        return ExitCode::from(boot::generator_main(&args));
+    if argv0.and_then(|p| p.file_name()) == Some(credloader::GENERATOR_NAME.as_ref()) {
+        return ExitCode::from(credloader::generator_main(&args));
     }
     // `COMPLETE=SHELL credloader -- WORDS`: a shell asking for completions
     // (names only, nothing decrypted; see `complete`). Exits when it was.
     clap_complete::CompleteEnv::with_factory(Cli::command)
-        .var(credloader::complete::VAR)
+        .var(credloader::COMPLETE_VAR)
         .complete();
     // Before anything can hold a secret: no core dumps, no ptrace by peers.
-    if let Err(e) = harden::no_core_dumps() {
+    if let Err(e) = credloader::no_core_dumps() {
         eprintln!("credloader: error: cannot disable core dumps: {e}");
         return ExitCode::from(exit::ENVIRONMENT);
     }
     let cli = Cli::parse();
-    let hints = || hint::Hints::new(cli.global.root.as_deref(), cli.global.config.as_deref());
-    logging::init(cli.global.verbose, cli.global.quiet, hints());
-    if let Err(e) = harden::drop_capabilities() {
+    let hints = || Hints::new(cli.global.root.as_deref(), cli.global.config.as_deref());
+    credloader::init_logging(cli.global.verbose, cli.global.quiet, hints());
+    if let Err(e) = credloader::drop_capabilities() {
         tracing::warn!("could not drop capabilities: {e}");
     }
     let (json, quiet) = (cli.global.json, cli.global.quiet);
     // Suggested commands carry --root (and --config) as given here.
     let hints = hints();
-    let result = commands::run(cli.global, cli.command);
+    let result = credloader::run(cli.global, cli.command);
     let mut stdout = std::io::stdout().lock();
     match result {
         Ok(out) => {

@@ -577,12 +577,6 @@ impl Dir {
         }
     }
 
-    /// Renames within this directory.
-    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<(), FsError> {
-        renameat(&self.fd, from, &self.fd, to)
-            .map_err(|e| FsError::os("rename", &self.path.join(from), e))
-    }
-
     /// Opens a subdirectory (one component) under the same rules.
     pub fn subdir(&self, name: &OsStr, policy: DirPolicy) -> Result<Dir, FsError> {
         let path = self.path.join(name);
@@ -689,10 +683,6 @@ impl<'r> DirCache<'r> {
             root,
             dirs: Default::default(),
         }
-    }
-
-    pub fn root(&self) -> &'r Root {
-        self.root
     }
 
     /// Like [`Dir::open`], through the cache.

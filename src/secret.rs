@@ -95,10 +95,6 @@ impl SecretBuf {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         &self.0
     }

@@ -39,10 +39,10 @@
 //! [`Unit::unsure`]: a verdict that depends on it must not be trusted.
 
 mod fs;
-pub mod names;
-pub mod parse;
-pub mod service;
-pub mod words;
+mod names;
+mod parse;
+mod service;
+mod words;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -124,6 +124,7 @@ const FOLLOW_MAX: usize = 32;
 /// The load state PID 1 would give the unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadState {
+    /// It loads.
     Loaded,
     /// No unit file (a drop-in alone does not make a service).
     NotFound,
@@ -142,6 +143,7 @@ pub struct Unit {
     pub id: String,
     /// Every name it has (`Names`), the id first.
     pub names: Vec<String>,
+    /// Its load state (`LoadState`).
     pub state: LoadState,
     /// The unit file (`FragmentPath`), a path on the system.
     pub fragment: Option<PathBuf>,
@@ -189,7 +191,7 @@ pub fn load(base: &Path, unit: &str) -> Unit {
 
 /// Where the system path `path` of the system beneath `base` is on this
 /// machine, its symlinks followed as PID 1 would follow them there.
-pub fn host_path(base: &Path, path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn host_path(base: &Path, path: &Path) -> std::io::Result<PathBuf> {
     Sys::new(base).resolve(path)
 }
 

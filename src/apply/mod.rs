@@ -40,7 +40,7 @@ use crate::users::{Accounts, UserError};
 
 use cleanup::sweep_stale_temps;
 use plan::Plan;
-pub use report::{Outcome, Report, ServiceReport};
+pub use report::{Outcome, Report};
 
 /// Errors that stop the whole run (per-service failures are in the report).
 #[derive(Debug, Error)]
@@ -48,11 +48,19 @@ pub enum ApplyError {
     #[error("no service named `{0}` in the configuration")]
     UnknownService(String),
     #[error("state directory: {0}")]
-    StateDir(#[from] FsError),
+    StateDir(FsError),
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
     Accounts(#[from] UserError),
+}
+
+// Not `#[from]`: that would make the FsError, already in the text, also
+// its source, and an error's sources are printed after it.
+impl From<FsError> for ApplyError {
+    fn from(e: FsError) -> Self {
+        ApplyError::StateDir(e)
+    }
 }
 
 #[derive(Debug, Clone, Default)]

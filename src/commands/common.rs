@@ -3,6 +3,7 @@
 //! a command says of a credential's consumers.
 
 use serde_json::json;
+use thiserror::Error;
 
 use super::{CommandError, Context};
 use crate::config::Config;
@@ -32,7 +33,7 @@ impl Locked {
         name: &str,
         load: fn(&Context) -> Result<Config, CommandError>,
     ) -> Result<Locked, CommandError> {
-        names::credential(name).map_err(CommandError::Usage)?;
+        names::credential(name)?;
         let config = load(ctx)?;
         let (_state_dir, held) = apply::lock(&config, &ctx.root)?;
         let creds = creds_dir(&ctx.root, &config.loader)?;
@@ -54,12 +55,79 @@ pub(super) fn history(
     create: bool,
 ) -> Result<History, CommandError> {
     History::open(&ctx.root, &config.loader.state_dir, name, create)
-        .map_err(|e| generations_error(name, e))
+        .map_err(|e| GenerationsError::list(name)(e).into())
 }
 
-/// A credential's generations could not be read or written.
-pub(super) fn generations_error(name: &str, e: FsError) -> CommandError {
-    CommandError::Environment(format!("credential {name}: generations: {e}"))
+/// A credential's kept generations could not be read or written (exit 3),
+/// or it has none and no current value either (exit 2).
+#[derive(Debug, Error)]
+pub enum GenerationsError {
+    /// They could not be opened or listed.
+    #[error("credential {name}: generations")]
+    List {
+        /// The credential.
+        name: String,
+        /// Why.
+        #[source]
+        error: FsError,
+    },
+    /// Generation `number` could not be read.
+    #[error("credential {name}: generation {number}")]
+    Read {
+        /// The credential.
+        name: String,
+        /// The generation.
+        number: u32,
+        /// Why.
+        #[source]
+        error: FsError,
+    },
+    /// Generation `number` was listed, and gone when it was read.
+    #[error("credential {name}: generation {number} vanished")]
+    Vanished {
+        /// The credential.
+        name: String,
+        /// The generation.
+        number: u32,
+    },
+    /// A value (`the current value`, `the sealed value`...) could not be
+    /// kept as a new generation.
+    #[error("credential {name}: keeping {value}")]
+    Keep {
+        /// The credential.
+        name: String,
+        /// Which value.
+        value: &'static str,
+        /// Why.
+        #[source]
+        error: FsError,
+    },
+    /// Nothing to list: no current value, no kept generation.
+    #[error(
+        "credential {name} does not exist and has no kept generations; seal it with `credloader seal {name}`"
+    )]
+    Unknown {
+        /// The credential.
+        name: String,
+    },
+}
+
+impl GenerationsError {
+    /// [`GenerationsError::List`] of `name`, for `map_err`.
+    pub(super) fn list(name: &str) -> impl FnOnce(FsError) -> GenerationsError + '_ {
+        move |error| GenerationsError::List {
+            name: name.to_string(),
+            error,
+        }
+    }
+
+    /// Exit 2 for a credential that is not there at all, else 3.
+    pub(super) fn exit_code(&self) -> u8 {
+        match self {
+            GenerationsError::Unknown { .. } => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
+    }
 }
 
 /// Says in `human` and `doc` what `served` knows of a credential's

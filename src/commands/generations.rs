@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::json;
 
+use super::common::GenerationsError;
 use super::{CommandError, Context, Output};
 use crate::cli::NameArg;
 use crate::creds::Store;
@@ -42,7 +43,7 @@ struct Row {
 
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
+    names::credential(&name)?;
     let config = ctx.load_config_or_default()?;
     let history = super::common::history(ctx, &config, &name, false)?;
     let rows = rows(
@@ -52,9 +53,7 @@ pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
         &Store::open(&ctx.root, &config.loader.creds_dir),
     )?;
     if rows.is_empty() {
-        return Err(CommandError::Usage(format!(
-            "credential {name} does not exist and has no kept generations; seal it with `credloader seal {name}`"
-        )));
+        return Err(GenerationsError::Unknown { name }.into());
     }
     let human = human(&name, &rows);
     Ok(Output::new(
@@ -76,9 +75,7 @@ fn rows(
     history: &History,
     store: &Store,
 ) -> Result<Vec<Row>, CommandError> {
-    let kept = history
-        .list()
-        .map_err(|e| CommandError::Environment(format!("credential {name}: generations: {e}")))?;
+    let kept = history.list().map_err(GenerationsError::list(name))?;
     let current = store.sealed(name).ok();
     let digest = current.as_ref().map(|c| c.digest.as_str());
     // The current value's number: as recorded for these very bytes, else

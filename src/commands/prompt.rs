@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg, Termios};
 
-use super::CommandError;
 use crate::secret::{Secret, SecretBuf};
 use crate::systemd_creds::MAX_PLAINTEXT;
 
@@ -29,14 +28,39 @@ extern "C" fn on_interrupt(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn terminal_error(e: String) -> CommandError {
-    CommandError::Environment(format!("cannot read from the terminal: {e}"))
+/// The terminal could not be asked (exit 3), or the operator cancelled
+/// (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    /// Ctrl-C at the prompt.
+    #[error("cancelled at the prompt; nothing was sealed")]
+    Cancelled,
+    /// The terminal's settings could not be read or changed.
+    #[error("cannot read from the terminal")]
+    Settings(#[source] nix::Error),
+    /// Reading from it failed.
+    #[error("cannot read from the terminal")]
+    Read(#[source] std::io::Error),
+    /// The line is longer than any value systemd-creds can carry.
+    #[error("cannot read from the terminal: the value is too long")]
+    TooLong,
+}
+
+impl PromptError {
+    /// Its exit code: the operator's cancel is a usage matter, the rest
+    /// an environment one.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PromptError::Cancelled => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
+    }
 }
 
 /// One line from the terminal with echo off; the terminal is restored on
 /// every path out, Ctrl-C included (it cancels the prompt instead of
 /// killing the process with echo still off).
-pub(super) fn prompt(text: &str) -> Result<Secret, CommandError> {
+pub(super) fn prompt(text: &str) -> Result<Secret, PromptError> {
     let stdin = std::io::stdin();
     let _quiet = Quiet::start(&stdin)?;
     let mut stderr = std::io::stderr();
@@ -54,8 +78,8 @@ struct Quiet<'a> {
 }
 
 impl<'a> Quiet<'a> {
-    fn start(stdin: &'a std::io::Stdin) -> Result<Quiet<'a>, CommandError> {
-        let saved = tcgetattr(stdin).map_err(|e| terminal_error(e.to_string()))?;
+    fn start(stdin: &'a std::io::Stdin) -> Result<Quiet<'a>, PromptError> {
+        let saved = tcgetattr(stdin).map_err(PromptError::Settings)?;
         INTERRUPTED.store(false, Ordering::SeqCst);
         // No SA_RESTART: the read below returns EINTR on Ctrl-C.
         let cancel = SigAction::new(
@@ -73,7 +97,7 @@ impl<'a> Quiet<'a> {
         let mut silent = saved;
         silent.local_flags.remove(LocalFlags::ECHO);
         silent.local_flags.insert(LocalFlags::ECHONL);
-        tcsetattr(stdin, SetArg::TCSAFLUSH, &silent).map_err(|e| terminal_error(e.to_string()))?;
+        tcsetattr(stdin, SetArg::TCSAFLUSH, &silent).map_err(PromptError::Settings)?;
         Ok(quiet)
     }
 }
@@ -90,7 +114,7 @@ impl Drop for Quiet<'_> {
 
 /// Reads up to a line break (or end of input) from fd 0, a byte at a
 /// time; a trailing `\r` goes.
-fn read_line() -> Result<Secret, CommandError> {
+fn read_line() -> Result<Secret, PromptError> {
     let mut buf = SecretBuf::with_capacity(256);
     let raw = raw_stdin();
     let mut lock = &*raw;
@@ -99,22 +123,20 @@ fn read_line() -> Result<Secret, CommandError> {
         // A Ctrl-C that came before this read started.
         if INTERRUPTED.load(Ordering::SeqCst) {
             let _ = writeln!(std::io::stderr());
-            return Err(CommandError::Usage(
-                "cancelled at the prompt; nothing was sealed".into(),
-            ));
+            return Err(PromptError::Cancelled);
         }
         match lock.read(&mut byte) {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => {
                 if buf.len() >= MAX_PLAINTEXT {
-                    return Err(terminal_error("the value is too long".into()));
+                    return Err(PromptError::TooLong);
                 }
                 buf.push(byte[0]);
             }
             // Ctrl-C (checked at the top of the loop), or another signal.
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(terminal_error(e.to_string())),
+            Err(e) => return Err(PromptError::Read(e)),
         }
     }
     let mut secret = buf.into_secret();

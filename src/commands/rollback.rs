@@ -5,8 +5,9 @@
 use std::fmt::Write as _;
 
 use serde_json::json;
+use thiserror::Error;
 
-use super::common::{generations_error, history, say_note, Locked};
+use super::common::{history, say_note, GenerationsError, Locked};
 use super::{CommandError, Context, Output};
 use crate::cli::RollbackArgs;
 use crate::creds::hex_digest;
@@ -14,7 +15,63 @@ use crate::generations::{format_utc, Generation, History, Info};
 use crate::rotation::{self, Check, Masked, Served, Verified};
 use crate::safefs::Dir;
 use crate::sealed::{self, install};
+use crate::systemd_creds::CredsError;
 use crate::{exit, systemd_creds};
+
+/// Why the generation asked for cannot be put back (exit 2).
+#[derive(Debug, Error)]
+pub enum RollbackError {
+    /// `--to N`: no generation `N` is kept.
+    #[error(
+        "credential {name} has no generation {number}; kept: {} (see `credloader generations {name}`)",
+        if kept.is_empty() { "none".into() } else { join(kept) }
+    )]
+    NoSuchGeneration {
+        /// The credential.
+        name: String,
+        /// The generation asked for.
+        number: u32,
+        /// The generations kept.
+        kept: Vec<u32>,
+    },
+    /// No generation is kept at all.
+    #[error(
+        "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
+    )]
+    NoneKept {
+        /// The credential.
+        name: String,
+    },
+    /// Every kept generation was rejected by a rotation.
+    #[error(
+        "credential {name} has only rejected generations ({}): a rotation installed them and \
+         they failed verification; restore one on purpose with `credloader rollback {name} --to N`",
+        join(kept)
+    )]
+    OnlyRejected {
+        /// The credential.
+        name: String,
+        /// The generations kept.
+        kept: Vec<u32>,
+    },
+    /// The generation no longer decrypts (expired, another name or key).
+    #[error("credential {name}: generation {number} cannot be restored")]
+    NotRestorable {
+        /// The credential.
+        name: String,
+        /// The generation.
+        number: u32,
+        /// Why.
+        #[source]
+        error: CredsError,
+    },
+}
+
+/// `1, 2, 3`.
+fn join(numbers: &[u32]) -> String {
+    let numbers: Vec<String> = numbers.iter().map(u32::to_string).collect();
+    numbers.join(", ")
+}
 
 /// A generation put back, for the report.
 struct Restored {
@@ -64,47 +121,51 @@ pub fn run(ctx: &Context, args: RollbackArgs) -> Result<Output, CommandError> {
 /// did not reject (a rejected value comes back only when asked for by
 /// number).
 fn choose(history: &History, name: &str, to: Option<u32>) -> Result<Generation, CommandError> {
-    let kept = history.list().map_err(|e| generations_error(name, e))?;
-    let numbers: Vec<String> = kept.iter().map(|g| g.number.to_string()).collect();
+    let kept = history.list().map_err(GenerationsError::list(name))?;
+    let numbers: Vec<u32> = kept.iter().map(|g| g.number).collect();
     let found = match to {
         Some(n) => kept.into_iter().find(|g| g.number == n),
         None => kept.into_iter().rev().find(|g| g.rejected_at.is_none()),
     };
-    found.ok_or_else(|| CommandError::Usage(match to {
-        Some(n) => format!(
-            "credential {name} has no generation {n}; kept: {} (see `credloader generations {name}`)",
-            if numbers.is_empty() { "none".into() } else { numbers.join(", ") }
-        ),
-        None if numbers.is_empty() => format!(
-            "credential {name} has no kept generations to roll back to; `credloader rotate {name}` keeps one each time"
-        ),
-        None => format!(
-            "credential {name} has only rejected generations ({}): a rotation installed them and \
-             they failed verification; restore one on purpose with `credloader rollback {name} --to N`",
-            numbers.join(", ")
-        ),
-    }))
+    let name = name.to_string();
+    let missing = match to {
+        Some(number) => RollbackError::NoSuchGeneration {
+            name,
+            number,
+            kept: numbers,
+        },
+        None if numbers.is_empty() => RollbackError::NoneKept { name },
+        None => RollbackError::OnlyRejected {
+            name,
+            kept: numbers,
+        },
+    };
+    found.ok_or_else(|| missing.into())
 }
 
 /// The sealed bytes of generation `number`.
 fn read_generation(history: &History, name: &str, number: u32) -> Result<Vec<u8>, CommandError> {
-    history
-        .read(number)
-        .map_err(|e| {
-            CommandError::Environment(format!("credential {name}: generation {number}: {e}"))
-        })?
-        .ok_or_else(|| {
-            CommandError::Environment(format!("credential {name}: generation {number} vanished"))
-        })
+    let name = name.to_string();
+    match history.read(number) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(GenerationsError::Vanished { name, number }.into()),
+        Err(error) => Err(GenerationsError::Read {
+            name,
+            number,
+            error,
+        }
+        .into()),
+    }
 }
 
 /// It must still decrypt (not expired, right name) before it goes back.
 fn check_restorable(name: &str, number: u32, bytes: &[u8]) -> Result<Masked, CommandError> {
-    let (secret, _) = systemd_creds::decrypt(name, bytes).map_err(|e| {
-        CommandError::Usage(format!(
-            "credential {name}: generation {number} cannot be restored: {e}"
-        ))
-    })?;
+    let (secret, _) =
+        systemd_creds::decrypt(name, bytes).map_err(|error| RollbackError::NotRestorable {
+            name: name.to_string(),
+            number,
+            error,
+        })?;
     Ok(Masked {
         masked: secret.masked(),
         length: secret.len(),
@@ -124,8 +185,13 @@ fn keep_current(
     history
         .push(&current, info, locked.config.loader.keep_generations)
         .map(Some)
-        .map_err(|e| {
-            CommandError::Environment(format!("credential {name}: keeping the current value: {e}"))
+        .map_err(|error| {
+            GenerationsError::Keep {
+                name: name.to_string(),
+                value: "the current value",
+                error,
+            }
+            .into()
         })
 }
 

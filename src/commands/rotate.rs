@@ -4,13 +4,16 @@
 //! from before the seal to after the verdict; the work itself is
 //! [`crate::rotation`], which `sync` shares.
 
+use std::path::PathBuf;
+
 use serde_json::json;
+use thiserror::Error;
 
 use super::common::{say_note, Locked};
 use super::value;
 use super::{CommandError, Context, Output};
 use crate::cli::RotateArgs;
-use crate::escape::ShowPath;
+use crate::escape::Shown;
 use crate::exit;
 use crate::rotation::{self, Check, NewValue, Rotation, Served};
 use crate::safefs::Dir;
@@ -37,10 +40,27 @@ fn require_existing(creds: &Dir, name: &str) -> Result<(), CommandError> {
     if sealed::current(creds, name)?.is_some() {
         return Ok(());
     }
-    Err(CommandError::Usage(format!(
+    Err(RotateError::Missing {
+        name: name.to_string(),
+        dir: creds.path().to_path_buf(),
+    }
+    .into())
+}
+
+/// Why `rotate` does not start (exit 2).
+#[derive(Debug, Error)]
+pub enum RotateError {
+    /// There is no such credential: `seal` makes a new one.
+    #[error(
         "credential {name} does not exist in {}; seal it first with `credloader seal {name}`",
-        creds.path().shown()
-    )))
+        Shown(dir)
+    )]
+    Missing {
+        /// The credential.
+        name: String,
+        /// The creds dir.
+        dir: PathBuf,
+    },
 }
 
 /// What `rotate` says of the value it entered (the value itself is gone

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
+use std::path::PathBuf;
+
 use serde_json::json;
+use thiserror::Error;
 
 use super::common::{say_note, Locked};
 use super::value::{self, SealedValue};
@@ -11,11 +14,41 @@ use super::{CommandError, Context, Output};
 use crate::cli::SealArgs;
 use crate::creds::Store;
 use crate::escape::ShowPath;
+use crate::escape::Shown;
 use crate::generations;
 use crate::rotation::Served;
-use crate::safefs::Dir;
+use crate::safefs::{Dir, FsError};
 use crate::sealed::install;
 use crate::{exit, systemd_creds};
+
+/// Why `seal` does not make a new credential.
+#[derive(Debug, Error)]
+pub enum SealError {
+    /// It exists already: `rotate` replaces its value (exit 2).
+    #[error(
+        "credential {name} already exists ({}); replace its value with `credloader rotate {name}`",
+        Shown(path)
+    )]
+    Exists {
+        /// The credential.
+        name: String,
+        /// Its sealed file.
+        path: PathBuf,
+    },
+    /// Whether it exists cannot be told (exit 3).
+    #[error(transparent)]
+    Unknowable(FsError),
+}
+
+impl SealError {
+    /// 2 for a credential that exists, 3 when that cannot be told.
+    pub(super) fn exit_code(&self) -> u8 {
+        match self {
+            SealError::Exists { .. } => exit::USAGE,
+            SealError::Unknowable(_) => exit::ENVIRONMENT,
+        }
+    }
+}
 
 pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
     let name = args.name;
@@ -29,20 +62,18 @@ pub fn run(ctx: &Context, args: SealArgs) -> Result<Output, CommandError> {
 }
 
 /// A credential that exists already is rotated, not sealed again.
-fn refuse_existing(creds: &Dir, name: &str) -> Result<(), CommandError> {
+fn refuse_existing(creds: &Dir, name: &str) -> Result<(), SealError> {
     let file = Store::file_name(name);
     // Only a file known to be absent may be sealed anew: one that cannot be
     // looked at may be the only copy of a key.
-    let exists = creds
-        .entry(&file)
-        .map_err(|e| CommandError::Environment(e.to_string()))?;
+    let exists = creds.entry(&file).map_err(SealError::Unknowable)?;
     if exists.is_none() {
         return Ok(());
     }
-    Err(CommandError::Usage(format!(
-        "credential {name} already exists ({}); replace its value with `credloader rotate {name}`",
-        creds.path().join(file).shown()
-    )))
+    Err(SealError::Exists {
+        name: name.to_string(),
+        path: creds.path().join(file),
+    })
 }
 
 /// What `seal` says: what was sealed where, and who will get it. Exit 1

@@ -2,22 +2,43 @@
 //! never the value.
 
 use serde_json::json;
+use thiserror::Error;
 
 use super::{CommandError, Context, Output};
 use crate::cli::NameArg;
-use crate::creds::Store;
+use crate::creds::{CredError, Store};
+use crate::systemd_creds::CredsError;
 use crate::{exit, names, newline, systemd_creds};
+
+/// Why `show` cannot show a value (exit 1).
+#[derive(Debug, Error)]
+pub enum ShowError {
+    /// Its sealed file cannot be had. Not a `#[source]`: a [`CredError`]
+    /// names the credential itself.
+    #[error("{0}")]
+    Sealed(CredError),
+    /// It does not decrypt.
+    #[error("credential {name}")]
+    Decrypt {
+        /// The credential.
+        name: String,
+        /// Why.
+        #[source]
+        error: CredsError,
+    },
+}
 
 pub fn run(ctx: &Context, args: NameArg) -> Result<Output, CommandError> {
     let name = args.name;
-    names::credential(&name).map_err(CommandError::Usage)?;
+    names::credential(&name)?;
     let config = ctx.load_config_or_default()?;
     let store = Store::open(&ctx.root, &config.loader.creds_dir);
-    let sealed = store
-        .sealed(&name)
-        .map_err(|e| CommandError::Failed(e.to_string()))?;
-    let (secret, legacy) = systemd_creds::decrypt(&name, &sealed.bytes)
-        .map_err(|e| CommandError::Failed(format!("credential {name}: {e}")))?;
+    let sealed = store.sealed(&name).map_err(ShowError::Sealed)?;
+    let (secret, legacy) =
+        systemd_creds::decrypt(&name, &sealed.bytes).map_err(|error| ShowError::Decrypt {
+            name: name.clone(),
+            error,
+        })?;
     let masked = secret.masked();
     let length = secret.len();
     let ends_in_newline = newline::ends_in_newline(secret.expose());

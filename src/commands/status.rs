@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use thiserror::Error;
 
 use super::{CommandError, Context, Output};
 use crate::cli::StatusArgs;
@@ -129,25 +130,36 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<Output, CommandError> {
     Ok(output(&out, &not_served))
 }
 
+/// Why `status` shows nothing (exit 2).
+#[derive(Debug, Error)]
+pub enum StatusError {
+    /// A service asked for by name is not in the configuration.
+    #[error(
+        "no service named `{}` in the configuration (known: {})",
+        text(name),
+        text(&known.join(", "))
+    )]
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The services the configuration has.
+        known: Vec<String>,
+    },
+}
+
 /// Every service asked for by name must be one the configuration has.
-fn check_known(served: &Served, asked: &[String]) -> Result<(), CommandError> {
+fn check_known(served: &Served, asked: &[String]) -> Result<(), StatusError> {
     let known = |s: &str| served.services.contains_key(s) || served.unservable.contains_key(s);
     let Some(unknown) = asked.iter().find(|s| !known(s)) else {
         return Ok(());
     };
-    Err(CommandError::Usage(format!(
-        "no service named `{}` in the configuration (known: {})",
-        text(unknown),
-        text(
-            &served
-                .services
-                .keys()
-                .chain(served.unservable.keys())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    )))
+    Err(StatusError::UnknownService {
+        name: unknown.clone(),
+        known: (served.services.keys())
+            .chain(served.unservable.keys())
+            .map(|s| s.to_string())
+            .collect(),
+    })
 }
 
 /// What status looks at for each service.

@@ -16,18 +16,20 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::json;
+use thiserror::Error;
 
 use super::common::say_note;
-use super::value::{self, validate};
+use super::value::{self, validate, ValueError};
 use super::{CommandError, Context, Output};
 use crate::apply;
+use crate::chain::Chain;
 use crate::cli::SyncArgs;
-use crate::config::{Config, Manage, Sources};
+use crate::config::{Config, Manage, Problem, Sources};
 use crate::newline::Entered;
 use crate::rotation::{self, Check, NewValue, Rotation};
 use crate::safefs::Dir;
 use crate::secret::Secret;
-use crate::sources::{self, Fetched, OpenError, Retry, Source, SourceError};
+use crate::sources::{self, Fetched, OpenError, Retry, Source, SourceError, Unavailable};
 use crate::systemd_creds::{self, Key};
 use crate::{exit, names, sealed};
 
@@ -132,6 +134,76 @@ impl Run<'_> {
     }
 }
 
+/// Why `sync` changes nothing at all.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    /// No `[sources]` (exit 2). `unknown`: the problems of files that
+    /// cannot be used and may hold it.
+    #[error(
+        "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md){}",
+        may_hold(unknown)
+    )]
+    NoSources {
+        /// Files that cannot be used, with why.
+        unknown: Vec<Problem>,
+    },
+    /// A credential named on the command line is not sync's (exit 2).
+    #[error(
+        "credential {name} is not managed by sync: no service uses it and \
+         [sources] does not list it"
+    )]
+    NotManaged {
+        /// The credential.
+        name: String,
+    },
+    /// The source could not be opened (exit 2 for a configuration it
+    /// cannot use, else 5).
+    #[error("{}", match .0 {
+        OpenError::Usage(m) => m.clone(),
+        OpenError::Source(e) => format!("{e}; every local credential was kept"),
+    })]
+    Open(OpenError),
+    /// The source stopped the whole fetch: unavailable, or it refused us
+    /// (exit 5).
+    #[error(
+        "the {kind} source {}: {error}; nothing was changed, every local credential was kept",
+        match error.error {
+            SourceError::Auth(_) => "refused us",
+            _ => "is unavailable",
+        }
+    )]
+    Unavailable {
+        /// `aws` or `file`.
+        kind: &'static str,
+        /// What stopped it.
+        error: Unavailable,
+    },
+}
+
+impl SyncError {
+    /// 2 for what the configuration or command line asks, 5 for the source.
+    pub(super) fn exit_code(&self) -> u8 {
+        match self {
+            SyncError::NoSources { .. }
+            | SyncError::NotManaged { .. }
+            | SyncError::Open(OpenError::Usage(_)) => exit::USAGE,
+            SyncError::Open(OpenError::Source(_)) | SyncError::Unavailable { .. } => exit::SOURCE,
+        }
+    }
+}
+
+/// `; a file that cannot be used may hold it: PROBLEM; ...`, or nothing.
+fn may_hold(unknown: &[Problem]) -> String {
+    if unknown.is_empty() {
+        return String::new();
+    }
+    let unknown: Vec<String> = unknown.iter().map(|p| p.to_string()).collect();
+    format!(
+        "; a file that cannot be used may hold it: {}",
+        unknown.join("; ")
+    )
+}
+
 /// The `[sources]` to sync from; other commands only warn about a bad one,
 /// sync runs on it.
 fn sources_of(config: &Config) -> Result<&Sources, CommandError> {
@@ -140,21 +212,8 @@ fn sources_of(config: &Config) -> Result<&Sources, CommandError> {
     }
     let Some(sources) = &config.sources else {
         // A file that cannot be read may be where it is.
-        let unknown: Vec<String> = config
-            .orphan_problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        return Err(CommandError::Usage(format!(
-            "no [sources] in the configuration: sync needs [sources.aws] (see docs/aws.md){}",
-            match unknown.is_empty() {
-                true => String::new(),
-                false => format!(
-                    "; a file that cannot be used may hold it: {}",
-                    unknown.join("; ")
-                ),
-            }
-        )));
+        let unknown = config.orphan_problems.clone();
+        return Err(SyncError::NoSources { unknown }.into());
     };
     Ok(sources)
 }
@@ -172,12 +231,9 @@ fn wanted(
         managed.extend(served.services.values().flat_map(|s| s.credentials()));
     }
     for n in names {
-        names::credential(n).map_err(CommandError::Usage)?;
+        names::credential(n)?;
         if !managed.contains(n.as_str()) {
-            return Err(CommandError::Usage(format!(
-                "credential {n} is not managed by sync: no service uses it and \
-                 [sources] does not list it"
-            )));
+            return Err(SyncError::NotManaged { name: n.clone() }.into());
         }
     }
     if names.is_empty() {
@@ -190,12 +246,7 @@ fn wanted(
 }
 
 fn open_source(ctx: &Context, config: &Config) -> Result<Box<dyn Source>, CommandError> {
-    sources::open(config, &ctx.root).map_err(|e| match e {
-        OpenError::Usage(m) => CommandError::Usage(m),
-        OpenError::Source(e) => {
-            CommandError::Source(format!("{e}; every local credential was kept"))
-        }
-    })
+    sources::open(config, &ctx.root).map_err(|e| SyncError::Open(e).into())
 }
 
 /// Nothing is managed: said, and a failure when a broken file may hide a
@@ -212,15 +263,12 @@ fn nothing_to_sync(run: &Run, served: &rotation::Served) -> Output {
 
 /// Every value of `wanted`, or the error that stops the whole run.
 fn fetch(run: &Run, wanted: &[String], attempts: u32) -> Result<Fetched, CommandError> {
-    sources::fetch_all(run.source, wanted, Retry::new(attempts)).map_err(|u| {
-        let kind = match u.error {
-            SourceError::Auth(_) => "refused us",
-            _ => "is unavailable",
-        };
-        CommandError::Source(format!(
-            "the {} source {kind}: {u}; nothing was changed, every local credential was kept",
-            run.source.kind()
-        ))
+    sources::fetch_all(run.source, wanted, Retry::new(attempts)).map_err(|error| {
+        SyncError::Unavailable {
+            kind: run.source.kind(),
+            error,
+        }
+        .into()
     })
 }
 
@@ -453,10 +501,11 @@ fn summary(run: &Run, items: &[Item], failed: usize, code: u8) -> String {
 }
 
 /// What `seal` refuses, as a per-credential refusal.
-fn refusal(e: CommandError) -> String {
-    let m = e.to_string();
-    let m = m.strip_suffix("; nothing was sealed").unwrap_or(&m);
-    format!("{m}; refused, the local copy was kept")
+fn refusal(e: ValueError) -> String {
+    match e {
+        ValueError::Refused(r) => format!("{r}; refused, the local copy was kept"),
+        e => format!("{}; refused, the local copy was kept", Chain(&e)),
+    }
 }
 
 /// Whether the sealed `current` holds `value` (decrypted in memory only).

@@ -31,9 +31,9 @@ pub(super) struct Read {
 /// Reads `main` and its drop-in directory. A missing main file is fine when
 /// drop-ins exist, unless `main_must_exist` (an explicit `--config`).
 pub(super) fn read(main: &Path, main_must_exist: bool) -> Result<Read, ConfigError> {
-    let main = std::path::absolute(main).map_err(|source| ConfigError::Read {
+    let main = std::path::absolute(main).map_err(|error| ConfigError::Read {
         path: main.into(),
-        source,
+        error,
     })?;
     let dropins = dropin_dir_for(&main);
     let mut files = Vec::new();
@@ -43,7 +43,7 @@ pub(super) fn read(main: &Path, main_must_exist: bool) -> Result<Read, ConfigErr
         Ok(None) => {
             return Err(ConfigError::Read {
                 path: main.clone(),
-                source: std::io::ErrorKind::NotFound.into(),
+                error: std::io::ErrorKind::NotFound.into(),
             })
         }
         Err(e) => return Err(e),

@@ -19,17 +19,19 @@ mod resolve;
 mod service;
 mod sources;
 
+// Public (see lib.rs): what the tests and fuzz targets build and inspect.
 pub use errors::{ConfigError, Origin, Problem};
-pub use load::{dropin_dir_for, Refused, DEFAULT_CONFIG};
-pub use model::{
-    fill_template, AwsCredential, AwsLocation, AwsSource, Config, CredentialOptions, Delivery,
-    Environment, FileSource, Loader, Manage, OnChange, Service, Source, Sources, Var,
-};
-pub use resolve::build;
+pub use model::{Config, Delivery, Loader, Service, Source, Var};
+
+pub(crate) use load::{dropin_dir_for, DEFAULT_CONFIG};
+#[cfg(feature = "aws")]
+pub(crate) use model::{AwsSource, Environment};
+pub(crate) use model::{Manage, Sources};
+pub(crate) use resolve::build;
 
 /// Loads `main` and its drop-in directory. A missing main file is fine when
 /// drop-ins exist, unless `main_must_exist` (an explicit `--config`).
-pub fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
+pub(crate) fn load(main: &Path, main_must_exist: bool) -> Result<Config, ConfigError> {
     let read = load::read(main, main_must_exist)?;
     build(read.files, read.refused, &read.main)
 }
@@ -45,7 +47,7 @@ pub fn from_texts(files: Vec<(PathBuf, String)>) -> Result<Config, ConfigError> 
 /// unknown). A problem in a service, or a drop-in that does not parse, only
 /// breaks the services it concerns. A problem in `[sources]` only stops
 /// `sync` ([`Config::sources_problems`]).
-pub fn from_texts_with_main(
+pub(crate) fn from_texts_with_main(
     files: Vec<(PathBuf, String)>,
     main: &Path,
 ) -> Result<Config, ConfigError> {

@@ -52,9 +52,13 @@ impl OnChange {
 /// `--root` is applied when they are opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Loader {
+    /// Where the sealed `NAME.cred` files are (`/etc/quantum/creds`).
     pub creds_dir: PathBuf,
+    /// Where env files go by default (`/run/credloader`).
     pub env_dir: PathBuf,
+    /// Where the units' drop-in directories are (`/etc/systemd/system`).
     pub dropin_dir: PathBuf,
+    /// Where apply keeps its state (`/var/lib/credloader`).
     pub state_dir: PathBuf,
     /// Directories besides `env_dir` that env files may be placed in
     /// (see [`crate::envplace`]).
@@ -102,14 +106,18 @@ impl Default for Loader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// The value of the sealed credential of this name.
     Credential(String),
+    /// This value, as written in `static` (never a secret).
     Static(String),
 }
 
 /// One variable of a service's environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Var {
+    /// The environment variable.
     pub name: String,
+    /// Where its value comes from.
     pub source: Source,
 }
 
@@ -118,26 +126,38 @@ pub struct Var {
 /// and can keep serving it when its file later fails to load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
+    /// `[services.NAME]`.
     pub name: String,
+    /// The consuming unit, e.g. `x.service`.
     pub unit: String,
+    /// The account the unit runs as, which owns the env file.
     pub user: String,
+    /// The env file's group (`None`: the user's own).
     pub group: Option<String>,
     /// Sorted by variable name.
     pub vars: Vec<Var>,
+    /// Where its env file goes.
     pub env_file: PathBuf,
     /// Where `env_file` is set (`None`: the default, `<env_dir>/<NAME>.env`).
     #[serde(skip)]
     pub env_file_at: Option<Origin>,
+    /// How it receives its secrets.
     pub delivery: Delivery,
+    /// `false`: `EnvironmentFile=-PATH`, so the unit may start without it.
     pub required: bool,
+    /// What apply does to the unit when its secrets change.
     pub on_change: OnChange,
+    /// The argv `rotate` and `rollback` run, as the service, to check it
+    /// works with the new value.
     pub health_check: Option<Vec<String>>,
+    /// How long that check, and the unit coming back, may take.
     pub health_timeout: Duration,
     /// Its credentials whose value keeps a trailing newline
     /// (`[credentials.NAME] keep_newline = true`; see [`crate::newline`]).
     /// Part of the definition, so a change re-renders its env file.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub keep_newline: BTreeSet<String>,
+    /// Where `[services.NAME]` is.
     #[serde(skip)]
     pub origin: Origin,
 }
@@ -347,7 +367,9 @@ pub struct Config {
     /// there: apply keeps serving it from its last good definition and
     /// removes nothing (see [`crate::state::State::fallbacks`]).
     pub orphan_problems: Vec<Problem>,
+    /// `[loader]`: where things are.
     pub loader: Loader,
+    /// The services to serve, by name.
     pub services: BTreeMap<String, Service>,
     /// `[sources]`, if any: what `sync` reads. `None` when it has problems.
     pub sources: Option<Sources>,

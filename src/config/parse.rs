@@ -228,7 +228,7 @@ impl Glimpse {
 }
 
 /// A name check of [`crate::names`].
-type NameCheck = fn(&str) -> Result<(), String>;
+type NameCheck = fn(&str) -> Result<(), crate::names::NameError>;
 
 /// The keys of table `key` of `t` that are valid names.
 fn table_names(t: &toml::Table, key: &str, valid: NameCheck) -> Vec<String> {

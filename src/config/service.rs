@@ -92,7 +92,7 @@ impl Check<'_> {
     fn names(&mut self, raw: &RawService) {
         let sname = self.sname;
         if let Err(m) = names::service(sname) {
-            self.bad(self.origin.clone(), m);
+            self.bad(self.origin.clone(), m.to_string());
         }
         if let Err(m) = names::unit(raw.unit.get_ref()) {
             self.bad(

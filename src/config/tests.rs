@@ -1,3 +1,5 @@
+use super::load::Refused;
+use super::model::OnChange;
 use super::*;
 
 fn cfg(files: &[(&str, &str)]) -> Result<Config, ConfigError> {

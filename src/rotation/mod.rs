@@ -23,7 +23,6 @@ use crate::apply::Report;
 use crate::generations::Info;
 use crate::sealed::StoreError;
 
-pub use health_check::service_env;
 pub use job::rotate;
 pub use served::Served;
 pub use verify::{apply_and_verify, Check, Verified};

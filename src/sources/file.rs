@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use thiserror::Error;
 use zeroize::Zeroize;
 
 use super::{Source, SourceError};
@@ -79,14 +80,36 @@ impl Source for FileSource {
     }
 }
 
-fn parse_json(raw: &Secret) -> Result<BTreeMap<String, Secret>, String> {
+/// Why a dev secrets file cannot be used. Never quotes the file: its
+/// parsers' messages may show a value.
+#[derive(Debug, Error)]
+enum FormatError {
+    #[error("not a JSON object of name -> string (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("not a TOML table of name = \"value\" (line {line})")]
+    NotToml { line: usize },
+    #[error("the value of `{key}` is not a string")]
+    NotString { key: String },
+}
+
+/// The values read, unless `bad` names one that is not a string.
+fn all_strings(
+    out: BTreeMap<String, Secret>,
+    bad: Option<String>,
+) -> Result<BTreeMap<String, Secret>, FormatError> {
+    match bad {
+        Some(key) => Err(FormatError::NotString { key }),
+        None => Ok(out),
+    }
+}
+
+fn parse_json(raw: &Secret) -> Result<BTreeMap<String, Secret>, FormatError> {
     let map: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(raw.expose()).map_err(|e| {
-            format!(
-                "not a JSON object of name -> string (line {}, column {})",
-                e.line(),
-                e.column()
-            )
+        serde_json::from_slice(raw.expose()).map_err(|e| FormatError::NotJson {
+            line: e.line(),
+            column: e.column(),
         })?;
     let mut out = BTreeMap::new();
     let mut bad = None;
@@ -103,21 +126,18 @@ fn parse_json(raw: &Secret) -> Result<BTreeMap<String, Secret>, String> {
             }
         }
     }
-    match bad {
-        Some(k) => Err(format!("the value of `{k}` is not a string")),
-        None => Ok(out),
-    }
+    all_strings(out, bad)
 }
 
-fn parse_toml(raw: &Secret) -> Result<BTreeMap<String, Secret>, String> {
-    let text = std::str::from_utf8(raw.expose()).map_err(|_| "not UTF-8".to_string())?;
+fn parse_toml(raw: &Secret) -> Result<BTreeMap<String, Secret>, FormatError> {
+    let text = std::str::from_utf8(raw.expose()).map_err(|_| FormatError::NotUtf8)?;
     let table: toml::Table = toml::from_str(text).map_err(|e| {
         // toml's Display quotes the offending line: report only where.
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
             .unwrap_or(0);
-        format!("not a TOML table of name = \"value\" (line {line})")
+        FormatError::NotToml { line }
     })?;
     let mut out = BTreeMap::new();
     let mut bad = None;
@@ -134,15 +154,39 @@ fn parse_toml(raw: &Secret) -> Result<BTreeMap<String, Secret>, String> {
             }
         }
     }
-    match bad {
-        Some(k) => Err(format!("the value of `{k}` is not a string")),
-        None => Ok(out),
-    }
+    all_strings(out, bad)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn why_a_file_is_refused_reads_as_it_did_when_it_was_a_string() {
+        let cases = [
+            (
+                FormatError::NotJson { line: 2, column: 5 },
+                "not a JSON object of name -> string (line 2, column 5)",
+            ),
+            (FormatError::NotUtf8, "not UTF-8"),
+            (
+                FormatError::NotToml { line: 3 },
+                "not a TOML table of name = \"value\" (line 3)",
+            ),
+            (
+                FormatError::NotString { key: "B".into() },
+                "the value of `B` is not a string",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+        let json = Secret::copy_from(br#"{"A": "a", "B": 1, "C": [2]}"#);
+        assert_eq!(
+            parse_json(&json).unwrap_err().to_string(),
+            "the value of `B` is not a string"
+        );
+    }
 
     #[test]
     fn reads_json_and_toml_with_key_overrides() {

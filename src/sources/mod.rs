@@ -28,6 +28,7 @@ pub mod file;
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum SourceError {
     /// Worth another try: the network, throttling, a server error.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     #[error("{0}")]
     Transient(String),
     /// The source refused us: bad or missing AWS credentials, access denied.
@@ -180,6 +181,7 @@ pub fn fetch_all(
 
 /// Takes the string under `key` out of the JSON object in `value`; every
 /// other string of the document is zeroized before it is freed.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 pub fn json_key(value: &Secret, key: &str) -> Result<Secret, SourceError> {
     use zeroize::Zeroize;
     let mut doc: serde_json::Value = serde_json::from_slice(value.expose()).map_err(|e| {

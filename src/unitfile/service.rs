@@ -36,7 +36,9 @@ impl fmt::Display for Origin {
 /// A value and where it was set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
+    /// The value, as systemd keeps it.
     pub value: String,
+    /// Where it was set.
     pub origin: Origin,
 }
 
@@ -76,8 +78,11 @@ impl ExecFlags {
 /// One command of an `Exec*=` setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
+    /// Its setting, one of [`EXEC_KEYS`].
     pub key: &'static str,
+    /// Its prefixes.
     pub flags: ExecFlags,
+    /// Where it was set.
     pub origin: Origin,
 }
 
@@ -91,6 +96,7 @@ pub struct EnvironmentFile {
     /// False when it uses a specifier credloader cannot resolve (`path`
     /// then holds the value as written).
     pub resolved: bool,
+    /// Where it was set.
     pub origin: Origin,
 }
 
@@ -105,6 +111,7 @@ pub struct Service {
     pub permissions_start_only: Option<Origin>,
     /// Every command left after all resets.
     pub commands: Vec<Command>,
+    /// `EnvironmentFile=` entries left after all resets, in order.
     pub environment_files: Vec<EnvironmentFile>,
     /// The last empty `EnvironmentFile=`, which dropped every file before it.
     pub environment_files_reset: Option<Origin>,

@@ -6,10 +6,12 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
+use super::super::common::GenerationsError;
 use super::super::value::seal;
 use super::super::{CommandError, Context};
 use super::plan::{Plan, SecretPlan, Step};
 use super::preflight::Prepared;
+use super::ImportError;
 use crate::apply::{self, Options, Report};
 use crate::config::dropin_dir_for;
 use crate::creds::hex_digest;
@@ -86,11 +88,19 @@ pub fn execute<'p>(
 }
 
 fn environment(e: FsError) -> CommandError {
-    CommandError::Environment(e.to_string())
+    ImportError::Files(e).into()
 }
 
-fn env_error(name: &str, what: &str, e: impl std::fmt::Display) -> CommandError {
-    CommandError::Environment(format!("credential {name}: {what}: {e}"))
+/// `value` of credential `name` could not be kept as a generation.
+fn keeping<'a>(name: &'a str, value: &'static str) -> impl FnOnce(FsError) -> CommandError + 'a {
+    move |error| {
+        GenerationsError::Keep {
+            name: name.to_string(),
+            value,
+            error,
+        }
+        .into()
+    }
 }
 
 impl<'p> Run<'p> {
@@ -123,7 +133,7 @@ impl<'p> Run<'p> {
     fn seal(&self, p: &SecretPlan) -> Result<Option<u32>, CommandError> {
         let (root, loader, name) = (&self.ctx.root, &self.prep.config.loader, &p.key);
         let mut history = History::open(root, &loader.state_dir, name, true)
-            .map_err(|e| env_error(name, "generations", e))?;
+            .map_err(GenerationsError::list(name))?;
         let mut generation = None;
         if let Some(live) = &p.live {
             generation = self.seal_live(name, live, &mut history)?;
@@ -150,7 +160,7 @@ impl<'p> Run<'p> {
             generation = Some(
                 history
                     .push(&old, known, loader.keep_generations)
-                    .map_err(|e| env_error(name, "keeping the sealed value", e))?,
+                    .map_err(keeping(name, "the sealed value"))?,
             );
         }
         install(self.creds, name, &sealed)?;
@@ -163,10 +173,10 @@ impl<'p> Run<'p> {
         let loader = &self.prep.config.loader;
         let (sealed, info) = seal(name, other, self.key, None)?;
         let mut history = History::open(&self.ctx.root, &loader.state_dir, name, true)
-            .map_err(|e| env_error(name, "generations", e))?;
+            .map_err(GenerationsError::list(name))?;
         history
             .push(&sealed, Some(info), loader.keep_generations)
-            .map_err(|e| env_error(name, "keeping the env file's value", e))
+            .map_err(keeping(name, "the env file's value"))
     }
 
     /// Writes the service's config file (creating its directory).
@@ -204,9 +214,11 @@ impl<'p> Run<'p> {
     fn undo_after(&mut self, e: CommandError) -> CommandError {
         match self.undo() {
             Ok(()) => e,
-            Err(u) => CommandError::Environment(format!(
-                "{e}; putting back what the import changed failed too: {u}"
-            )),
+            Err(u) => ImportError::UndoFailed {
+                error: Box::new(e),
+                undo: Box::new(u),
+            }
+            .into(),
         }
     }
 

@@ -17,15 +17,18 @@ mod classify;
 mod describe;
 mod execute;
 mod plan;
-mod preflight;
+pub(super) mod preflight;
+
+use thiserror::Error;
 
 use super::{CommandError, Context, Output};
 use crate::apply;
+use crate::chain::Chain;
 use crate::cli::ImportArgs;
 use crate::config::Loader;
 use crate::rotation::Served;
 use crate::safefs::{Dir, DirPolicy, FsError};
-use crate::sealed::creds_dir;
+use crate::sealed::{creds_dir, StoreError};
 use describe::{describe, Tense};
 use plan::Plan;
 
@@ -49,6 +52,59 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<Output, CommandError> {
     Ok(describe(&args, &prep, &plan, Tense::Did(&done)))
 }
 
+/// Why `import` stopped.
+#[derive(Debug, Error)]
+pub enum ImportError {
+    /// It refused before changing anything (exit 2).
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    /// A file or directory it reads or writes (exit 3).
+    #[error(transparent)]
+    Files(FsError),
+    /// The env file's value and the sealed one differ, and no `--prefer`
+    /// says which goes live (exit 2): each conflict, said.
+    #[error(
+        "{}; keep both and choose which one is live: `--prefer env-file` seals the env file's \
+         value and keeps the sealed one as a generation, `--prefer sealed` keeps the sealed \
+         value and the env file's as a generation (until now the service read the env \
+         file's); `credloader rollback NAME` later puts the other one back. Nothing was changed",
+        conflicts.join("; ")
+    )]
+    Conflicts {
+        /// One line per secret whose two values differ.
+        conflicts: Vec<String>,
+    },
+    /// The run failed, and putting back what it changed failed too (exit
+    /// 3). Both with their sources: this message combines them.
+    #[error(
+        "{}; putting back what the import changed failed too: {}",
+        Chain(error.as_ref()),
+        Chain(undo.as_ref())
+    )]
+    UndoFailed {
+        /// What stopped the run.
+        error: Box<CommandError>,
+        /// What stopped the undo.
+        undo: Box<CommandError>,
+    },
+}
+
+impl From<preflight::PreflightError> for CommandError {
+    fn from(e: preflight::PreflightError) -> Self {
+        ImportError::Preflight(e).into()
+    }
+}
+
+impl ImportError {
+    /// 2 for conflicting values, else 3.
+    pub(super) fn exit_code(&self) -> u8 {
+        match self {
+            ImportError::Conflicts { .. } | ImportError::Preflight(_) => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
+    }
+}
+
 /// The creds dir: the real run creates it if need be, a dry run only
 /// opens it if it exists.
 fn open_creds(ctx: &Context, loader: &Loader, dry_run: bool) -> Result<Option<Dir>, CommandError> {
@@ -61,6 +117,6 @@ fn open_creds(ctx: &Context, loader: &Loader, dry_run: bool) -> Result<Option<Di
             errno: nix::errno::Errno::ENOENT,
             ..
         }) => Ok(None),
-        Err(e) => Err(CommandError::Environment(format!("creds dir: {e}"))),
+        Err(error) => Err(StoreError::Dir { error }.into()),
     }
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 use super::super::CommandError;
 use super::classify::{self, Classified, Found};
 use super::preflight::Prepared;
+use super::ImportError;
 use crate::cli::{ImportArgs, Prefer};
 use crate::import::LegacyDropin;
 use crate::rotation::Served;
@@ -165,13 +166,7 @@ pub fn secrets(
         }
     }
     if !conflicts.is_empty() {
-        return Err(CommandError::Usage(format!(
-            "{}; keep both and choose which one is live: `--prefer env-file` seals the env file's \
-             value and keeps the sealed one as a generation, `--prefer sealed` keeps the sealed \
-             value and the env file's as a generation (until now the service read the env \
-             file's); `credloader rollback NAME` later puts the other one back. Nothing was changed",
-            conflicts.join("; ")
-        )));
+        return Err(ImportError::Conflicts { conflicts }.into());
     }
     Ok(plans)
 }

@@ -4,13 +4,16 @@
 
 use std::path::PathBuf;
 
+use thiserror::Error;
+
 use super::super::{CommandError, Context};
+use super::ImportError;
 use crate::cli::ImportArgs;
-use crate::config::{self, dropin_dir_for, Config, Service};
-use crate::import::{self, config_text, Legacy};
+use crate::config::{self, dropin_dir_for, Config, ConfigError, Origin, Problem, Service};
+use crate::import::{self, config_text, Legacy, LegacyError};
 use crate::root::Root;
 use crate::safefs::{self, Dir, DirPolicy, FsError};
-use crate::users::Accounts;
+use crate::users::{Accounts, UserError};
 use crate::{envfile, names, runas};
 
 /// The legacy layout as found, and the configuration import would add.
@@ -33,8 +36,167 @@ impl Prepared {
     }
 }
 
-fn usage(m: String) -> CommandError {
-    CommandError::Usage(m)
+/// Why `import` refuses before it changes anything (exit 2).
+#[derive(Debug, Error)]
+pub enum PreflightError {
+    /// The service's name is configured already.
+    #[error(
+        "service {service} is already configured ({origin}); pick another name with --service"
+    )]
+    Configured {
+        /// The service.
+        service: String,
+        /// Where.
+        origin: Origin,
+    },
+    /// A file that cannot be used defines the service's name.
+    #[error(
+        "service {service} is defined in a file that cannot be used: {}; fix that file, \
+         or pick another name with --service",
+        crate::state::describe(problems)
+    )]
+    DefinedBroken {
+        /// The service.
+        service: String,
+        /// What is wrong with the file.
+        problems: Vec<Problem>,
+    },
+    /// The legacy layout cannot be read.
+    #[error("import of {unit}: {error}")]
+    Legacy {
+        /// `--unit`.
+        unit: String,
+        /// Why.
+        error: LegacyError,
+    },
+    /// systemd would not read the env file whole.
+    #[error(
+        "{}: systemd would ignore parts of it ({}); fix the file first",
+        env_file.display(),
+        issues.join("; ")
+    )]
+    Ignored {
+        /// `--env-file`.
+        env_file: PathBuf,
+        /// What systemd would ignore.
+        issues: Vec<String>,
+    },
+    /// The service's config file exists already.
+    #[error("{} already exists; pick another name with --service", path.display())]
+    ConfigExists {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// No such unit.
+    #[error("unit {unit} does not exist; install it first or fix --unit")]
+    NoUnit {
+        /// `--unit`.
+        unit: String,
+    },
+    /// No `--user`, and the unit has no `User=`.
+    #[error(
+        "unit {unit} has no User=, so it runs as root and its env file must be root's: \
+         pass --user root, or give {unit} a User= first (then import takes it from there)"
+    )]
+    NoUser {
+        /// `--unit`.
+        unit: String,
+    },
+    /// A `--secret` is no valid credential name.
+    #[error("--secret {key}: {error}")]
+    SecretName {
+        /// The key.
+        key: String,
+        /// Why.
+        error: crate::names::NameError,
+    },
+    /// A `--secret` the env file does not have.
+    #[error(
+        "--secret {key}: {} has no variable {key} (it has: {})",
+        env_file.display(),
+        has.join(", ")
+    )]
+    NoSecret {
+        /// The key.
+        key: String,
+        /// `--env-file`.
+        env_file: PathBuf,
+        /// Its variables.
+        has: Vec<String>,
+    },
+    /// A key named by both `--secret` and `--static`.
+    #[error("{key} is named by both --secret and --static; pick one")]
+    Both {
+        /// The key.
+        key: String,
+    },
+    /// A `--static` the env file does not have.
+    #[error("--static {key}: {} has no variable {key}", env_file.display())]
+    NoStatic {
+        /// The key.
+        key: String,
+        /// `--env-file`.
+        env_file: PathBuf,
+    },
+    /// Variables named by neither `--secret` nor `--static`.
+    #[error(
+        "{} also has {}: say for each whether it is secret (--secret KEY, sealed) or not \
+         (--static KEY, kept in plain text in the configuration)",
+        env_file.display(),
+        keys.join(", ")
+    )]
+    Unclassified {
+        /// `--env-file`.
+        env_file: PathBuf,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// A value an env file credloader writes could not carry.
+    #[error("{}: the value of {key} {error}; fix it before importing", env_file.display())]
+    NotCarriable {
+        /// `--env-file`.
+        env_file: PathBuf,
+        /// The key.
+        key: String,
+        /// Why.
+        error: envfile::ValueError,
+    },
+    /// The configuration with the service in it does not load.
+    #[error("the imported service would not be a valid configuration: {0}")]
+    Invalid(ConfigError),
+    /// The service as the new configuration defines it is broken.
+    #[error(
+        "the imported service would not be a valid configuration: {}",
+        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+    )]
+    Broken {
+        /// What is wrong with it.
+        problems: Vec<Problem>,
+    },
+    /// The accounts cannot be read.
+    #[error("{0}")]
+    Accounts(UserError),
+    /// The service's user or group does not exist.
+    #[error("import of {unit}: {error}")]
+    Owner {
+        /// The unit.
+        unit: String,
+        /// Why.
+        error: UserError,
+    },
+    /// The unit runs as someone its env file's owner must not be.
+    #[error(
+        "import of {unit}: refusing to hand its env file to {user}: {why}; pass \
+         --user with the user {unit} runs as, or set User={user} in {unit}"
+    )]
+    RunsAs {
+        /// The unit.
+        unit: String,
+        /// The service's user.
+        user: String,
+        /// Whom it runs as, and why that is refused.
+        why: String,
+    },
 }
 
 /// Runs every check; changes nothing.
@@ -72,27 +234,28 @@ pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandErro
 /// The service's name (`--service`, else the unit's), valid and not yet
 /// defined, and the configuration as it is.
 fn free_service_name(ctx: &Context, args: &ImportArgs) -> Result<(String, Config), CommandError> {
-    names::unit(&args.unit).map_err(usage)?;
+    names::unit(&args.unit)?;
     let service = args
         .service
         .clone()
         .unwrap_or_else(|| args.unit.trim_end_matches(".service").to_string());
-    names::service(&service).map_err(usage)?;
+    names::service(&service)?;
     let existing = ctx.load_config_or_default()?;
     if let Some(s) = existing.services.get(&service) {
-        return Err(usage(format!(
-            "service {service} is already configured ({}); pick another name with --service",
-            s.origin
-        )));
+        return Err(PreflightError::Configured {
+            service,
+            origin: s.origin.clone(),
+        }
+        .into());
     }
     // A broken or refused file may define it: a second definition would
     // only break both.
     if let Some(problems) = existing.broken.get(&service) {
-        return Err(usage(format!(
-            "service {service} is defined in a file that cannot be used: {}; fix that file, \
-             or pick another name with --service",
-            crate::state::describe(problems)
-        )));
+        return Err(PreflightError::DefinedBroken {
+            service,
+            problems: problems.clone(),
+        }
+        .into());
     }
     Ok((service, existing))
 }
@@ -105,13 +268,16 @@ fn legacy(ctx: &Context, args: &ImportArgs) -> Result<Legacy, CommandError> {
         &args.unit,
         args.dropin.as_deref(),
     )
-    .map_err(|e| usage(format!("import of {}: {e}", args.unit)))?;
+    .map_err(|error| PreflightError::Legacy {
+        unit: args.unit.clone(),
+        error,
+    })?;
     if !legacy.issues.is_empty() {
-        return Err(usage(format!(
-            "{}: systemd would ignore parts of it ({}); fix the file first",
-            args.env_file.display(),
-            legacy.issues.join("; ")
-        )));
+        return Err(PreflightError::Ignored {
+            env_file: args.env_file.clone(),
+            issues: legacy.issues.clone(),
+        }
+        .into());
     }
     Ok(legacy)
 }
@@ -121,10 +287,7 @@ fn conf_path(ctx: &Context, service: &str) -> Result<PathBuf, CommandError> {
     let (main, _) = ctx.config_path();
     let conf_path = dropin_dir_for(&main).join(format!("{service}.toml"));
     if conf_path.exists() {
-        return Err(usage(format!(
-            "{} already exists; pick another name with --service",
-            conf_path.display()
-        )));
+        return Err(PreflightError::ConfigExists { path: conf_path }.into());
     }
     Ok(conf_path)
 }
@@ -140,12 +303,11 @@ fn places(ctx: &Context, p: &Prepared) -> Result<(), CommandError> {
             errno: nix::errno::Errno::ENOENT,
             ..
         }) => {}
-        Err(e) => return Err(CommandError::Environment(e.to_string())),
+        Err(e) => return Err(ImportError::Files(e).into()),
     }
     for d in &p.legacy.dropins {
         let (dir, _) = safefs::split(&d.path);
-        Dir::open(&ctx.root, dir, DirPolicy::EXISTING)
-            .map_err(|e| CommandError::Environment(e.to_string()))?;
+        Dir::open(&ctx.root, dir, DirPolicy::EXISTING).map_err(ImportError::Files)?;
     }
     Ok(())
 }
@@ -157,10 +319,10 @@ fn unit_exists(ctx: &Context, args: &ImportArgs, legacy: &Legacy) -> Result<(), 
         .property(&args.unit, "LoadState")
         .is_some_and(|l| l == "loaded");
     if legacy.unit_file.is_none() && !loaded {
-        return Err(usage(format!(
-            "unit {} does not exist; install it first or fix --unit",
-            args.unit
-        )));
+        return Err(PreflightError::NoUnit {
+            unit: args.unit.clone(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -171,11 +333,10 @@ fn user(args: &ImportArgs, legacy: &Legacy) -> Result<String, CommandError> {
         .clone()
         .or(legacy.unit_user.clone())
         .ok_or_else(|| {
-            usage(format!(
-                "unit {unit} has no User=, so it runs as root and its env file must be root's: \
-                 pass --user root, or give {unit} a User= first (then import takes it from there)",
-                unit = args.unit
-            ))
+            PreflightError::NoUser {
+                unit: args.unit.clone(),
+            }
+            .into()
         })
 }
 
@@ -183,44 +344,45 @@ fn user(args: &ImportArgs, legacy: &Legacy) -> Result<String, CommandError> {
 fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
     let has = |key: &str| legacy.vars.iter().any(|(k, _)| k == key);
     for key in &args.secrets {
-        names::credential(key).map_err(|m| usage(format!("--secret {key}: {m}")))?;
+        names::credential(key).map_err(|error| PreflightError::SecretName {
+            key: key.clone(),
+            error,
+        })?;
         if !has(key) {
-            let all: Vec<&str> = legacy.vars.iter().map(|(k, _)| k.as_str()).collect();
-            return Err(usage(format!(
-                "--secret {key}: {} has no variable {key} (it has: {})",
-                args.env_file.display(),
-                all.join(", ")
-            )));
+            return Err(PreflightError::NoSecret {
+                key: key.clone(),
+                env_file: args.env_file.clone(),
+                has: legacy.vars.iter().map(|(k, _)| k.clone()).collect(),
+            }
+            .into());
         }
     }
     // A forgotten --secret would otherwise put a secret in plain text into
     // a configuration file.
     for key in &args.statics {
         if args.secrets.contains(key) {
-            return Err(usage(format!(
-                "{key} is named by both --secret and --static; pick one"
-            )));
+            return Err(PreflightError::Both { key: key.clone() }.into());
         }
         if !has(key) {
-            return Err(usage(format!(
-                "--static {key}: {} has no variable {key}",
-                args.env_file.display()
-            )));
+            return Err(PreflightError::NoStatic {
+                key: key.clone(),
+                env_file: args.env_file.clone(),
+            }
+            .into());
         }
     }
-    let unclassified: Vec<&str> = legacy
+    let unclassified: Vec<String> = legacy
         .vars
         .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !args.secrets.iter().any(|s| s == k) && !args.statics.iter().any(|s| s == k))
+        .map(|(k, _)| k.clone())
+        .filter(|k| !args.secrets.contains(k) && !args.statics.contains(k))
         .collect();
     if !unclassified.is_empty() {
-        return Err(usage(format!(
-            "{} also has {}: say for each whether it is secret (--secret KEY, sealed) or not \
-             (--static KEY, kept in plain text in the configuration)",
-            args.env_file.display(),
-            unclassified.join(", ")
-        )));
+        return Err(PreflightError::Unclassified {
+            env_file: args.env_file.clone(),
+            keys: unclassified,
+        }
+        .into());
     }
     Ok(())
 }
@@ -229,11 +391,13 @@ fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandErro
 fn statics(args: &ImportArgs, legacy: &Legacy) -> Result<Vec<(String, String)>, CommandError> {
     let mut statics = Vec::new();
     for (k, v) in &legacy.vars {
-        if let Err(e) = envfile::check_value(k, v.expose()) {
-            return Err(usage(format!(
-                "{}: the value of {k} {e}; fix it before importing",
-                args.env_file.display()
-            )));
+        if let Err(error) = envfile::check_value(k, v.expose()) {
+            return Err(PreflightError::NotCarriable {
+                env_file: args.env_file.clone(),
+                key: k.clone(),
+                error,
+            }
+            .into());
         }
         if !args.secrets.contains(k) {
             let text = std::str::from_utf8(v.expose()).expect("checked");
@@ -256,16 +420,13 @@ fn with_service(
         texts.push((f.clone(), std::fs::read_to_string(f).unwrap_or_default()));
     }
     texts.push((conf_path.to_path_buf(), conf_text.to_string()));
-    let invalid = |e: String| {
-        usage(format!(
-            "the imported service would not be a valid configuration: {e}"
-        ))
-    };
     let config =
-        config::from_texts_with_main(texts, &existing.main).map_err(|e| invalid(e.to_string()))?;
+        config::from_texts_with_main(texts, &existing.main).map_err(PreflightError::Invalid)?;
     if let Some(problems) = config.broken.get(service) {
-        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Err(invalid(text.join("; ")));
+        return Err(PreflightError::Broken {
+            problems: problems.clone(),
+        }
+        .into());
     }
     Ok(config)
 }
@@ -274,18 +435,21 @@ fn with_service(
 /// exist and be the user the unit runs as (or root).
 fn owner_check(ctx: &Context, p: &Prepared) -> Result<(), CommandError> {
     let service = p.definition();
-    let accounts = Accounts::new(&ctx.root).map_err(|e| usage(e.to_string()))?;
+    let accounts = Accounts::new(&ctx.root).map_err(PreflightError::Accounts)?;
     let owner = accounts
         .lookup(&service.user, service.group.as_deref())
-        .map_err(|e| usage(format!("import of {}: {e}", service.unit)))?;
+        .map_err(|error| PreflightError::Owner {
+            unit: service.unit.clone(),
+            error,
+        })?;
     let runs_as = runas::units(ctx.manager(), &ctx.root, &[&service.unit]);
     if let Some((why, _)) = runas::mismatch(service, owner, &runs_as[0], &accounts) {
-        return Err(usage(format!(
-            "import of {unit}: refusing to hand its env file to {user}: {why}; pass \
-             --user with the user {unit} runs as, or set User={user} in {unit}",
-            unit = service.unit,
-            user = service.user,
-        )));
+        return Err(PreflightError::RunsAs {
+            unit: service.unit.clone(),
+            user: service.user.clone(),
+            why,
+        }
+        .into());
     }
     Ok(())
 }
