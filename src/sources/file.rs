@@ -119,9 +119,7 @@ fn parse_json(raw: &Secret) -> Result<BTreeMap<String, Secret>, FormatError> {
                 out.insert(k, Secret::new(s.into_bytes()));
             }
             mut other => {
-                if let serde_json::Value::Array(a) = &mut other {
-                    a.clear();
-                }
+                scrub_json(&mut other);
                 bad.get_or_insert(k);
             }
         }
@@ -147,9 +145,7 @@ fn parse_toml(raw: &Secret) -> Result<BTreeMap<String, Secret>, FormatError> {
                 out.insert(k, Secret::new(s.into_bytes()));
             }
             mut other => {
-                if let toml::Value::String(s) = &mut other {
-                    s.zeroize();
-                }
+                scrub_toml(&mut other);
                 bad.get_or_insert(k);
             }
         }
@@ -157,9 +153,44 @@ fn parse_toml(raw: &Secret) -> Result<BTreeMap<String, Secret>, FormatError> {
     all_strings(out, bad)
 }
 
+/// Zeroes every string inside a value refused as not a string (a value
+/// nested in an array or an object may still be a secret).
+fn scrub_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(scrub_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(scrub_json),
+        _ => {}
+    }
+}
+
+/// [`scrub_json`] for TOML.
+fn scrub_toml(v: &mut toml::Value) {
+    match v {
+        toml::Value::String(s) => s.zeroize(),
+        toml::Value::Array(a) => a.iter_mut().for_each(scrub_toml),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| scrub_toml(v)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_value_has_every_string_in_it_zeroed() {
+        let mut j: serde_json::Value =
+            serde_json::from_str(r#"[{"a": ["s1", {"b": "s2"}]}, "s3", 1]"#).unwrap();
+        scrub_json(&mut j);
+        assert_eq!(j.to_string(), r#"[{"a":["",{"b":""}]},"",1]"#);
+        let mut t: toml::Value = toml::from_str::<toml::Table>("k = [\"s1\", { b = \"s2\" }]")
+            .unwrap()
+            .into();
+        scrub_toml(&mut t);
+        assert_eq!(t["k"][0].as_str(), Some(""));
+        assert_eq!(t["k"][1]["b"].as_str(), Some(""));
+    }
 
     #[test]
     fn why_a_file_is_refused_reads_as_it_did_when_it_was_a_string() {
