@@ -231,6 +231,31 @@ fn import_refuses_and_changes_nothing_on_bad_input() {
     assert!(!t.exists(CONF));
 }
 
+#[test]
+fn flags_that_cannot_go_together_are_refused_before_anything_is_read() {
+    // No env file and no unit: a bad flag is still what is said.
+    let t = Tree::new();
+    let base = [
+        "import",
+        "--env-file",
+        "/etc/nowhere.env",
+        "--unit",
+        "nowhere.service",
+    ];
+    let run = t.credloader(&[&base[..], &["--secret", "K", "--static", "K"]].concat());
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("K is named by both --secret and --static"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("nowhere.env"), "{run:?}");
+    let run = t.credloader(&[&base[..], &["--secret", "not a name"]].concat());
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("not a name"), "{run:?}");
+    assert!(!run.stderr.contains("nowhere.env"), "{run:?}");
+}
+
 /// The layout the manual procedure really leaves: each key sealed from
 /// `echo KEY > f` without `--name` (so the sealed file holds the key plus a
 /// newline), the env file written with `$(cat ...)` of the decrypted file

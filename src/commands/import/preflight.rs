@@ -201,6 +201,7 @@ pub enum PreflightError {
 
 /// Runs every check; changes nothing.
 pub fn prepare(ctx: &Context, args: &ImportArgs) -> Result<Prepared, CommandError> {
+    flags(args)?;
     let (service, existing) = free_service_name(ctx, args)?;
     let legacy = legacy(ctx, args)?;
     unit_exists(ctx, args, &legacy)?;
@@ -340,14 +341,26 @@ fn user(args: &ImportArgs, legacy: &Legacy) -> Result<String, CommandError> {
         })
 }
 
-/// Every key of the env file is named by `--secret` or `--static`, once.
-fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
-    let has = |key: &str| legacy.vars.iter().any(|(k, _)| k == key);
+/// What the flags alone can tell, before anything is read: every
+/// `--secret` a valid credential name, no key both `--secret` and `--static`.
+fn flags(args: &ImportArgs) -> Result<(), CommandError> {
     for key in &args.secrets {
         names::credential(key).map_err(|error| PreflightError::SecretName {
             key: key.clone(),
             error,
         })?;
+    }
+    // One key cannot be both sealed and kept in plain text.
+    if let Some(key) = args.statics.iter().find(|k| args.secrets.contains(k)) {
+        return Err(PreflightError::Both { key: key.clone() }.into());
+    }
+    Ok(())
+}
+
+/// Every key of the env file is named by `--secret` or `--static`.
+fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandError> {
+    let has = |key: &str| legacy.vars.iter().any(|(k, _)| k == key);
+    for key in &args.secrets {
         if !has(key) {
             return Err(PreflightError::NoSecret {
                 key: key.clone(),
@@ -360,9 +373,6 @@ fn every_key_named(args: &ImportArgs, legacy: &Legacy) -> Result<(), CommandErro
     // A forgotten --secret would otherwise put a secret in plain text into
     // a configuration file.
     for key in &args.statics {
-        if args.secrets.contains(key) {
-            return Err(PreflightError::Both { key: key.clone() }.into());
-        }
         if !has(key) {
             return Err(PreflightError::NoStatic {
                 key: key.clone(),
