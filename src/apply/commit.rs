@@ -23,8 +23,7 @@ impl Run<'_> {
             intent |= owe(&mut self.state, plan);
         }
         if intent {
-            let failed = self.save_state();
-            self.report.warnings.extend(failed);
+            self.save_state();
         }
     }
 
@@ -83,8 +82,7 @@ impl Run<'_> {
         let reload_due =
             self.report.daemon_reload || self.state.services.values().any(|r| r.pending_reload);
         if reload_due && self.manager != Manager::Absent && self.state != self.loaded {
-            let failed = self.save_state();
-            self.report.warnings.extend(failed);
+            self.save_state();
         }
     }
 
@@ -93,13 +91,7 @@ impl Run<'_> {
         if self.state == self.loaded {
             return;
         }
-        if let Some(w) = self.save_state() {
-            // The same failure may already have been reported when the
-            // intent was recorded.
-            if !self.report.warnings.contains(&w) {
-                self.report.warnings.push(w);
-            }
-        }
+        self.save_state();
     }
 }
 

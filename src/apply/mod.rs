@@ -270,10 +270,18 @@ impl<'a> Run<'a> {
 
     /// Writes the state. Failing to is a warning, not an error: the files
     /// are what the services read, and the next run rebuilds the record.
-    fn save_state(&mut self) -> Option<String> {
-        let dir = self.state_dir.as_ref()?;
-        let e = self.state.save(dir).err()?;
-        Some(format!("could not record the state: {e}"))
+    /// A run saves up to three times; the same failure is said once.
+    fn save_state(&mut self) {
+        let Some(dir) = self.state_dir.as_ref() else {
+            return;
+        };
+        let Err(e) = self.state.save(dir) else {
+            return;
+        };
+        let warning = format!("could not record the state: {e}");
+        if !self.report.warnings.contains(&warning) {
+            self.report.warnings.push(warning);
+        }
     }
 
     /// Something loaded after credloader's env file would win over it. From
