@@ -386,14 +386,7 @@ fn the_journal_of_a_real_credloader_service_holds_no_value() {
     let bad = distinctive("JRb", &mut seed);
     let needles = Needles::new(&[&good, &bad]);
 
-    let secret_dir = testbed::tempdir();
-    let secret = secret_dir.path().join("credential.secret");
-    let out = std::process::Command::new("systemd-creds")
-        .arg("setup")
-        .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (_secret_dir, secret) = testbed::throwaway_secret();
     let bed = testbed::TestBed::builder()
         .credential_secret(&secret)
         .boot();

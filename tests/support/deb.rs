@@ -61,14 +61,7 @@ pub fn deb() -> &'static Path {
 /// real host has none, and this machine's container one (exit 101) would
 /// keep deb-systemd-invoke from starting anything inside the bed.
 pub fn boot(unmask: &[&str]) -> (TestBed, tempfile::TempDir) {
-    let secret_dir = testbed::tempdir();
-    let secret = secret_dir.path().join("credential.secret");
-    let out = Command::new("systemd-creds")
-        .arg("setup")
-        .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-        .output()
-        .expect("systemd-creds setup");
-    assert!(out.status.success(), "{out:?}");
+    let (secret_dir, secret) = testbed::throwaway_secret();
     let mut builder = TestBed::builder().credential_secret(&secret);
     for unit in unmask {
         builder = builder.unmask(unit);

@@ -14,7 +14,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::testbed::{self, TestBed};
 
@@ -35,14 +35,7 @@ impl Scene {
     /// `UNIT.service` per `(unit, user)` in `consumers` (`ExecStart=sleep`,
     /// `WantedBy=e2e.target`, a target the tests start like a boot would).
     pub fn boot(credloader: &Path, users: &[&str], consumers: &[(&str, &str)]) -> Scene {
-        let secret_dir = testbed::tempdir();
-        let secret = secret_dir.path().join("credential.secret");
-        let out = Command::new("systemd-creds")
-            .arg("setup")
-            .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
-            .output()
-            .expect("systemd-creds");
-        assert!(out.status.success(), "systemd-creds setup: {out:?}");
+        let (secret_dir, secret) = testbed::throwaway_secret();
         let bed = TestBed::builder()
             .credential_secret(&secret)
             .unmask("dbus.socket")

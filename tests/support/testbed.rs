@@ -74,6 +74,21 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create a temporary directory")
 }
 
+/// A throwaway host secret for `systemd-creds` (never the host's own):
+/// `SYSTEMD_CREDENTIAL_SECRET` for sealing here and for a bed's
+/// [`Builder::credential_secret`]. Gone with the returned directory.
+pub fn throwaway_secret() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempdir();
+    let secret = dir.path().join("credential.secret");
+    let out = Command::new("systemd-creds")
+        .arg("setup")
+        .env("SYSTEMD_CREDENTIAL_SECRET", &secret)
+        .output()
+        .expect("systemd-creds is installed");
+    assert!(out.status.success(), "systemd-creds setup: {out:?}");
+    (dir, secret)
+}
+
 /// Options for [`TestBed`]; `TestBed::builder().credential_secret(p).boot()`.
 #[derive(Debug, Default, Clone)]
 pub struct Builder {
